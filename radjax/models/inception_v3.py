@@ -1,0 +1,186 @@
+"""InceptionV3 in Flax linen, layer for layer the network of `keras.applications.InceptionV3`.
+
+The architecture is written once, as data (`STEM` and `BLOCKS`), and read by two consumers: the
+`InceptionV3` module below and `radjax.weights`, which needs Keras' layer order to load `.h5` files.
+Every unit is Conv (no bias) -> BatchNorm (no scale, eps 1e-3, momentum 0.99) -> ReLU, as Keras'
+`conv2d_bn`; branch order inside each block is Keras' concatenation order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Union
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+  """One `conv2d_bn` unit of Keras' source."""
+  filters: int
+  kernel: tuple[int, int]
+  strides: tuple[int, int] = (1, 1)
+  padding: str = "SAME"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+  kind: str  # "avg" or "max"
+  strides: tuple[int, int] = (1, 1)
+  padding: str = "SAME"
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """Two convolutions applied to the same input and concatenated (mixed9 and mixed10)."""
+  a: Conv
+  b: Conv
+
+
+Op = Union[Conv, Pool, Split]
+Branch = tuple[str, tuple[Op, ...]]
+
+
+def _conv(filters, kh, kw, strides=(1, 1), padding="SAME"):
+  return Conv(filters, (kh, kw), strides, padding)
+
+
+_AVG = Pool("avg")  # 3x3, stride 1, SAME, padding excluded from the count (Keras semantics)
+_MAX = Pool("max", (2, 2), "VALID")
+_S2 = dict(strides=(2, 2), padding="VALID")
+
+STEM: tuple[Op, ...] = (
+    _conv(32, 3, 3, **_S2),
+    _conv(32, 3, 3, padding="VALID"),
+    _conv(64, 3, 3),
+    _MAX,
+    _conv(80, 1, 1, padding="VALID"),
+    _conv(192, 3, 3, padding="VALID"),
+    _MAX,
+)
+
+
+def _block_a(pool_filters: int) -> tuple[Branch, ...]:
+  return (
+      ("branch1x1", (_conv(64, 1, 1),)),
+      ("branch5x5", (_conv(48, 1, 1), _conv(64, 5, 5))),
+      ("branch3x3dbl", (_conv(64, 1, 1), _conv(96, 3, 3), _conv(96, 3, 3))),
+      ("branch_pool", (_AVG, _conv(pool_filters, 1, 1))),
+  )
+
+
+def _block_c(c7: int) -> tuple[Branch, ...]:
+  return (
+      ("branch1x1", (_conv(192, 1, 1),)),
+      ("branch7x7", (_conv(c7, 1, 1), _conv(c7, 1, 7), _conv(192, 7, 1))),
+      ("branch7x7dbl", (_conv(c7, 1, 1), _conv(c7, 7, 1), _conv(c7, 1, 7), _conv(c7, 7, 1),
+                        _conv(192, 1, 7))),
+      ("branch_pool", (_AVG, _conv(192, 1, 1))),
+  )
+
+
+_BLOCK_E: tuple[Branch, ...] = (
+    ("branch1x1", (_conv(320, 1, 1),)),
+    ("branch3x3", (_conv(384, 1, 1), Split(_conv(384, 1, 3), _conv(384, 3, 1)))),
+    ("branch3x3dbl", (_conv(448, 1, 1), _conv(384, 3, 3), Split(_conv(384, 1, 3), _conv(384, 3, 1)))),
+    ("branch_pool", (_AVG, _conv(192, 1, 1))),
+)
+
+BLOCKS: tuple[tuple[str, tuple[Branch, ...]], ...] = (
+    ("mixed0", _block_a(32)),
+    ("mixed1", _block_a(64)),
+    ("mixed2", _block_a(64)),
+    ("mixed3", (
+        ("branch3x3", (_conv(384, 3, 3, **_S2),)),
+        ("branch3x3dbl", (_conv(64, 1, 1), _conv(96, 3, 3), _conv(96, 3, 3, **_S2))),
+        ("branch_pool", (_MAX,)),
+    )),
+    ("mixed4", _block_c(128)),
+    ("mixed5", _block_c(160)),
+    ("mixed6", _block_c(160)),
+    ("mixed7", _block_c(192)),
+    ("mixed8", (
+        ("branch3x3", (_conv(192, 1, 1), _conv(320, 3, 3, **_S2))),
+        ("branch7x7x3", (_conv(192, 1, 1), _conv(192, 1, 7), _conv(192, 7, 1), _conv(192, 3, 3, **_S2))),
+        ("branch_pool", (_MAX,)),
+    )),
+    ("mixed9", _BLOCK_E),
+    ("mixed10", _BLOCK_E),
+)
+
+NUM_FEATURES = 2048
+
+
+def unit_name(scope: str, index: int, sub: str = "") -> str:
+  """Flax module name of the conv unit at 1-based position `index` of a stem or branch.
+
+  `scope` is "stem" or "{block}_{branch}"; `sub` is "a"/"b" inside a `Split`.
+  Shared by the module and by `radjax.weights`, so both agree on names.
+  """
+  return f"{scope}_{index}{sub}"
+
+
+# Keras' Conv2D default initializer; used for training from scratch (weights="none").
+_KERNEL_INIT = nn.initializers.glorot_uniform()
+
+
+class ConvBN(nn.Module):
+  spec: Conv
+  dtype: Any = jnp.float32
+  bn_momentum: float = 0.99
+  bn_epsilon: float = 1e-3
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.Conv(self.spec.filters, self.spec.kernel, self.spec.strides, self.spec.padding,
+                use_bias=False, kernel_init=_KERNEL_INIT, dtype=self.dtype, name="conv")(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                     epsilon=self.bn_epsilon, use_scale=False, dtype=self.dtype, name="bn")(x)
+    return nn.relu(x)
+
+
+def _pool(spec: Pool, x):
+  if spec.kind == "max":
+    return nn.max_pool(x, (3, 3), spec.strides, spec.padding)
+  # Keras' AveragePooling2D(padding="same") divides by the number of real pixels in the window.
+  return nn.avg_pool(x, (3, 3), spec.strides, spec.padding, count_include_pad=False)
+
+
+class InceptionV3(nn.Module):
+  """Keras' InceptionV3 without its top (`include_top=False, pooling=None`).
+
+  Input: NHWC float images, at least 75x75 (any aspect). Output: the (N, h, w, 2048) feature map.
+  `dtype` is the compute dtype (e.g. bfloat16); parameters stay float32.
+  """
+  dtype: Any = jnp.float32
+  bn_momentum: float = 0.99
+  bn_epsilon: float = 1e-3
+
+  def _unit(self, spec: Conv, name: str):
+    return ConvBN(spec, self.dtype, self.bn_momentum, self.bn_epsilon, name=name)
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    if x.shape[1] < 75 or x.shape[2] < 75:
+      raise ValueError(f"InceptionV3 needs images of at least 75x75 pixels, got {x.shape[1:3]}")
+    x = x.astype(self.dtype)
+    for i, op in enumerate(STEM, start=1):
+      x = self._unit(op, unit_name("stem", i))(x, train) if isinstance(op, Conv) else _pool(op, x)
+    for block, branches in BLOCKS:
+      outputs = []
+      for branch, ops in branches:
+        scope = f"{block}_{branch}"
+        y = x
+        for i, op in enumerate(ops, start=1):
+          if isinstance(op, Pool):
+            y = _pool(op, y)
+          elif isinstance(op, Split):
+            y = jnp.concatenate([
+                self._unit(op.a, unit_name(scope, i, "a"))(y, train),
+                self._unit(op.b, unit_name(scope, i, "b"))(y, train)], axis=-1)
+          else:
+            y = self._unit(op, unit_name(scope, i))(y, train)
+        outputs.append(y)
+      x = jnp.concatenate(outputs, axis=-1)
+    return x

@@ -1,0 +1,51 @@
+"""Shared fixtures. TensorFlow/Keras are imported lazily, inside the fixtures that need them."""
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+DATASET = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "open_i_abd_vs_cxr"
+
+
+@pytest.fixture(scope="session")
+def dataset_dir():
+  if not DATASET.is_dir():
+    pytest.fail(f"shared dataset missing at {DATASET}")
+  return DATASET
+
+
+def randomize_keras_weights(model, seed=0):
+  """Gives every weight of a Keras model random, non-trivial values (BN statistics included)."""
+  rng = np.random.default_rng(seed)
+  for layer in model.layers:
+    values = []
+    for w in layer.weights:
+      shape, name = tuple(w.shape), w.name
+      if "moving_variance" in name:
+        values.append(rng.uniform(0.5, 1.5, shape))
+      elif "moving_mean" in name or "beta" in name or "bias" in name:
+        values.append(rng.normal(0.0, 0.2, shape))
+      elif "gamma" in name:
+        values.append(rng.uniform(0.8, 1.2, shape))
+      else:  # kernels: He-scaled so activations keep a sane scale through 94 layers
+        fan_in = int(np.prod(shape[:-1]))
+        values.append(rng.normal(0.0, np.sqrt(2.0 / fan_in), shape))
+    if values:
+      layer.set_weights([v.astype(np.float32) for v in values])
+
+
+@pytest.fixture(scope="session")
+def keras_notop(tmp_path_factory):
+  """(tf_keras InceptionV3 notop with random weights, path of its legacy .h5 weights file)."""
+  import tf_keras
+
+  model = tf_keras.applications.InceptionV3(weights=None, include_top=False)
+  randomize_keras_weights(model)
+  path = tmp_path_factory.mktemp("keras") / "inception_v3_notop.h5"
+  model.save_weights(str(path))
+  return model, path
