@@ -1,0 +1,59 @@
+"""Every radjax setting, with the paper's values where the paper gives one.
+
+Variants import this file and change only what differs. Not meant to be run by itself: it trains
+the paper's recipe with radjax' defaults (ImageNet weights, [-1, 1] input, bilinear resize).
+
+  radjax train --config configs/default.py --workdir runs/default
+"""
+
+import ml_collections
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+
+  # Data. data_dir "" means $RADJAX_DATA_DIR, else the public dataset downloaded into the cache.
+  config.data_dir = ""
+  config.image_size = 299          # the paper: 299x299
+  config.resize = "squash"         # "squash" (Keras flow_from_directory) or "pad" to square
+  config.resize_method = "bilinear"  # tf.image.resize method; Keras' load_img uses "nearest"
+  config.value_range = "inception"  # "inception" [-1, 1] (what ImageNet weights expect) or "unit" [0, 1]
+  config.dicom_voi = "auto"        # DICOM VOI: "auto", "window", "voi_lut" or "none"
+
+  # Augmentation (Keras ImageDataGenerator semantics, see radjax/augment.py). Training only.
+  config.augment = ml_collections.ConfigDict()
+  config.augment.enabled = True
+  config.augment.rotation_range = 20.0     # degrees
+  config.augment.width_shift_range = 0.2   # fraction of width
+  config.augment.height_shift_range = 0.2  # fraction of height
+  config.augment.shear_range = 0.2         # degrees (Keras' unit)
+  config.augment.zoom_range = 0.2          # x and y zoom each in [0.8, 1.2]
+  config.augment.horizontal_flip = True
+  config.augment.fill_mode = "nearest"
+  config.augment.interpolation = "bilinear"
+
+  # Model.
+  config.weights = "imagenet"      # "imagenet", "none", a Keras .h5 file or a converted directory
+  config.hidden_units = 256
+  config.dropout_rate = 0.5
+  config.dtype = "float32"         # compute dtype: "float32" or "bfloat16" (parameters stay float32)
+  config.bn_momentum = 0.99        # Keras' BatchNormalization default
+  # Recompute BatchNorm statistics on the un-augmented training set before each validation and
+  # checkpoint ("precise BN"); with 13 steps per epoch, momentum 0.99 averages lag far behind.
+  config.precise_bn = True
+  config.fine_tune = "all"         # "all" (the paper), "head", or "from:mixedN"
+
+  # Optimisation: Adam as in the paper (Keras defaults).
+  config.learning_rate = 1e-4
+  config.b1 = 0.9
+  config.b2 = 0.999
+  config.eps = 1e-8
+  config.batch_size = 5            # global batch, split over all devices
+  config.eval_batch_size = 10
+  config.num_epochs = 20
+  config.seed = 0
+
+  # Checkpoints and logging.
+  config.keep_checkpoints = 3      # the latest few; the best by val AUC is kept as well
+  config.compilation_cache = "~/.cache/radjax/jax"  # JAX persistent compilation cache ("" = off)
+  return config

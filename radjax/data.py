@@ -1,0 +1,246 @@
+"""Class-folder datasets (the paper's Fig. 1 layout) and their tf.data pipelines.
+
+    DATA_DIR/TRAIN/<class>/*.png|jpg|dcm     (split names case-insensitive; also train, val,
+    DATA_DIR/VAL/<class>/...                  validation, test)
+
+Class names are the sorted folder names of the training split (abd = 0, chest = 1 for the paper's
+data). Every file is checked once when the dataset is listed; files that cannot be read are skipped
+with a warning that names them, so no image is silently dropped or mislabelled.
+
+The pipeline follows flax' examples: decode + resize -> cache -> shuffle (per-epoch seed) ->
+map(augment) -> batch -> prefetch. TensorFlow runs on the CPU only and is imported lazily, so the
+model and the train step import without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import pathlib
+from typing import Iterator
+
+import numpy as np
+
+from radjax import images
+from radjax.errors import UserError
+
+log = logging.getLogger("radjax")
+
+SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  path: str
+  label: int
+
+
+@dataclasses.dataclass
+class Folders:
+  """The listed dataset: class names, examples per split, and the files that were skipped."""
+  root: pathlib.Path
+  class_names: list[str]
+  splits: dict[str, list[Example]]
+  skipped: list[tuple[str, str]]  # (path, reason)
+
+  def counts(self) -> dict[str, dict[str, int]]:
+    return {split: {name: sum(e.label == i for e in examples)
+                    for i, name in enumerate(self.class_names)}
+            for split, examples in self.splits.items()}
+
+
+def find_splits(data_dir) -> dict[str, pathlib.Path]:
+  """Maps "train"/"val"/"test" to the split folders present in `data_dir`."""
+  root = pathlib.Path(data_dir)
+  if not root.is_dir():
+    raise UserError(f"{root}: no such data directory")
+  found: dict[str, pathlib.Path] = {}
+  for child in sorted(root.iterdir()):
+    split = SPLIT_ALIASES.get(child.name.lower())
+    if child.is_dir() and split:
+      if split in found:
+        raise UserError(f"{root}: both {found[split].name}/ and {child.name}/ name the {split} split")
+      found[split] = child
+  return found
+
+
+def _class_dirs(split_dir: pathlib.Path) -> list[pathlib.Path]:
+  return sorted((d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")),
+                key=lambda d: d.name)
+
+
+def _list_files(class_dir: pathlib.Path, skipped: list) -> list[str]:
+  files = []
+  for path in sorted(class_dir.iterdir()):
+    if path.name.startswith(".") or path.is_dir():
+      continue  # hidden files (.DS_Store) and nested folders are not part of the layout
+    if not images.is_image_file(path):
+      skipped.append((str(path), "not an image file (expected .png, .jpg, .jpeg or DICOM)"))
+      continue
+    files.append(str(path))
+  return files
+
+
+def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
+                 dicom_voi: str = "auto") -> Folders:
+  """Lists the dataset under `data_dir`; `splits` are required ("test" is optional if absent).
+
+  With `validate`, every image is decoded once, and unreadable ones are skipped with a warning.
+  """
+  root = pathlib.Path(data_dir)
+  present = find_splits(root)
+  missing = [s for s in splits if s not in present and s != "test"]
+  if missing:
+    names = ", ".join(p.name + "/" for p in root.iterdir() if p.is_dir()) or "nothing"
+    raise UserError(f"{root}: no {missing[0].upper()} folder (found {names}). Expected split folders "
+                    "TRAIN/ and VAL/ (optional TEST/), each with one folder per class.")
+  if "train" in present:
+    class_names = [d.name for d in _class_dirs(present["train"])]
+    reference = present["train"]
+  else:  # evaluating a TEST or VAL folder on its own: take its classes
+    reference = present[next(s for s in splits if s in present)]
+    class_names = [d.name for d in _class_dirs(reference)]
+  if len(class_names) < 2:
+    raise UserError(f"{reference}: found {len(class_names)} class folder(s) {class_names}; a classifier "
+                    "needs at least two (e.g. abd/ and chest/).")
+  skipped: list[tuple[str, str]] = []
+  result: dict[str, list[Example]] = {}
+  for split in splits:
+    if split not in present:
+      continue
+    examples = []
+    for class_dir in _class_dirs(present[split]):
+      if class_dir.name not in class_names:
+        raise UserError(f"{class_dir}: class '{class_dir.name}' is not a class of {reference} "
+                        f"({', '.join(class_names)})")
+      label = class_names.index(class_dir.name)
+      for path in _list_files(class_dir, skipped):
+        if validate:
+          try:
+            images.read_image(path, dicom_voi)
+          except images.ImageReadError as e:
+            skipped.append((path, str(e).removeprefix(f"{path}: ")))
+            continue
+        examples.append(Example(path, label))
+      if not any(e.label == label for e in examples):
+        raise UserError(f"{class_dir}: no readable images in this class folder")
+    for stray in sorted(p for p in present[split].iterdir() if p.is_file() and not p.name.startswith(".")):
+      skipped.append((str(stray), "file outside a class folder"))
+    result[split] = examples
+  if skipped:
+    for path, reason in skipped:
+      log.warning("skipped %s: %s", path, reason)
+    total = sum(map(len, result.values())) + len(skipped)
+    log.warning("skipped %d of %d files (listed above)", len(skipped), total)
+  return Folders(root, class_names, result, skipped)
+
+
+# ----------------------------------------------------------------------------------------------
+# tf.data
+# ----------------------------------------------------------------------------------------------
+
+@functools.cache
+def tensorflow():
+  """Imports TensorFlow for the input pipeline, hidden from GPUs (JAX owns them)."""
+  import tensorflow as tf
+
+  tf.config.set_visible_devices([], "GPU")
+  return tf
+
+
+def to_model_range(image, value_range: str):
+  """[0, 255] -> the network's input range: "unit" [0, 1] (the paper) or "inception" [-1, 1]."""
+  if value_range == "unit":
+    return image / 255.0
+  if value_range == "inception":  # what Keras' ImageNet InceptionV3 weights were trained on
+    return image / 127.5 - 1.0
+  raise UserError(f"value_range={value_range!r}: expected 'unit' or 'inception'")
+
+
+def resize(image, config):
+  """Squashes (like Keras' flow_from_directory) or pads to square, then resizes to image_size."""
+  tf = tensorflow()
+  size = [config.image_size, config.image_size]
+  if config.resize == "pad":
+    return tf.image.resize_with_pad(image, *size, method=config.resize_method, antialias=True)
+  if config.resize == "squash":
+    return tf.image.resize(image, size, method=config.resize_method, antialias=True)
+  raise UserError(f"resize={config.resize!r}: expected 'squash' or 'pad'")
+
+
+def _decoded(examples: list[Example], config):
+  """(image uint8 SxSx3, label, index) for each example, decoded and resized once, then cached."""
+  tf = tensorflow()
+
+  def load(path):
+    return images.read_image(path.decode(), config.dicom_voi)
+
+  def decode(path, label, index):
+    image = tf.numpy_function(load, [path], tf.float32, stateful=False)
+    image = resize(tf.ensure_shape(image, [None, None, 3]), config)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), label, index
+
+  paths = [e.path for e in examples]
+  labels = np.array([e.label for e in examples], np.int32)
+  ds = tf.data.Dataset.from_tensor_slices((paths, labels, np.arange(len(examples), dtype=np.int64)))
+  return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+
+
+class Pipeline:
+  """Input pipeline over listed folders. Decoded images are cached after the first pass."""
+
+  def __init__(self, folders: Folders, config):
+    self.config = config
+    self.folders = folders
+    self._cached = {split: _decoded(examples, config) for split, examples in folders.splits.items()}
+
+  def num_examples(self, split: str) -> int:
+    return len(self.folders.splits[split])
+
+  def steps_per_epoch(self, batch_size: int) -> int:
+    return self.num_examples("train") // batch_size
+
+  def train_dataset(self, epoch: int, batch_size: int):
+    """Augmented, shuffled training batches of one epoch; a pure function of (seed, epoch)."""
+    tf, config = tensorflow(), self.config
+    seed = config.seed
+
+    def augment(image, label, index):
+      from radjax import augment as aug
+
+      image = tf.cast(image, tf.float32)
+      if config.augment.enabled:
+        image = aug.augment(image, aug.example_seed(seed, epoch, index), config.augment)
+      return {"image": to_model_range(image, config.value_range), "label": label}
+
+    ds = self._cached["train"]
+    order_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    ds = ds.shuffle(self.num_examples("train"), seed=order_seed, reshuffle_each_iteration=False)
+    ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+  def train_batches(self, epoch: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    return self.train_dataset(epoch, batch_size).as_numpy_iterator()
+
+  def eval_batches(self, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Un-augmented batches of `split` in file order. The last batch is padded to `batch_size`;
+    `mask` marks real examples, so every image counts exactly once."""
+    tf, config = tensorflow(), self.config
+
+    def prepare(image, label, index):
+      return {"image": to_model_range(tf.cast(image, tf.float32), config.value_range),
+              "label": label, "index": index}
+
+    ds = self._cached[split].map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    for batch in ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+      yield pad_batch(batch, batch_size)
+
+
+def pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+  """Pads every array to `batch_size` rows (repeating zeros) and adds a boolean `mask`."""
+  n = len(batch["label"])
+  padded = {k: np.concatenate([v, np.zeros((batch_size - n, *v.shape[1:]), v.dtype)])
+            for k, v in batch.items()}
+  padded["mask"] = np.arange(batch_size) < n
+  return padded

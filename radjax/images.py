@@ -1,0 +1,84 @@
+"""Reading one image file (PNG, JPEG or DICOM) into a float32 (H, W, 3) array in [0, 255].
+
+Every failure becomes an `ImageReadError` that names the file, so callers can skip or report it.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+from radjax.errors import UserError
+
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+MAX_8BIT = 255.0
+MAX_16BIT = 65535.0
+
+
+class ImageReadError(UserError):
+  """A file that could not be read as an image; the message names it and says why."""
+
+
+def is_image_file(path) -> bool:
+  """Whether radjax should try to read `path`: a known suffix, or a DICOM preamble."""
+  from radjax import dicom
+
+  path = pathlib.Path(path)
+  return path.suffix.lower() in RASTER_SUFFIXES + DICOM_SUFFIXES or dicom.is_dicom(path)
+
+
+def describe(path) -> dict:
+  """Format, size and pixel type of an image without decoding the pixels (for `radjax audit`)."""
+  from radjax import dicom
+
+  path = pathlib.Path(path)
+  if path.suffix.lower() in DICOM_SUFFIXES or dicom.is_dicom(path):
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return {"format": "DICOM", "width": int(ds.Columns), "height": int(ds.Rows),
+            "mode": str(ds.PhotometricInterpretation), "bits": int(ds.BitsStored)}
+  from PIL import Image
+
+  with Image.open(path) as img:
+    bits = 16 if img.mode.startswith("I") else 8
+    return {"format": img.format, "width": img.width, "height": img.height, "mode": img.mode,
+            "bits": bits}
+
+
+def _read_raster(path: pathlib.Path) -> np.ndarray:
+  from PIL import Image
+
+  with Image.open(path) as img:
+    img.load()
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit gray PNG
+      return np.asarray(img, np.float32) * (MAX_8BIT / MAX_16BIT)
+    # Palette, gray+alpha, RGBA, bilevel, CMYK: as Keras' load_img(color_mode="rgb") does,
+    # drop alpha and expand to RGB.
+    return np.asarray(img.convert("RGB"), np.float32)
+
+
+def read_image(path, dicom_voi: str = "auto") -> np.ndarray:
+  """Decodes `path` to float32 (H, W, 3) in [0, 255]; gray images are repeated over 3 channels."""
+  from radjax import dicom
+
+  path = pathlib.Path(path)
+  try:
+    if path.stat().st_size == 0:
+      raise ImageReadError(f"{path}: empty file (0 bytes)")
+    if path.suffix.lower() in DICOM_SUFFIXES or dicom.is_dicom(path):
+      pixels, _ = dicom.read_dicom(path, voi=dicom_voi)
+      pixels = pixels * MAX_8BIT
+    else:
+      pixels = _read_raster(path)
+  except UserError as e:
+    raise ImageReadError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+  except Exception as e:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError...)
+    raise ImageReadError(f"{path}: cannot be read as an image ({type(e).__name__}: {e})") from None
+  if pixels.ndim == 2:
+    pixels = pixels[..., None]
+  if pixels.shape[-1] == 1:
+    pixels = np.repeat(pixels, 3, axis=-1)
+  return np.ascontiguousarray(pixels, np.float32)

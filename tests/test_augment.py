@@ -1,0 +1,94 @@
+"""Augmentation: Keras parity, geometry, eager == tf.data, parameter ranges, determinism."""
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import default
+from radjax import augment, data
+
+tf = data.tensorflow()
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def image(dataset_dir):
+  path = dataset_dir / "TRAIN" / "chest" / "chst33.png"
+  return np.asarray(Image.open(path).convert("RGB").resize((SIZE, SIZE)), np.float32)
+
+
+def _params(theta=0.0, tx=0.0, ty=0.0, shear=0.0, zx=1.0, zy=1.0, flip=False):
+  return {"theta": tf.constant(math.radians(theta)), "tx": tf.constant(float(tx)),
+          "ty": tf.constant(float(ty)), "shear": tf.constant(math.radians(shear)),
+          "zx": tf.constant(float(zx)), "zy": tf.constant(float(zy)), "flip": tf.constant(flip)}
+
+
+def _apply(image, **kw):
+  matrix = augment.affine_matrix(_params(**kw), image.shape[0], image.shape[1])
+  return augment.apply_matrix(tf.constant(image), matrix).numpy()
+
+
+@pytest.mark.parametrize("theta,tx,ty,shear,zx,zy,flip", [
+    (17.0, 5.0, -7.0, 0.2, 0.85, 1.15, False),
+    (-12.0, -3.5, 9.25, -0.15, 1.2, 0.8, True),
+    (0.0, 0.0, 0.0, 20.0, 1.0, 1.0, False),  # a large shear, so shear geometry is really compared
+])
+def test_matches_keras_image_data_generator(image, theta, tx, ty, shear, zx, zy, flip):
+  from tf_keras.preprocessing.image import ImageDataGenerator
+
+  # Keras (channels_last, square image) applies its `tx` along columns and `ty` along rows.
+  expected = ImageDataGenerator(fill_mode="nearest").apply_transform(
+      image.copy(), {"theta": theta, "tx": tx, "ty": ty, "shear": shear, "zx": zx, "zy": zy,
+                     "flip_horizontal": flip})
+  got = _apply(image, theta=theta, tx=tx, ty=ty, shear=shear, zx=zx, zy=zy, flip=flip)
+  assert np.abs(got - expected).max() < 0.05  # of 255: float32 vs float64 interpolation weights
+  assert np.abs(got - image).mean() > 1.0  # the transform did something
+
+
+def test_shift_moves_pixels_where_the_matrix_says():
+  img = np.zeros((9, 11, 1), np.float32)
+  img[4, 6] = 100.0
+  out = _apply(img, tx=3, ty=-2)  # output(x, y) reads input(x + 3, y - 2)
+  assert out[6, 3, 0] == pytest.approx(100.0) and out.sum() == pytest.approx(100.0)
+
+
+def test_flip_mirrors_columns(image):
+  np.testing.assert_allclose(_apply(image, flip=True), image[:, ::-1], atol=1e-4)
+
+
+def test_rotation_by_90_degrees_is_rot90(image):
+  np.testing.assert_allclose(_apply(image, theta=90.0), np.rot90(image, 1), atol=1e-2)
+
+
+def test_eager_equals_tf_data(image):
+  config = default.get_config().augment
+  seeds = [augment.example_seed(7, 3, i) for i in range(4)]
+  eager = [augment.augment(tf.constant(image), s, config).numpy() for s in seeds]
+  ds = tf.data.Dataset.range(4).map(
+      lambda i: augment.augment(tf.constant(image), augment.example_seed(7, 3, i), config))
+  for got, want in zip(ds.as_numpy_iterator(), eager):
+    np.testing.assert_array_equal(got, want)
+  assert not np.array_equal(eager[0], eager[1])
+
+
+def test_sampled_parameters_stay_in_range():
+  config = default.get_config().augment
+  draws = [augment.sample_params(augment.example_seed(0, 0, i), config, 299, 299) for i in range(400)]
+  get = lambda k: np.array([float(d[k]) for d in draws])
+  assert np.abs(get("theta")).max() <= math.radians(20) and np.abs(get("theta")).max() > math.radians(18)
+  for k in ("tx", "ty"):
+    assert np.abs(get(k)).max() <= 0.2 * 299 and np.abs(get(k)).max() > 0.18 * 299
+  assert np.abs(get("shear")).max() <= math.radians(0.2)
+  for k in ("zx", "zy"):
+    assert get(k).min() >= 0.8 and get(k).max() <= 1.2
+  assert 0.4 < get("flip").mean() < 0.6
+  assert np.corrcoef(get("zx"), get("zy"))[0, 1] < 0.2  # independent x and y zoom
+
+
+def test_example_seed_is_a_function_of_seed_epoch_index():
+  a = augment.example_seed(1, 2, 3).numpy()
+  np.testing.assert_array_equal(a, augment.example_seed(1, 2, 3).numpy())
+  for other in [(1, 2, 4), (1, 3, 3), (2, 2, 3)]:
+    assert not np.array_equal(a, augment.example_seed(*other).numpy())
