@@ -55,5 +55,6 @@ def get_config():
 
   # Checkpoints and logging.
   config.keep_checkpoints = 3      # the latest few; the best by val AUC is kept as well
+  config.distributed = False       # multi-host: call jax.distributed.initialize() first
   config.compilation_cache = "~/.cache/radjax/jax"  # JAX persistent compilation cache ("" = off)
   return config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -16,6 +17,79 @@ def _convert_weights(args) -> int:
   return 0
 
 
+def _audit(args) -> int:
+  import json
+
+  from radjax import audit
+
+  report = audit.audit(args.data_dir, dicom_voi=args.dicom_voi)
+  print(json.dumps(report, indent=2) if args.json else audit.format_report(report))
+  return 0
+
+
+def _split(args) -> int:
+  from radjax import split
+
+  result = split.split_dataset(args.src, args.dst, val=args.val, seed=args.seed, folds=args.folds,
+                               test=args.test)
+  print(split.format_summary(result, args.dst))
+  return 0
+
+
+def _augment_preview(args) -> int:
+  from radjax import preview
+
+  n = preview.DEFAULT_VARIANTS if args.n is None else args.n
+  result = preview.augment_preview(args.data_dir, args.out, image=args.image, n=n, seed=args.seed)
+  width, height = result["size"]
+  print(f"Wrote {result['out']} ({width}x{height} px): {result['image']}, original + {n} "
+        "augmented versions")
+  return 0
+
+
+def _train(args) -> int:
+  from radjax import config as config_lib, train
+
+  config = config_lib.load_config(args.config, args.overrides)
+  try:
+    train.train_and_evaluate(config, args.workdir)
+  except train.TrainingError as e:
+    print(f"radjax train: {e}", file=sys.stderr)
+    return 1
+  print(f"Done. Curves: {args.workdir}/curves.png  checkpoints: {args.workdir}/checkpoints\n"
+        f"Next: radjax evaluate --workdir {args.workdir}")
+  return 0
+
+
+def _evaluate(args) -> int:
+  from radjax import evaluate
+
+  result = evaluate.evaluate_workdir(args.workdir, args.data, args.split, args.checkpoint, args.out)
+  out = args.out or args.workdir
+  print(evaluate.format_metrics(result))
+  print(f"Wrote {out}/metrics.json" + (f" and {out}/roc.png" if result["count"] else ""))
+  return 0
+
+
+def _predict(args) -> int:
+  from radjax import predict
+
+  results, class_names = predict.predict_files(args.workdir, args.inputs, args.checkpoint)
+  if args.json:
+    print(predict.format_json(results, class_names))
+  elif args.csv:
+    with open(args.csv, "w", newline="") as f:
+      f.write(predict.format_csv(results, class_names))
+    print(predict.format_text(results, class_names))
+    print(f"Wrote {args.csv}")
+  else:
+    print(predict.format_text(results, class_names))
+  failed = [r for r in results if r.error]
+  for r in failed:
+    print(f"radjax predict: error: {r.path}: {r.error}", file=sys.stderr)
+  return 1 if failed or not results else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="radjax", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
@@ -24,11 +98,68 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("keras_h5", help="Keras legacy HDF5 weights file (include_top=False)")
   p.add_argument("out_dir", help="directory to write the Orbax checkpoint to")
   p.set_defaults(func=_convert_weights)
+
+  p = sub.add_parser("audit", help="counts, sizes, unreadable files and duplicates of a dataset")
+  p.add_argument("data_dir", help="dataset folder (TRAIN/, VAL/, ... or one folder per class)")
+  p.add_argument("--json", action="store_true", help="print the report as JSON")
+  p.add_argument("--dicom-voi", default="auto", help="DICOM VOI for decoding (as config.dicom_voi)")
+  p.set_defaults(func=_audit)
+
+  p = sub.add_parser("split", help="copy one folder per class into stratified TRAIN/VAL(/TEST)")
+  p.add_argument("src", help="source folder with one sub-folder per class (left unchanged)")
+  p.add_argument("dst", help="new output folder (must not exist or be empty)")
+  p.add_argument("--val", type=int, required=True, metavar="N", help="validation images in total")
+  p.add_argument("--seed", type=int, required=True, help="random seed (same seed, same split)")
+  p.add_argument("--test", type=int, default=0, metavar="N",
+                 help="test images in total (default 0)")
+  p.add_argument("--folds", type=int, default=0, metavar="K",
+                 help="also give TRAIN images K stratified cross-validation folds (manifest.csv)")
+  p.set_defaults(func=_split)
+
+  p = sub.add_parser("augment-preview", help="PNG grid of one image and its training augmentations")
+  p.add_argument("data_dir", nargs="?", help="dataset folder; its first training image is shown")
+  p.add_argument("--out", required=True, help="PNG file to write")
+  p.add_argument("--image", help="show this image instead of the first training image")
+  p.add_argument("--n", type=int, help="number of augmented versions (default 8)")
+  p.add_argument("--seed", type=int, help="augmentation seed (default: configs/default.py's seed)")
+  p.set_defaults(func=_augment_preview)
+
+  p = sub.add_parser("train", help="train (or resume) a model; settings as --config.NAME=VALUE",
+                     epilog="Example: radjax train --config configs/hello_world.py --workdir "
+                            "runs/hello --config.data_dir=DATA --config.num_epochs=5")
+  p.add_argument("--config", required=True, help="config file, e.g. configs/hello_world.py")
+  p.add_argument("--workdir", required=True, help="run folder: checkpoints, metrics, curves")
+  p.set_defaults(func=_train)
+
+  p = sub.add_parser("evaluate", help="metrics, confusion matrix and ROC of a trained run")
+  p.add_argument("--workdir", required=True, help="the training run's folder")
+  p.add_argument("--data", help="dataset folder (default: the one the run trained on)")
+  p.add_argument("--split", default="val", help="val (default) or test")
+  p.add_argument("--checkpoint", default="best", help="best (default), latest or an epoch")
+  p.add_argument("--out", help="folder for metrics.json and roc.png (default: the workdir)")
+  p.set_defaults(func=_evaluate)
+
+  p = sub.add_parser("predict", help="class probabilities for PNG, JPEG or DICOM files")
+  p.add_argument("--workdir", required=True, help="the training run's folder")
+  p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="images, or folders of images")
+  p.add_argument("--checkpoint", default="best", help="best (default), latest or an epoch")
+  output = p.add_mutually_exclusive_group()
+  output.add_argument("--json", action="store_true", help="print JSON instead of lines")
+  output.add_argument("--csv", metavar="FILE", help="also write the predictions as CSV")
+  p.set_defaults(func=_predict)
   return parser
 
 
 def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
+  parser = build_parser()
+  args, unknown = parser.parse_known_args(argv)
+  if args.command == "train":
+    args.overrides = unknown  # --config.NAME=VALUE words, checked against the config
+  elif unknown:
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+  # radjax' own messages at INFO; libraries (Orbax, absl) only when something is wrong.
+  logging.basicConfig(format="radjax: %(levelname)s: %(message)s", level=logging.WARNING)
+  logging.getLogger("radjax").setLevel(logging.INFO)
   from radjax.errors import UserError  # noqa: E402  (after argparse: --help stays instant)
 
   try:

@@ -65,12 +65,14 @@ def find_splits(data_dir) -> dict[str, pathlib.Path]:
   return found
 
 
-def _class_dirs(split_dir: pathlib.Path) -> list[pathlib.Path]:
+def class_dirs(split_dir: pathlib.Path) -> list[pathlib.Path]:
+  """The class folders of one split folder, sorted by name (hidden folders are not classes)."""
   return sorted((d for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith(".")),
                 key=lambda d: d.name)
 
 
-def _list_files(class_dir: pathlib.Path, skipped: list) -> list[str]:
+def list_files(class_dir: pathlib.Path, skipped: list) -> list[str]:
+  """Image files of one class folder, sorted; other files are appended to `skipped` with why."""
   files = []
   for path in sorted(class_dir.iterdir()):
     if path.name.startswith(".") or path.is_dir():
@@ -80,6 +82,11 @@ def _list_files(class_dir: pathlib.Path, skipped: list) -> list[str]:
       continue
     files.append(str(path))
   return files
+
+
+def stray_files(split_dir: pathlib.Path) -> list[pathlib.Path]:
+  """Files lying directly in a split folder, outside every class folder (they have no label)."""
+  return sorted(p for p in split_dir.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
 def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
@@ -96,11 +103,11 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
     raise UserError(f"{root}: no {missing[0].upper()} folder (found {names}). Expected split folders "
                     "TRAIN/ and VAL/ (optional TEST/), each with one folder per class.")
   if "train" in present:
-    class_names = [d.name for d in _class_dirs(present["train"])]
+    class_names = [d.name for d in class_dirs(present["train"])]
     reference = present["train"]
   else:  # evaluating a TEST or VAL folder on its own: take its classes
     reference = present[next(s for s in splits if s in present)]
-    class_names = [d.name for d in _class_dirs(reference)]
+    class_names = [d.name for d in class_dirs(reference)]
   if len(class_names) < 2:
     raise UserError(f"{reference}: found {len(class_names)} class folder(s) {class_names}; a classifier "
                     "needs at least two (e.g. abd/ and chest/).")
@@ -110,12 +117,12 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
     if split not in present:
       continue
     examples = []
-    for class_dir in _class_dirs(present[split]):
+    for class_dir in class_dirs(present[split]):
       if class_dir.name not in class_names:
         raise UserError(f"{class_dir}: class '{class_dir.name}' is not a class of {reference} "
                         f"({', '.join(class_names)})")
       label = class_names.index(class_dir.name)
-      for path in _list_files(class_dir, skipped):
+      for path in list_files(class_dir, skipped):
         if validate:
           try:
             images.read_image(path, dicom_voi)
@@ -125,7 +132,7 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
         examples.append(Example(path, label))
       if not any(e.label == label for e in examples):
         raise UserError(f"{class_dir}: no readable images in this class folder")
-    for stray in sorted(p for p in present[split].iterdir() if p.is_file() and not p.name.startswith(".")):
+    for stray in stray_files(present[split]):
       skipped.append((str(stray), "file outside a class folder"))
     result[split] = examples
   if skipped:
@@ -136,6 +143,52 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
   return Folders(root, class_names, result, skipped)
 
 
+# The tutorial's own archive (github.com/paras42/Hello_World_Deep_Learning); no hash is published.
+PUBLIC_DATASET_URL = ("https://github.com/paras42/Hello_World_Deep_Learning/raw/master/"
+                      "Open_I_abd_vs_CXRs.zip")
+DOWNLOAD_TIMEOUT_S = 30
+
+
+def resolve_data_dir(data_dir: str = "") -> pathlib.Path:
+  """`data_dir`, else $RADJAX_DATA_DIR, else the public dataset downloaded into the cache."""
+  import os
+
+  chosen = data_dir or os.environ.get("RADJAX_DATA_DIR", "")
+  if chosen:
+    return pathlib.Path(chosen).expanduser()
+  return download_public_dataset()
+
+
+def download_public_dataset() -> pathlib.Path:
+  """Downloads and extracts the tutorial's 75 images once; returns the folder holding TRAIN/."""
+  import tempfile
+  import urllib.error
+  import urllib.request
+  import zipfile
+
+  from radjax.weights import cache_dir
+
+  target = cache_dir() / "open_i_abd_vs_cxr"
+  found = sorted(p.parent for p in target.glob("**/TRAIN")) if target.is_dir() else []
+  if found:
+    return found[0]
+  print(f"Downloading the tutorial's dataset from {PUBLIC_DATASET_URL} ...", flush=True)
+  try:
+    with urllib.request.urlopen(PUBLIC_DATASET_URL, timeout=DOWNLOAD_TIMEOUT_S) as response, \
+        tempfile.TemporaryFile() as archive:
+      archive.write(response.read())
+      archive.seek(0)
+      with zipfile.ZipFile(archive) as z:
+        z.extractall(target)
+  except (urllib.error.URLError, OSError, zipfile.BadZipFile) as e:
+    raise UserError(f"No data directory given and the public dataset could not be downloaded ({e}). "
+                    "Pass --config.data_dir=DIR or set RADJAX_DATA_DIR (DIR holds TRAIN/ and VAL/).") from None
+  found = sorted(p.parent for p in target.glob("**/TRAIN"))
+  if not found:
+    raise UserError(f"{PUBLIC_DATASET_URL}: the archive has no TRAIN folder; extracted to {target}")
+  return found[0]
+
+
 # ----------------------------------------------------------------------------------------------
 # tf.data
 # ----------------------------------------------------------------------------------------------
@@ -143,6 +196,11 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
 @functools.cache
 def tensorflow():
   """Imports TensorFlow for the input pipeline, hidden from GPUs (JAX owns them)."""
+  import os
+
+  # TF's C++ start-up chatter (CUDA probing, CPU feature notes) is noise here; real pipeline
+  # errors still raise Python exceptions.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   import tensorflow as tf
 
   tf.config.set_visible_devices([], "GPU")

@@ -24,14 +24,14 @@ class Classifier(nn.Module):
   num_outputs: int = 1
   dtype: Any = jnp.float32
   bn_momentum: float = 0.99
-  # "all": backbone BatchNorm uses batch statistics in training (Keras' fit); "none": the backbone
-  # always runs in inference mode (frozen backbone, `fine_tune="head"`).
-  backbone_train_mode: bool = True
+  # Leading backbone stages (stem, mixed0, ...) that are frozen: their BatchNorm always runs in
+  # inference mode, as a frozen Keras layer does.
+  frozen_stages: int = 0
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    features = InceptionV3(dtype=self.dtype, bn_momentum=self.bn_momentum, name="backbone")(
-        x, train=train and self.backbone_train_mode)
+    features = InceptionV3(dtype=self.dtype, bn_momentum=self.bn_momentum,
+                           frozen_stages=self.frozen_stages, name="backbone")(x, train=train)
     x = jnp.mean(features.astype(jnp.float32), axis=(1, 2))  # GlobalAveragePooling2D
     x = nn.relu(nn.Dense(self.hidden_units, name="hidden", **_DENSE_INIT)(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

@@ -156,6 +156,7 @@ class InceptionV3(nn.Module):
   dtype: Any = jnp.float32
   bn_momentum: float = 0.99
   bn_epsilon: float = 1e-3
+  frozen_stages: int = 0  # leading stages (0 = stem, k = mixed{k-1}) whose BN stays in inference mode
 
   def _unit(self, spec: Conv, name: str):
     return ConvBN(spec, self.dtype, self.bn_momentum, self.bn_epsilon, name=name)
@@ -165,9 +166,11 @@ class InceptionV3(nn.Module):
     if x.shape[1] < 75 or x.shape[2] < 75:
       raise ValueError(f"InceptionV3 needs images of at least 75x75 pixels, got {x.shape[1:3]}")
     x = x.astype(self.dtype)
+    stem_train = train and self.frozen_stages <= 0
     for i, op in enumerate(STEM, start=1):
-      x = self._unit(op, unit_name("stem", i))(x, train) if isinstance(op, Conv) else _pool(op, x)
-    for block, branches in BLOCKS:
+      x = self._unit(op, unit_name("stem", i))(x, stem_train) if isinstance(op, Conv) else _pool(op, x)
+    for stage, (block, branches) in enumerate(BLOCKS, start=1):
+      block_train = train and stage >= self.frozen_stages
       outputs = []
       for branch, ops in branches:
         scope = f"{block}_{branch}"
@@ -177,10 +180,10 @@ class InceptionV3(nn.Module):
             y = _pool(op, y)
           elif isinstance(op, Split):
             y = jnp.concatenate([
-                self._unit(op.a, unit_name(scope, i, "a"))(y, train),
-                self._unit(op.b, unit_name(scope, i, "b"))(y, train)], axis=-1)
+                self._unit(op.a, unit_name(scope, i, "a"))(y, block_train),
+                self._unit(op.b, unit_name(scope, i, "b"))(y, block_train)], axis=-1)
           else:
-            y = self._unit(op, unit_name(scope, i))(y, train)
+            y = self._unit(op, unit_name(scope, i))(y, block_train)
         outputs.append(y)
       x = jnp.concatenate(outputs, axis=-1)
     return x

@@ -1,0 +1,92 @@
+"""`radjax augment-preview`: one image as training sees it, plain and augmented (paper's Fig. 6).
+
+The panels go through the training pipeline's own functions: `images.read_image`, `data.resize`,
+the uint8 rounding of the cached dataset, and `augment.augment` with
+`augment.example_seed(seed, epoch, index=0)`. Panel "augmented #k" is epoch k-1. Training numbers
+examples in file order, so with the default image (the first training image) and the config's
+seed, the panels are exactly that image in the first N training epochs.
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+
+import numpy as np
+
+from radjax import data, images
+from radjax.errors import UserError
+
+PANEL_INCHES = 3.0  # each panel's cell in the grid, square
+DPI = 100           # so a cell is PANEL_INCHES * DPI = 300 pixels wide and high
+DEFAULT_VARIANTS = 8
+PREVIEW_INDEX = 0   # the example index fed to example_seed (the first training image's index)
+
+
+def grid_shape(panels: int) -> tuple[int, int]:
+  """(rows, columns) of the most nearly square grid holding `panels` panels."""
+  columns = math.ceil(math.sqrt(panels))
+  return math.ceil(panels / columns), columns
+
+
+def first_training_image(data_dir) -> str:
+  """The example with index 0 in training: the first file of the first class of TRAIN/."""
+  folders = data.list_folders(data_dir, splits=("train",), validate=False)
+  return folders.splits["train"][0].path
+
+
+def preview_panels(path, n: int, seed: int, config) -> list[np.ndarray]:
+  """[original, augmented epoch 0, ..., epoch n-1] as uint8 (S, S, 3) images."""
+  from radjax import augment
+
+  tf = data.tensorflow()
+  image = data.resize(tf.constant(images.read_image(path, config.dicom_voi)), config)
+  # The training pipeline caches the resized image as uint8 and augments its float32 copy.
+  image = tf.cast(tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), tf.float32)
+  panels = [image]
+  for epoch in range(n):
+    seed_e = augment.example_seed(seed, epoch, PREVIEW_INDEX)
+    panels.append(augment.augment(image, seed_e, config.augment))
+  return [np.clip(np.round(p.numpy()), 0, 255).astype(np.uint8) for p in panels]
+
+
+def save_grid(panels: list[np.ndarray], titles: list[str], out) -> tuple[int, int]:
+  """Writes the panels as a PNG grid; returns its (width, height) in pixels."""
+  from matplotlib.figure import Figure  # no pyplot: the Agg canvas, no global backend state
+
+  rows, columns = grid_shape(len(panels))
+  # "constrained" packs the panels and titles without changing the figure's pixel size.
+  fig = Figure(figsize=(columns * PANEL_INCHES, rows * PANEL_INCHES), dpi=DPI, layout="constrained")
+  for k, (panel, title) in enumerate(zip(panels, titles)):
+    ax = fig.add_subplot(rows, columns, k + 1)
+    ax.imshow(panel, vmin=0, vmax=255)
+    ax.set_title(title)
+    ax.axis("off")
+  out = pathlib.Path(out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out, dpi=DPI, format="png")
+  return round(columns * PANEL_INCHES * DPI), round(rows * PANEL_INCHES * DPI)
+
+
+def augment_preview(data_dir, out, image=None, n: int = DEFAULT_VARIANTS, seed: int | None = None,
+                    config=None) -> dict:
+  """Writes the preview grid of `image` (default: the first training image of `data_dir`).
+
+  `config` defaults to configs/default.py (its image_size, resize and augment settings); `seed`
+  defaults to the config's seed. Returns {"out", "image", "size": (width, height), "panels"}.
+  """
+  if n < 1:
+    raise UserError(f"--n {n}: need at least one augmented version")
+  if config is None:
+    from radjax.config import load_default_config
+
+    config = load_default_config()
+  seed = config.seed if seed is None else seed
+  if image is None:
+    if data_dir is None:
+      raise UserError("give a DATA_DIR (its first training image is shown) or --image PATH")
+    image = first_training_image(data_dir)
+  panels = preview_panels(image, n, seed, config)
+  titles = ["original"] + [f"augmented #{k}" for k in range(1, n + 1)]
+  size = save_grid(panels, titles, out)
+  return {"out": str(out), "image": str(image), "size": size, "panels": panels}
