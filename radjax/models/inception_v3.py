@@ -135,8 +135,11 @@ class ConvBN(nn.Module):
   def __call__(self, x, train: bool):
     x = nn.Conv(self.spec.filters, self.spec.kernel, self.spec.strides, self.spec.padding,
                 use_bias=False, kernel_init=_KERNEL_INIT, dtype=self.dtype, name="conv")(x)
+    # Two-pass variance, as Keras' tf.nn.moments: E[x^2] - E[x]^2 loses every digit when a
+    # channel's variance is small next to its mean (late layers, few pixels per channel).
     x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                     epsilon=self.bn_epsilon, use_scale=False, dtype=self.dtype, name="bn")(x)
+                     epsilon=self.bn_epsilon, use_scale=False, use_fast_variance=False,
+                     dtype=self.dtype, name="bn")(x)
     return nn.relu(x)
 
 
