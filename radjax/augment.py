@@ -15,19 +15,22 @@ so each image is resampled exactly once. Keras' own code swaps the roles of heig
 shift and the centre (harmless for the square images it and radjax augment: the ranges are equal
 and the images are resized to `image_size` first); radjax shifts along the axis each range names.
 
-Randomness is stateless: parameters are a function of a per-image seed only, so the same
-(seed, epoch, example index) always gives the same image, in eager mode or inside tf.data.
+Randomness is stateless: an epoch's draws are a table whose row i depends only on
+(seed, epoch, example index i), so the same seed gives the same images in any order, after a
+resume, eagerly or inside tf.data. The table and the matrices are computed on the host with numpy,
+vectorised over the epoch; the pipeline then does one gather and one resampling per image (on 2
+cores, per-image TF ops for the matrix cost as much as the resampling itself).
 """
 
 from __future__ import annotations
 
 import math
 
-import tensorflow as tf
+import numpy as np
 
 FILL_MODES = {"nearest": "NEAREST", "constant": "CONSTANT", "reflect": "REFLECT", "wrap": "WRAP"}
 INTERPOLATIONS = {"bilinear": "BILINEAR", "nearest": "NEAREST"}
-NUM_RANDOM = 6  # rotation, shift x, shift y, shear, zoom x, zoom y, flip -> uniform draws below
+NUM_DRAWS = 7  # rotation, shift x, shift y, shear, zoom x, zoom y, flip
 
 
 def _range(value, size):
@@ -35,61 +38,86 @@ def _range(value, size):
   return value * size if value < 1 else float(value)
 
 
-def sample_params(seed, config, height: int, width: int) -> dict[str, tf.Tensor]:
-  """Draws Keras' transform parameters for one image from a stateless seed (shape [2] int)."""
-  u = tf.random.stateless_uniform([NUM_RANDOM + 1], seed=seed, minval=-1.0, maxval=1.0,
-                                  dtype=tf.float32)
+def epoch_uniforms(seed: int, epoch: int, num_examples: int) -> np.ndarray:
+  """[num_examples, 7] uniform draws in [-1, 1); row i is a function of (seed, epoch, i) only."""
+  rng = np.random.default_rng([seed, epoch])
+  return rng.uniform(-1.0, 1.0, (num_examples, NUM_DRAWS)).astype(np.float32)
+
+
+def params_from_uniforms(u, config, height: int, width: int) -> dict[str, np.ndarray]:
+  """Keras' transform parameters from draws `u` of shape [..., 7] (one row per image)."""
+  u = np.asarray(u, np.float64)
   z = config.zoom_range
   return {
-      "theta": u[0] * config.rotation_range * (math.pi / 180),
-      "tx": u[1] * _range(config.width_shift_range, width),
-      "ty": u[2] * _range(config.height_shift_range, height),
-      "shear": u[3] * config.shear_range * (math.pi / 180),
-      "zx": 1.0 + u[4] * z,
-      "zy": 1.0 + u[5] * z,
-      "flip": tf.logical_and(u[6] < 0.0, config.horizontal_flip),
+      "theta": u[..., 0] * config.rotation_range * (math.pi / 180),
+      "tx": u[..., 1] * _range(config.width_shift_range, width),
+      "ty": u[..., 2] * _range(config.height_shift_range, height),
+      "shear": u[..., 3] * config.shear_range * (math.pi / 180),
+      "zx": 1.0 + u[..., 4] * z,
+      "zy": 1.0 + u[..., 5] * z,
+      "flip": np.logical_and(u[..., 6] < 0.0, config.horizontal_flip),
   }
 
 
-def affine_matrix(params, height: int, width: int) -> tf.Tensor:
-  """3x3 matrix mapping output (x=column, y=row, 1) to input coordinates."""
-  c, s = tf.cos(params["theta"]), tf.sin(params["theta"])
-  sh_c, sh_s = tf.cos(params["shear"]), tf.sin(params["shear"])
-  one, zero = tf.ones([]), tf.zeros([])
+def affine_matrix(params, height: int, width: int) -> np.ndarray:
+  """[..., 3, 3] matrices mapping output (x=column, y=row, 1) to input coordinates.
 
-  def m(rows):
-    return tf.stack([tf.stack(r) for r in rows])
-
+  centre @ rotation @ shift @ shear @ zoom @ centre^-1 @ flip (Keras' order; the flip of the
+  output comes last in Keras, so first in this output-to-input map), in closed form.
+  """
+  p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+  cos, sin = np.cos(p["theta"]), np.sin(p["theta"])
+  sh_cos, sh_sin = np.cos(p["shear"]), np.sin(p["shear"])
+  # Linear part L = rotation @ shear @ zoom; translation of rotation @ shift: R t.
+  l00, l01 = cos * p["zx"], (-cos * sh_sin - sin * sh_cos) * p["zy"]
+  l10, l11 = sin * p["zx"], (-sin * sh_sin + cos * sh_cos) * p["zy"]
+  t0 = cos * p["tx"] - sin * p["ty"]
+  t1 = sin * p["tx"] + cos * p["ty"]
+  # About the centre c: x_in = L (x - c) + R t + c.
   cx, cy = width / 2 - 0.5, height / 2 - 0.5
-  to_center = m([[one, zero, one * cx], [zero, one, one * cy], [zero, zero, one]])
-  from_center = m([[one, zero, -one * cx], [zero, one, -one * cy], [zero, zero, one]])
-  rotation = m([[c, -s, zero], [s, c, zero], [zero, zero, one]])
-  shift = m([[one, zero, params["tx"]], [zero, one, params["ty"]], [zero, zero, one]])
-  shear = m([[one, -sh_s, zero], [zero, sh_c, zero], [zero, zero, one]])
-  zoom = m([[params["zx"], zero, zero], [zero, params["zy"], zero], [zero, zero, one]])
-  mirror = m([[-one, zero, one * (width - 1)], [zero, one, zero], [zero, zero, one]])
-  flip = tf.where(params["flip"], mirror, tf.eye(3))
-  return to_center @ rotation @ shift @ shear @ zoom @ from_center @ flip
+  b0 = t0 + cx - (l00 * cx + l01 * cy)
+  b1 = t1 + cy - (l10 * cx + l11 * cy)
+  # Horizontal flip of the output: x -> (width - 1) - x.
+  flip = p["flip"].astype(bool)
+  offset = np.where(flip, width - 1.0, 0.0)
+  b0, b1 = b0 + l00 * offset, b1 + l10 * offset
+  sign = np.where(flip, -1.0, 1.0)
+  l00, l10 = l00 * sign, l10 * sign
+  zero, one = np.zeros_like(l00), np.ones_like(l00)
+  rows = np.stack([l00, l01, b0, l10, l11, b1, zero, zero, one], axis=-1)
+  return rows.reshape(rows.shape[:-1] + (3, 3))
 
 
-def apply_matrix(image, matrix, fill_mode: str = "nearest", interpolation: str = "bilinear"):
+def to_transforms(matrices) -> np.ndarray:
+  """[..., 3, 3] affine matrices -> the [..., 8] rows `ImageProjectiveTransformV3` takes."""
+  flat = np.asarray(matrices).reshape(np.shape(matrices)[:-2] + (9,))
+  return np.concatenate([flat[..., :6], np.zeros_like(flat[..., :2])], axis=-1).astype(np.float32)
+
+
+def epoch_transforms(seed: int, epoch: int, num_examples: int, config, height: int,
+                     width: int) -> np.ndarray:
+  """[num_examples, 8] transforms of one epoch, row i for example i."""
+  params = params_from_uniforms(epoch_uniforms(seed, epoch, num_examples), config, height, width)
+  return to_transforms(affine_matrix(params, height, width))
+
+
+def apply_transforms(images, transforms, fill_mode: str = "nearest",
+                     interpolation: str = "bilinear"):
+  """Resamples (B, H, W, C) float images with [B, 8] transforms (TensorFlow op)."""
+  import tensorflow as tf
+
+  return tf.raw_ops.ImageProjectiveTransformV3(
+      images=images, transforms=transforms, output_shape=tf.shape(images)[1:3], fill_value=0.0,
+      interpolation=INTERPOLATIONS[interpolation], fill_mode=FILL_MODES[fill_mode])
+
+
+def apply_transform(image, transform, fill_mode: str = "nearest", interpolation: str = "bilinear"):
   """Resamples one (H, W, C) float image: output[y, x] = image[matrix @ (x, y, 1)]."""
-  height, width = image.shape[0], image.shape[1]
-  transform = tf.concat([tf.reshape(matrix[:2], [6]), tf.zeros([2])], axis=0)[None]
-  out = tf.raw_ops.ImageProjectiveTransformV3(
-      images=image[None], transforms=transform, output_shape=[height, width],
-      fill_value=0.0, interpolation=INTERPOLATIONS[interpolation], fill_mode=FILL_MODES[fill_mode])
-  return out[0]
+  return apply_transforms(image[None], transform[None], fill_mode, interpolation)[0]
 
 
-def augment(image, seed, config):
-  """Randomly transforms one float32 (H, W, C) image; `seed` is a stateless seed, shape [2]."""
-  height, width = image.shape[0], image.shape[1]
-  matrix = affine_matrix(sample_params(seed, config, height, width), height, width)
-  return apply_matrix(image, matrix, config.fill_mode, config.interpolation)
-
-
-def example_seed(seed: int, epoch, index):
-  """The stateless seed of one example in one epoch: a pure function of (seed, epoch, index)."""
-  base = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
-  return tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int64))
+def augment(image, uniforms, config):
+  """Randomly transforms one float32 (H, W, C) image from its 7 draws (a row of epoch_uniforms)."""
+  height, width = int(image.shape[0]), int(image.shape[1])
+  matrix = affine_matrix(params_from_uniforms(uniforms, config, height, width), height, width)
+  return apply_transform(image, to_transforms(matrix), config.fill_mode, config.interpolation)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -151,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+  # Before anything imports TensorFlow: its C++ start-up chatter (CUDA probing) is noise here.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   parser = build_parser()
   args, unknown = parser.parse_known_args(argv)
   if args.command == "train":

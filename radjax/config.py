@@ -59,8 +59,21 @@ def load_default_config() -> ml_collections.ConfigDict:
 
 
 def config_from_dict(values: dict) -> ml_collections.ConfigDict:
-  """A locked config from the dict stored in a checkpoint."""
-  config = ml_collections.ConfigDict(values)
+  """A locked config from the dict stored in a checkpoint.
+
+  Stored values go over today's defaults, so a checkpoint written before a setting existed still
+  loads (the new setting takes its default, which reproduces the old behaviour).
+  """
+  config = load_default_config() if DEFAULT_CONFIG.is_file() else ml_collections.ConfigDict()
+
+  def merge(node, stored):
+    for key, value in stored.items():
+      if isinstance(value, dict) and key in node:
+        merge(node[key], value)
+      else:
+        node[key] = value
+
+  merge(config, values)
   config.lock()
   return config
 

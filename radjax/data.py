@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from radjax import images
+from radjax import augment as aug, images
 from radjax.errors import UserError
 
 log = logging.getLogger("radjax")
@@ -34,6 +34,7 @@ SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "test": "t
 class Example:
   path: str
   label: int
+  gray: bool = False  # all channels equal (known when the listing decoded the file)
 
 
 @dataclasses.dataclass
@@ -123,13 +124,14 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
                         f"({', '.join(class_names)})")
       label = class_names.index(class_dir.name)
       for path in list_files(class_dir, skipped):
+        gray = False
         if validate:
           try:
-            images.read_image(path, dicom_voi)
+            gray = is_gray(images.read_image(path, dicom_voi))
           except images.ImageReadError as e:
             skipped.append((path, str(e).removeprefix(f"{path}: ")))
             continue
-        examples.append(Example(path, label))
+        examples.append(Example(path, label, gray))
       if not any(e.label == label for e in examples):
         raise UserError(f"{class_dir}: no readable images in this class folder")
     for stray in stray_files(present[split]):
@@ -228,21 +230,38 @@ def resize(image, config):
 
 
 def _decoded(examples: list[Example], config):
-  """(image uint8 SxSx3, label, index) for each example, decoded and resized once, then cached."""
+  """(image uint8 SxSxC, label, index) for each example, decoded and resized once, then cached.
+
+  When every image is gray (radiographs, even when stored as RGB), one channel is kept (C=1)
+  until `_rgb`, so resizing and augmentation resample a third of the pixels.
+  """
   tf = tensorflow()
+  channels = 1 if examples and all(e.gray for e in examples) else 3
 
   def load(path):
-    return images.read_image(path.decode(), config.dicom_voi)
+    return images.read_image(path.decode(), config.dicom_voi)[..., :channels]
 
   def decode(path, label, index):
     image = tf.numpy_function(load, [path], tf.float32, stateful=False)
-    image = resize(tf.ensure_shape(image, [None, None, 3]), config)
+    image = resize(tf.ensure_shape(image, [None, None, channels]), config)
     return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), label, index
 
   paths = [e.path for e in examples]
   labels = np.array([e.label for e in examples], np.int32)
   ds = tf.data.Dataset.from_tensor_slices((paths, labels, np.arange(len(examples), dtype=np.int64)))
   return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+
+
+def is_gray(pixels: np.ndarray) -> bool:
+  return bool(np.array_equal(pixels[..., 0], pixels[..., 1])
+              and np.array_equal(pixels[..., 0], pixels[..., 2]))
+
+
+def _rgb(images):
+  """(..., 1 or 3) -> (..., 3): the network always sees three channels."""
+  tf = tensorflow()
+  shape = tf.concat([tf.shape(images)[:-1], [3]], 0)
+  return tf.ensure_shape(tf.broadcast_to(images, shape), images.shape[:-1] + [3])
 
 
 class Pipeline:
@@ -263,20 +282,24 @@ class Pipeline:
     """Augmented, shuffled training batches of one epoch; a pure function of (seed, epoch)."""
     tf, config = tensorflow(), self.config
     seed = config.seed
+    # This epoch's transforms, one row per example index, computed once on the host.
+    transforms = tf.constant(aug.epoch_transforms(
+        seed, epoch, self.num_examples("train"), config.augment, config.image_size,
+        config.image_size))
 
     def augment(image, label, index):
-      from radjax import augment as aug
-
       image = tf.cast(image, tf.float32)
       if config.augment.enabled:
-        image = aug.augment(image, aug.example_seed(seed, epoch, index), config.augment)
-      return {"image": to_model_range(image, config.value_range), "label": label}
+        image = aug.apply_transform(image, tf.gather(transforms, index), config.augment.fill_mode,
+                                    config.augment.interpolation)
+      return {"image": _rgb(to_model_range(image, config.value_range)), "label": label}
 
     ds = self._cached["train"]
     order_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
     ds = ds.shuffle(self.num_examples("train"), seed=order_seed, reshuffle_each_iteration=False)
     ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
   def train_batches(self, epoch: int, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     return self.train_dataset(epoch, batch_size).as_numpy_iterator()
@@ -287,7 +310,7 @@ class Pipeline:
     tf, config = tensorflow(), self.config
 
     def prepare(image, label, index):
-      return {"image": to_model_range(tf.cast(image, tf.float32), config.value_range),
+      return {"image": _rgb(to_model_range(tf.cast(image, tf.float32), config.value_range)),
               "label": label, "index": index}
 
     ds = self._cached[split].map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -1,8 +1,8 @@
 """`radjax augment-preview`: one image as training sees it, plain and augmented (paper's Fig. 6).
 
 The panels go through the training pipeline's own functions: `images.read_image`, `data.resize`,
-the uint8 rounding of the cached dataset, and `augment.augment` with
-`augment.example_seed(seed, epoch, index=0)`. Panel "augmented #k" is epoch k-1. Training numbers
+the uint8 rounding of the cached dataset, and `augment.augment` with the draws of example 0 in
+`augment.epoch_uniforms(seed, epoch, ...)`. Panel "augmented #k" is epoch k-1. Training numbers
 examples in file order, so with the default image (the first training image) and the config's
 seed, the panels are exactly that image in the first N training epochs.
 """
@@ -20,7 +20,7 @@ from radjax.errors import UserError
 PANEL_INCHES = 3.0  # each panel's cell in the grid, square
 DPI = 100           # so a cell is PANEL_INCHES * DPI = 300 pixels wide and high
 DEFAULT_VARIANTS = 8
-PREVIEW_INDEX = 0   # the example index fed to example_seed (the first training image's index)
+PREVIEW_INDEX = 0   # the example index whose draws are shown (the first training image's index)
 
 
 def grid_shape(panels: int) -> tuple[int, int]:
@@ -45,8 +45,8 @@ def preview_panels(path, n: int, seed: int, config) -> list[np.ndarray]:
   image = tf.cast(tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), tf.float32)
   panels = [image]
   for epoch in range(n):
-    seed_e = augment.example_seed(seed, epoch, PREVIEW_INDEX)
-    panels.append(augment.augment(image, seed_e, config.augment))
+    uniforms = augment.epoch_uniforms(seed, epoch, PREVIEW_INDEX + 1)[PREVIEW_INDEX]
+    panels.append(augment.augment(image, uniforms, config.augment))
   return [np.clip(np.round(p.numpy()), 0, 255).astype(np.uint8) for p in panels]
 
 

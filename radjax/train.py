@@ -69,9 +69,14 @@ def create_model(config) -> Classifier:
   dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(config.dtype)
   if dtype is None:
     raise UserError(f"dtype={config.dtype!r}: expected 'float32' or 'bfloat16'")
+  conv_impl = config.conv_impl
+  if conv_impl == "auto":
+    conv_impl = "gemm" if jax.default_backend() == "cpu" else "xla"
+  if conv_impl not in ("xla", "gemm"):
+    raise UserError(f"conv_impl={config.conv_impl!r}: expected 'auto', 'xla' or 'gemm'")
   return Classifier(hidden_units=config.hidden_units, dropout_rate=config.dropout_rate,
                     dtype=dtype, bn_momentum=config.bn_momentum,
-                    frozen_stages=frozen_stages(config.fine_tune))
+                    frozen_stages=frozen_stages(config.fine_tune), conv_impl=conv_impl)
 
 
 def trainable_labels(params, fine_tune: str):
@@ -315,6 +320,8 @@ def train_and_evaluate(config, workdir) -> list[dict]:
                    desc=f"epoch {epoch}/{config.num_epochs}", unit="step", leave=False)
     for batch in batches:
       state, metrics = train_step_compiled(state, steps.shard(batch), rng)
+      if fetched:  # keep one step queued, so the bar's rate is the device's, not dispatch speed
+        jax.block_until_ready(fetched[-1])
       fetched.append(metrics)
     fetched = jax.device_get(fetched)  # the one host sync of the epoch
     train_seconds = time.perf_counter() - started

@@ -20,14 +20,13 @@ def image(dataset_dir):
 
 
 def _params(theta=0.0, tx=0.0, ty=0.0, shear=0.0, zx=1.0, zy=1.0, flip=False):
-  return {"theta": tf.constant(math.radians(theta)), "tx": tf.constant(float(tx)),
-          "ty": tf.constant(float(ty)), "shear": tf.constant(math.radians(shear)),
-          "zx": tf.constant(float(zx)), "zy": tf.constant(float(zy)), "flip": tf.constant(flip)}
+  return {"theta": math.radians(theta), "tx": tx, "ty": ty, "shear": math.radians(shear),
+          "zx": zx, "zy": zy, "flip": flip}
 
 
 def _apply(image, **kw):
   matrix = augment.affine_matrix(_params(**kw), image.shape[0], image.shape[1])
-  return augment.apply_matrix(tf.constant(image), matrix).numpy()
+  return augment.apply_transform(tf.constant(image), augment.to_transforms(matrix)).numpy()
 
 
 @pytest.mark.parametrize("theta,tx,ty,shear,zx,zy,flip", [
@@ -62,12 +61,30 @@ def test_rotation_by_90_degrees_is_rot90(image):
   np.testing.assert_allclose(_apply(image, theta=90.0), np.rot90(image, 1), atol=1e-2)
 
 
+def test_closed_form_matrix_equals_keras_product():
+  """The closed form equals Keras' chain of 3x3 products (with the flip folded in)."""
+  h, w = 40, 50
+  p = _params(theta=13, tx=4, ty=-3, shear=7, zx=0.9, zy=1.1, flip=True)
+  c, s = math.cos(p["theta"]), math.sin(p["theta"])
+  m = lambda rows: np.array(rows, np.float64)
+  cx, cy = w / 2 - 0.5, h / 2 - 0.5
+  chain = (m([[1, 0, cx], [0, 1, cy], [0, 0, 1]]) @ m([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+           @ m([[1, 0, 4], [0, 1, -3], [0, 0, 1]])
+           @ m([[1, -math.sin(p["shear"]), 0], [0, math.cos(p["shear"]), 0], [0, 0, 1]])
+           @ m([[0.9, 0, 0], [0, 1.1, 0], [0, 0, 1]]) @ m([[1, 0, -cx], [0, 1, -cy], [0, 0, 1]])
+           @ m([[-1, 0, w - 1], [0, 1, 0], [0, 0, 1]]))
+  np.testing.assert_allclose(augment.affine_matrix(p, h, w), chain, atol=1e-12)
+
+
 def test_eager_equals_tf_data(image):
   config = default.get_config().augment
-  seeds = [augment.example_seed(7, 3, i) for i in range(4)]
-  eager = [augment.augment(tf.constant(image), s, config).numpy() for s in seeds]
+  table = augment.epoch_transforms(7, 3, 4, config, SIZE, SIZE)
+  eager = [augment.augment(tf.constant(image), u, config).numpy()
+           for u in augment.epoch_uniforms(7, 3, 4)]
+  for a, b in zip(eager, [augment.apply_transform(tf.constant(image), t).numpy() for t in table]):
+    np.testing.assert_array_equal(a, b)
   ds = tf.data.Dataset.range(4).map(
-      lambda i: augment.augment(tf.constant(image), augment.example_seed(7, 3, i), config))
+      lambda i: augment.apply_transform(tf.constant(image), tf.gather(tf.constant(table), i)))
   for got, want in zip(ds.as_numpy_iterator(), eager):
     np.testing.assert_array_equal(got, want)
   assert not np.array_equal(eager[0], eager[1])
@@ -75,20 +92,22 @@ def test_eager_equals_tf_data(image):
 
 def test_sampled_parameters_stay_in_range():
   config = default.get_config().augment
-  draws = [augment.sample_params(augment.example_seed(0, 0, i), config, 299, 299) for i in range(400)]
-  get = lambda k: np.array([float(d[k]) for d in draws])
-  assert np.abs(get("theta")).max() <= math.radians(20) and np.abs(get("theta")).max() > math.radians(18)
+  params = augment.params_from_uniforms(augment.epoch_uniforms(0, 0, 400), config, 299, 299)
+  assert np.abs(params["theta"]).max() <= math.radians(20)
+  assert np.abs(params["theta"]).max() > math.radians(18)
   for k in ("tx", "ty"):
-    assert np.abs(get(k)).max() <= 0.2 * 299 and np.abs(get(k)).max() > 0.18 * 299
-  assert np.abs(get("shear")).max() <= math.radians(0.2)
+    assert np.abs(params[k]).max() <= 0.2 * 299 and np.abs(params[k]).max() > 0.18 * 299
+  assert np.abs(params["shear"]).max() <= math.radians(0.2)
   for k in ("zx", "zy"):
-    assert get(k).min() >= 0.8 and get(k).max() <= 1.2
-  assert 0.4 < get("flip").mean() < 0.6
-  assert np.corrcoef(get("zx"), get("zy"))[0, 1] < 0.2  # independent x and y zoom
+    assert params[k].min() >= 0.8 and params[k].max() <= 1.2
+  assert 0.4 < params["flip"].mean() < 0.6
+  assert np.corrcoef(params["zx"], params["zy"])[0, 1] < 0.2  # independent x and y zoom
 
 
-def test_example_seed_is_a_function_of_seed_epoch_index():
-  a = augment.example_seed(1, 2, 3).numpy()
-  np.testing.assert_array_equal(a, augment.example_seed(1, 2, 3).numpy())
-  for other in [(1, 2, 4), (1, 3, 3), (2, 2, 3)]:
-    assert not np.array_equal(a, augment.example_seed(*other).numpy())
+def test_draws_are_a_function_of_seed_epoch_index():
+  table = augment.epoch_uniforms(1, 2, 10)
+  np.testing.assert_array_equal(table, augment.epoch_uniforms(1, 2, 10))
+  np.testing.assert_array_equal(table[:3], augment.epoch_uniforms(1, 2, 3))  # row i: index i only
+  assert not np.array_equal(table, augment.epoch_uniforms(1, 3, 10))
+  assert not np.array_equal(table, augment.epoch_uniforms(2, 2, 10))
+  assert len(np.unique(table[:, 0])) == 10

@@ -38,13 +38,14 @@ def test_layer_order_matches_keras(keras_notop):
   assert ours == keras_shapes
 
 
-@pytest.mark.parametrize("size", [(299, 299), (96, 131)])
-def test_backbone_parity_with_keras(keras_notop, size):
+@pytest.mark.parametrize("size,conv_impl", [((299, 299), "xla"), ((96, 131), "xla"),
+                                            ((96, 131), "gemm")])
+def test_backbone_parity_with_keras(keras_notop, size, conv_impl):
   model, path = keras_notop
   variables = weights.keras_h5_to_variables(path)
   x = np.random.default_rng(1).uniform(-1, 1, (2, *size, 3)).astype(np.float32)
   expected = model(x, training=False).numpy()
-  got = np.asarray(jax.jit(InceptionV3().apply)(variables, x))
+  got = np.asarray(jax.jit(InceptionV3(conv_impl=conv_impl).apply)(variables, x))
   assert got.shape == expected.shape
   assert _relative_error(got, expected) <= 1e-4
 

@@ -27,11 +27,13 @@ class Classifier(nn.Module):
   # Leading backbone stages (stem, mixed0, ...) that are frozen: their BatchNorm always runs in
   # inference mode, as a frozen Keras layer does.
   frozen_stages: int = 0
+  conv_impl: str = "xla"  # see radjax.models.inception_v3.ConvBN
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     features = InceptionV3(dtype=self.dtype, bn_momentum=self.bn_momentum,
-                           frozen_stages=self.frozen_stages, name="backbone")(x, train=train)
+                           frozen_stages=self.frozen_stages, conv_impl=self.conv_impl,
+                           name="backbone")(x, train=train)
     x = jnp.mean(features.astype(jnp.float32), axis=(1, 2))  # GlobalAveragePooling2D
     x = nn.relu(nn.Dense(self.hidden_units, name="hidden", **_DENSE_INIT)(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

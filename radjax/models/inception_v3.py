@@ -125,16 +125,55 @@ def unit_name(scope: str, index: int, sub: str = "") -> str:
 _KERNEL_INIT = nn.initializers.glorot_uniform()
 
 
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+  """TensorFlow's SAME padding: the extra pixel, if any, goes after."""
+  total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+  return total // 2, total - total // 2
+
+
+class GemmConv(nn.Module):
+  """A convolution written as patch extraction + one matrix multiply (same `kernel` as nn.Conv).
+
+  The patches are strided slices concatenated along channels, so autodiff turns the backward pass
+  into two matrix multiplies plus pads and adds; XLA's CPU backend runs those much faster than
+  its generic gradient convolutions. 1x1 convolutions become a plain matrix multiply.
+  """
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int]
+  padding: str
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    (kh, kw), (sh, sw) = self.kernel_size, self.strides
+    kernel = self.param("kernel", _KERNEL_INIT, (kh, kw, x.shape[-1], self.features), jnp.float32)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if self.padding == "SAME":
+      x = jnp.pad(x, ((0, 0), _same_padding(x.shape[1], kh, sh), _same_padding(x.shape[2], kw, sw),
+                      (0, 0)))
+    out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    patches = [x[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :]
+               for i in range(kh) for j in range(kw)]
+    patches = patches[0] if len(patches) == 1 else jnp.concatenate(patches, axis=-1)
+    return patches @ kernel.reshape(-1, self.features)
+
+
 class ConvBN(nn.Module):
   spec: Conv
   dtype: Any = jnp.float32
   bn_momentum: float = 0.99
   bn_epsilon: float = 1e-3
+  conv_impl: str = "xla"  # "xla" (lax.conv) or "gemm" (GemmConv); identical parameters
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = nn.Conv(self.spec.filters, self.spec.kernel, self.spec.strides, self.spec.padding,
-                use_bias=False, kernel_init=_KERNEL_INIT, dtype=self.dtype, name="conv")(x)
+    if self.conv_impl == "gemm":
+      x = GemmConv(self.spec.filters, self.spec.kernel, self.spec.strides, self.spec.padding,
+                   dtype=self.dtype, name="conv")(x)
+    else:
+      x = nn.Conv(self.spec.filters, self.spec.kernel, self.spec.strides, self.spec.padding,
+                  use_bias=False, kernel_init=_KERNEL_INIT, dtype=self.dtype, name="conv")(x)
     # Two-pass variance, as Keras' tf.nn.moments: E[x^2] - E[x]^2 loses every digit when a
     # channel's variance is small next to its mean (late layers, few pixels per channel).
     x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
@@ -160,9 +199,10 @@ class InceptionV3(nn.Module):
   bn_momentum: float = 0.99
   bn_epsilon: float = 1e-3
   frozen_stages: int = 0  # leading stages (0 = stem, k = mixed{k-1}) whose BN stays in inference mode
+  conv_impl: str = "xla"  # see ConvBN
 
   def _unit(self, spec: Conv, name: str):
-    return ConvBN(spec, self.dtype, self.bn_momentum, self.bn_epsilon, name=name)
+    return ConvBN(spec, self.dtype, self.bn_momentum, self.bn_epsilon, self.conv_impl, name=name)
 
   @nn.compact
   def __call__(self, x, train: bool = False):

@@ -1,0 +1,371 @@
+#!/usr/bin/env python
+"""radjax speed benchmarks: train step, input pipeline, end-to-end epoch, and peers, in one run.
+
+  python scripts/benchmark.py                       # CPU: batches 5,32; float32 + bfloat16; peers
+  python scripts/benchmark.py --device gpu          # GPU: batches 5,64,256
+  python scripts/benchmark.py --device both         # CPU and GPU, with GPU/CPU ratios
+
+Every figure is measured in this process on this machine; peers (Keras `train_on_batch` with the
+paper's head and Adam, PyTorch torchvision inception_v3) run at the same batch and image size when
+installed. Step timings exclude compilation (reported separately), warm up first, block until the
+device is done before the clock stops, and report the median of `--repeats` timed runs. Output:
+one JSON object per line, then a markdown table. The train-step part needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import pathlib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DATASET = REPO.parent / "shared" / "datasets" / "open_i_abd_vs_cxr"
+DEFAULT_BATCHES = {"cpu": "5,32", "gpu": "5,64,256"}
+
+RESULTS: list[dict] = []
+
+
+def emit(**record):
+  RESULTS.append(record)
+  print(json.dumps(record), flush=True)
+
+
+def machine() -> dict:
+  cpu = platform.processor()
+  try:
+    for line in open("/proc/cpuinfo"):
+      if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def timed_repeats(run_once, repeats: int) -> list[float]:
+  """Seconds of each timed repeat (run_once must block until the work is done)."""
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run_once()
+    times.append(time.perf_counter() - start)
+  return times
+
+
+# ----------------------------------------------------------------------------------------------
+# radjax train step
+# ----------------------------------------------------------------------------------------------
+
+def bench_radjax_step(device_kind: str, batch: int, dtype: str, args) -> None:
+  import jax
+  import numpy as np
+
+  sys.path.insert(0, str(REPO))
+  from radjax import config as config_lib, train
+
+  devices = jax.devices(device_kind)[:1]
+  config = config_lib.load_config(REPO / "configs" / "hello_world.py", [
+      "--config.weights=none", f"--config.dtype={dtype}", f"--config.batch_size={batch}",
+      f"--config.image_size={args.image_size}"])
+  model = train.create_model(config)
+  with jax.default_device(devices[0]):
+    variables, _ = train.initial_variables(config, model, args.image_size)
+    tx = train.make_optimizer(config, variables["params"])
+    mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
+    steps = train.Steps(model, tx, mesh)
+    state = steps.replicate(train.create_state(variables, tx))
+  rng = np.random.default_rng(0)
+  host = {"image": rng.uniform(-1, 1, (batch, args.image_size, args.image_size, 3)).astype(np.float32),
+          "label": rng.integers(0, 2, batch).astype(np.int32)}
+  data = steps.shard(host)
+  key = jax.random.key(0)
+
+  start = time.perf_counter()
+  compiled = steps.train.lower(state, data, key).compile()
+  compile_s = time.perf_counter() - start
+  holder = {"state": state}
+
+  def run(n):
+    def once():
+      s = holder["state"]
+      for _ in range(n):
+        s, metrics = compiled(s, data, key)
+      jax.block_until_ready((s, metrics))
+      holder["state"] = s
+    return once
+
+  run(args.warmup)()
+  times = timed_repeats(run(args.steps), args.repeats)
+  ms = statistics.median(times) / args.steps * 1e3
+  stats = devices[0].memory_stats() or {}
+  peak = stats.get("peak_bytes_in_use")
+  if peak is None:  # CPU: the process' peak resident memory (includes everything in it)
+    import resource
+    peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "host RSS"
+  else:
+    peak_kind = "device"
+  emit(part="train_step", impl="radjax", device=device_kind, device_name=devices[0].device_kind,
+       batch=batch, dtype=dtype, image_size=args.image_size, ms_per_step=ms,
+       images_per_s=batch * 1e3 / ms, compile_s=compile_s, peak_memory_gb=peak / 2**30,
+       peak_memory_kind=peak_kind, repeats=[t / args.steps * 1e3 for t in times])
+
+
+# ----------------------------------------------------------------------------------------------
+# Peers
+# ----------------------------------------------------------------------------------------------
+
+def bench_keras_step(batch: int, args) -> None:
+  try:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
+  except ImportError as e:
+    emit(part="train_step", impl="keras", skipped=f"not installed ({e.name})")
+    return
+  tf.config.set_visible_devices([], "GPU")  # the CPU peer; Keras-on-GPU is not benchmarked
+  base = tf_keras.applications.InceptionV3(weights=None, include_top=False,
+                                           input_shape=(args.image_size, args.image_size, 3))
+  x = tf_keras.layers.GlobalAveragePooling2D()(base.output)
+  x = tf_keras.layers.Dense(256, activation="relu")(x)
+  x = tf_keras.layers.Dropout(0.5)(x)
+  out = tf_keras.layers.Dense(1, activation="sigmoid")(x)
+  model = tf_keras.Model(base.input, out)
+  model.compile(optimizer=tf_keras.optimizers.Adam(1e-4, beta_1=0.9, beta_2=0.999, epsilon=1e-8),
+                loss="binary_crossentropy", metrics=["accuracy"])
+  rng = np.random.default_rng(0)
+  images = rng.uniform(-1, 1, (batch, args.image_size, args.image_size, 3)).astype(np.float32)
+  labels = rng.integers(0, 2, (batch, 1)).astype(np.float32)
+  start = time.perf_counter()
+  model.train_on_batch(images, labels)  # builds the tf.function graph
+  compile_s = time.perf_counter() - start
+
+  def run(n):
+    return lambda: [model.train_on_batch(images, labels) for _ in range(n)]
+
+  run(args.warmup)()
+  times = timed_repeats(run(args.steps), args.repeats)
+  ms = statistics.median(times) / args.steps * 1e3
+  emit(part="train_step", impl="keras", device="cpu", batch=batch, dtype="float32",
+       image_size=args.image_size, ms_per_step=ms, images_per_s=batch * 1e3 / ms,
+       compile_s=compile_s, repeats=[t / args.steps * 1e3 for t in times],
+       version=tf_keras.__version__)
+
+
+def bench_torch_step(device_kind: str, batch: int, mode: str, args) -> None:
+  try:
+    import torch
+    import torchvision
+  except ImportError as e:
+    emit(part="train_step", impl=f"torch-{mode}", skipped=f"not installed ({e.name})")
+    return
+  device = torch.device("cuda" if device_kind == "gpu" else "cpu")
+  backbone = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True)
+  backbone.fc = torch.nn.Sequential(torch.nn.Linear(2048, 256), torch.nn.ReLU(),
+                                    torch.nn.Dropout(0.5), torch.nn.Linear(256, 1))
+  model = backbone.to(device).train()
+  bf16 = mode == "bf16"
+  if bf16:
+    model = model.to(memory_format=torch.channels_last)
+  opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
+  images = torch.rand(batch, 3, args.image_size, args.image_size, device=device) * 2 - 1
+  if bf16:
+    images = images.contiguous(memory_format=torch.channels_last)
+  labels = torch.randint(0, 2, (batch, 1), device=device).float()
+  loss_fn = torch.nn.BCEWithLogitsLoss()
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+      loss = loss_fn(model(images).float(), labels)
+    loss.backward()
+    opt.step()
+
+  def run(n):
+    def once():
+      for _ in range(n):
+        step()
+      if device.type == "cuda":
+        torch.cuda.synchronize()
+    return once
+
+  start = time.perf_counter()
+  run(1)()
+  compile_s = time.perf_counter() - start
+  run(args.warmup)()
+  times = timed_repeats(run(args.steps), args.repeats)
+  ms = statistics.median(times) / args.steps * 1e3
+  peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+  emit(part="train_step", impl=f"torch-{mode}", device=device_kind, batch=batch,
+       dtype="bfloat16" if bf16 else "float32", image_size=args.image_size, ms_per_step=ms,
+       images_per_s=batch * 1e3 / ms, first_step_s=compile_s, peak_memory_gb=peak,
+       repeats=[t / args.steps * 1e3 for t in times], version=torch.__version__)
+
+
+# ----------------------------------------------------------------------------------------------
+# Input pipeline and end to end
+# ----------------------------------------------------------------------------------------------
+
+def bench_pipeline(args) -> None:
+  try:
+    sys.path.insert(0, str(REPO))
+    from radjax import config as config_lib, data
+    data.tensorflow()
+  except ImportError as e:
+    emit(part="pipeline", impl="radjax", skipped=f"tensorflow not installed ({e.name})")
+    return
+  config = config_lib.load_config(REPO / "configs" / "hello_world.py",
+                                  [f"--config.image_size={args.image_size}"])
+  folders = data.list_folders(args.data_dir)
+  pipeline = data.Pipeline(folders, config)
+  n = pipeline.steps_per_epoch(config.batch_size) * config.batch_size
+  start = time.perf_counter()
+  for _ in pipeline.train_batches(0, config.batch_size):
+    pass
+  first_epoch_s = time.perf_counter() - start  # decoding + resizing + caching included
+
+  def epochs():
+    for epoch in range(1, args.pipeline_epochs + 1):
+      for _ in pipeline.train_batches(epoch, config.batch_size):
+        pass
+
+  times = timed_repeats(epochs, args.repeats)
+  emit(part="pipeline", impl="radjax", images_per_s=n * args.pipeline_epochs / statistics.median(times),
+       first_epoch_images_per_s=n / first_epoch_s, image_size=args.image_size,
+       batch=config.batch_size)
+
+  try:
+    from tf_keras.preprocessing.image import ImageDataGenerator
+  except ImportError as e:
+    emit(part="pipeline", impl="keras", skipped=f"not installed ({e.name})")
+    return
+  generator = ImageDataGenerator(rotation_range=20, width_shift_range=0.2, height_shift_range=0.2,
+                                 shear_range=0.2, zoom_range=0.2, horizontal_flip=True,
+                                 rescale=1.0 / 255)
+  flow = generator.flow_from_directory(str(pathlib.Path(args.data_dir) / "TRAIN"),
+                                       target_size=(args.image_size, args.image_size),
+                                       batch_size=config.batch_size, class_mode="binary", seed=0)
+  batches = len(flow) * args.pipeline_epochs
+
+  def keras_epochs():
+    for _ in range(batches):
+      next(flow)
+
+  times = timed_repeats(keras_epochs, args.repeats)
+  emit(part="pipeline", impl="keras", images_per_s=flow.n * args.pipeline_epochs / statistics.median(times),
+       image_size=args.image_size, batch=config.batch_size)
+
+
+def bench_end_to_end(args) -> None:
+  try:
+    sys.path.insert(0, str(REPO))
+    from radjax import config as config_lib, data, train
+    data.tensorflow()
+  except ImportError as e:
+    emit(part="end_to_end", impl="radjax", skipped=f"tensorflow not installed ({e.name})")
+    return
+  config = config_lib.load_config(REPO / "configs" / "hello_world.py", [
+      "--config.weights=none", f"--config.data_dir={args.data_dir}",
+      f"--config.num_epochs={args.e2e_epochs}", f"--config.image_size={args.image_size}",
+      "--config.compilation_cache="])
+  with tempfile.TemporaryDirectory() as workdir:
+    start = time.perf_counter()
+    history = train.train_and_evaluate(config, workdir)
+    total = time.perf_counter() - start
+  emit(part="end_to_end", impl="radjax", config="hello_world", epochs=args.e2e_epochs,
+       total_s=total, epoch_s=[h["epoch_seconds"] for h in history],
+       train_images_per_s=[h["images_per_s"] for h in history], image_size=args.image_size)
+
+
+# ----------------------------------------------------------------------------------------------
+
+def table() -> str:
+  steps = [r for r in RESULTS if r["part"] == "train_step" and "skipped" not in r]
+  lines = ["| part | impl | device | batch | dtype | ms/step | images/s | compile s | radjax / this |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  for r in steps:
+    ours = next((o for o in steps if o["impl"] == "radjax" and o["device"] == r["device"]
+                 and o["batch"] == r["batch"] and o["dtype"] == r["dtype"]), None)
+    if ours is None and r["impl"] != "radjax":  # compare with radjax float32 at this batch
+      ours = next((o for o in steps if o["impl"] == "radjax" and o["device"] == r["device"]
+                   and o["batch"] == r["batch"] and o["dtype"] == "float32"), None)
+    ratio = f"{ours['images_per_s'] / r['images_per_s']:.2f}x" if ours and r is not ours else ""
+    compile_s = r.get("compile_s", r.get("first_step_s"))
+    lines.append(f"| train step | {r['impl']} | {r['device']} | {r['batch']} | {r['dtype']} | "
+                 f"{r['ms_per_step']:.1f} | {r['images_per_s']:.1f} | {compile_s:.1f} | {ratio} |")
+  for device_pair in [("gpu", "cpu")]:
+    for r in steps:
+      if r["impl"] == "radjax" and r["device"] == "gpu":
+        cpu = next((c for c in steps if c["impl"] == "radjax" and c["device"] == "cpu"
+                    and c["batch"] == r["batch"] and c["dtype"] == r["dtype"]), None)
+        if cpu:
+          lines.append(f"| GPU/CPU | radjax | gpu vs cpu | {r['batch']} | {r['dtype']} | | "
+                       f"{r['images_per_s'] / cpu['images_per_s']:.1f}x | | |")
+  pipes = {r["impl"]: r for r in RESULTS if r["part"] == "pipeline" and "skipped" not in r}
+  for impl, r in pipes.items():
+    ratio = (f"{pipes['radjax']['images_per_s'] / r['images_per_s']:.2f}x"
+             if impl != "radjax" and "radjax" in pipes else "")
+    lines.append(f"| input pipeline | {impl} | cpu | {r['batch']} | float32 | | "
+                 f"{r['images_per_s']:.1f} | | {ratio} |")
+  for r in RESULTS:
+    if r["part"] == "end_to_end" and "skipped" not in r:
+      lines.append(f"| hello_world epoch | radjax | default | 5 | float32 | "
+                   f"{' / '.join(f'{s:.1f} s' for s in r['epoch_s'])} | "
+                   f"{' / '.join(f'{s:.1f}' for s in r['train_images_per_s'])} | | |")
+  skipped = [f"{r['part']} {r['impl']}: {r['skipped']}" for r in RESULTS if "skipped" in r]
+  return "\n".join(lines + ([""] + [f"skipped: {s}" for s in skipped] if skipped else []))
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--device", choices=["cpu", "gpu", "both"], default="cpu")
+  parser.add_argument("--batch-sizes", help="comma-separated (default: 5,32 on CPU, 5,64,256 on GPU)")
+  parser.add_argument("--dtypes", default="float32,bfloat16")
+  parser.add_argument("--image-size", type=int, default=299)
+  parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+  parser.add_argument("--steps", type=int, default=3, help="steps per timed repeat")
+  parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
+  parser.add_argument("--peers", default="keras,torch", help="comma-separated, or 'none'")
+  parser.add_argument("--parts", default="step,pipeline,e2e", help="comma-separated subset")
+  parser.add_argument("--pipeline-epochs", type=int, default=3)
+  parser.add_argument("--e2e-epochs", type=int, default=2)
+  parser.add_argument("--data-dir", default=str(DATASET))
+  args = parser.parse_args()
+
+  import jax
+
+  emit(part="machine", **machine(), jax=jax.__version__,
+       devices=[f"{d.platform}:{d.device_kind}" for d in jax.devices()],
+       date=time.strftime("%Y-%m-%d"))
+  kinds = ["cpu", "gpu"] if args.device == "both" else [args.device]
+  parts, peers = args.parts.split(","), args.peers.split(",")
+  if "gpu" in kinds and not any(d.platform == "gpu" for d in jax.devices()):
+    sys.exit("benchmark: --device gpu needs a GPU visible to JAX (pip install -e '.[cuda]')")
+  for kind in kinds:
+    batches = [int(b) for b in (args.batch_sizes or DEFAULT_BATCHES[kind]).split(",")]
+    if "step" in parts:
+      for batch in batches:
+        for dtype in args.dtypes.split(","):
+          bench_radjax_step(kind, batch, dtype, args)
+        if "keras" in peers and kind == "cpu":
+          bench_keras_step(batch, args)
+        if "torch" in peers:
+          for mode in ("fp32", "bf16"):
+            bench_torch_step(kind, batch, mode, args)
+  if "pipeline" in parts:
+    bench_pipeline(args)
+  if "e2e" in parts:
+    bench_end_to_end(args)
+  print()
+  print(table())
+
+
+if __name__ == "__main__":
+  main()
