@@ -65,6 +65,7 @@ def plot_curves(history: list[dict], path) -> None:
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  from matplotlib.ticker import MaxNLocator
 
   epochs = [h["epoch"] for h in history]
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -72,6 +73,7 @@ def plot_curves(history: list[dict], path) -> None:
     ax.plot(epochs, [h[key] for h in history], "o-", label=f"train {key}")
     ax.plot(epochs, [h[f"val_{key}"] for h in history], "s-", label=f"val {key}")
     ax.set(xlabel="epoch", ylabel=key, title=f"model {key}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
   fig.tight_layout()
