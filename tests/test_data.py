@@ -144,3 +144,14 @@ def test_image_formats(tmp_path, dataset_dir):
     got = images.read_image(tmp_path / name)
     assert got.shape == expected.shape, name
     assert np.abs(got - expected).max() <= atol, name
+
+
+def test_data_dir_resolution_and_offline_download(monkeypatch, tmp_path, small_dataset):
+  assert data.resolve_data_dir(str(small_dataset)) == small_dataset
+  monkeypatch.setenv("RADJAX_DATA_DIR", str(small_dataset))
+  assert data.resolve_data_dir("") == small_dataset
+  monkeypatch.delenv("RADJAX_DATA_DIR")
+  monkeypatch.setenv("RADJAX_CACHE", str(tmp_path / "cache"))
+  monkeypatch.setattr(data, "PUBLIC_DATASET_URL", "http://127.0.0.1:9/Open_I_abd_vs_CXRs.zip")
+  with pytest.raises(UserError, match="RADJAX_DATA_DIR"):
+    data.resolve_data_dir("")
