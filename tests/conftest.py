@@ -19,6 +19,18 @@ def dataset_dir():
   return DATASET
 
 
+def copy_subset(dataset_dir, root, per_class: dict[str, int]):
+  """Copies the first `per_class[split]` images of each class of the real dataset under `root`."""
+  import shutil
+
+  for split, count in per_class.items():
+    for name in ("abd", "chest"):
+      (root / split / name).mkdir(parents=True)
+      for src in sorted((dataset_dir / split / name).glob("*.png"))[:count]:
+        shutil.copy(src, root / split / name / src.name)
+  return root
+
+
 def randomize_keras_weights(model, seed=0):
   """Gives every weight of a Keras model random, non-trivial values (BN statistics included)."""
   rng = np.random.default_rng(seed)

@@ -9,6 +9,7 @@ import pytest
 from configs import default
 from radjax import data, images
 from radjax.errors import UserError
+from conftest import copy_subset
 
 
 def _config(size=75):
@@ -20,13 +21,7 @@ def _config(size=75):
 @pytest.fixture
 def small_dataset(dataset_dir, tmp_path):
   """A copy of 3 + 3 training and 1 + 1 validation images of the real dataset."""
-  root = tmp_path / "data"
-  for split, per_class in (("TRAIN", 3), ("VAL", 1)):
-    for name in ("abd", "chest"):
-      (root / split / name).mkdir(parents=True)
-      for src in sorted((dataset_dir / split / name).glob("*.png"))[:per_class]:
-        shutil.copy(src, root / split / name / src.name)
-  return root
+  return copy_subset(dataset_dir, tmp_path / "data", {"TRAIN": 3, "VAL": 1})
 
 
 def test_lists_the_shared_dataset(dataset_dir):

@@ -3,7 +3,6 @@
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ from sklearn import metrics as skm
 
 from radjax import checkpoints, cli, config as config_lib, data, evaluate, train
 from radjax.errors import UserError
+from conftest import copy_subset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -23,13 +23,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def tiny_data(dataset_dir, tmp_path_factory):
   """5 + 5 training and 2 + 2 validation images of the real dataset (2 steps of 5 per epoch)."""
-  root = tmp_path_factory.mktemp("tiny")
-  for split, per_class in (("TRAIN", 5), ("VAL", 2)):
-    for name in ("abd", "chest"):
-      (root / split / name).mkdir(parents=True)
-      for src in sorted((dataset_dir / split / name).glob("*.png"))[:per_class]:
-        shutil.copy(src, root / split / name / src.name)
-  return root
+  return copy_subset(dataset_dir, tmp_path_factory.mktemp("tiny"), {"TRAIN": 5, "VAL": 2})
 
 
 @pytest.fixture(scope="module")
