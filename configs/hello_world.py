@@ -10,8 +10,8 @@ scaled to [-1, 1] (what the ImageNet weights were trained on) and the seed is fi
 Resizing uses Keras' flow_from_directory default (nearest neighbour, squashed to 299x299).
 
 Expected: with ImageNet weights the paper reports 100% validation accuracy. Without network access
-pass `--config.weights=none` (random init); on a 2-core CPU 20 epochs take about 2 hours, see
-README "Results" for the measured accuracy and AUC.
+pass `--config.weights=none` (random init): on the 2-core CPU CI machine 20 epochs took about
+15-17 minutes and reached validation accuracy 1.0 and AUC 1.0 (README "Results").
 """
 
 from configs import default
