@@ -84,8 +84,6 @@ def plot_curves(history: list[dict], path) -> None:
 def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "best",
                      out_dir=None) -> dict:
   """Evaluates a run's checkpoint on a split; writes metrics.json and roc.png to `out_dir`."""
-  import jax
-
   from radjax import checkpoints, config as config_lib, data, train
   from radjax.errors import UserError
 
@@ -101,14 +99,10 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
   if folders.class_names != meta["class_names"]:
     raise UserError(f"{data_dir}: classes {folders.class_names} differ from the checkpoint's "
                     f"{meta['class_names']}")
-  model = train.create_model(config)
-  predict = jax.jit(lambda v, x: train.predict_logits(v, x, model=model))
-  logits, labels = [], []
-  for batch in data.Pipeline(folders, config).eval_batches(split, config.eval_batch_size):
-    mask = batch["mask"]
-    logits.append(np.asarray(predict(variables, batch["image"]))[mask])
-    labels.append(batch["label"][mask])
-  logits, labels = np.concatenate(logits), np.concatenate(labels)
+  steps = train.Steps(train.create_model(config), None, train.make_mesh())
+  logits, labels = train.evaluate_split(steps, steps.replicate(variables),
+                                        data.Pipeline(folders, config), split,
+                                        config.eval_batch_size)
   result = binary_metrics(logits, labels)
   result.update({"split": split, "epoch": epoch, "checkpoint": which, "data_dir": str(data_dir),
                  "class_names": meta["class_names"]})

@@ -154,6 +154,7 @@ class Steps:
   """The jitted, sharded functions of one run. Compiled once per input shape."""
 
   def __init__(self, model: Classifier, tx, mesh: Mesh):
+    """`tx` may be None when only inference (`logits`) is used."""
     self.mesh = mesh
     self.frozen_stages = model.frozen_stages
     self.replicated = NamedSharding(mesh, P())
@@ -248,9 +249,8 @@ def _write_history(workdir: pathlib.Path, history: list[dict]) -> None:
   (workdir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
 
 
-def evaluate_split(steps: Steps, state: TrainState, pipeline, split: str, batch_size: int):
+def evaluate_split(steps: Steps, variables, pipeline, split: str, batch_size: int):
   """(logits, labels) of every image of `split`, each exactly once (padding masked out)."""
-  variables = {"params": state.params, "batch_stats": state.batch_stats}
   logits, labels = [], []
   for batch in pipeline.eval_batches(split, batch_size):
     out = steps.logits(variables, steps.shard({"image": batch["image"]})["image"])
@@ -333,7 +333,8 @@ def train_and_evaluate(config, workdir) -> list[dict]:
     if config.precise_bn:
       state = state.replace(batch_stats=precise_batch_stats(
           steps, state, _full_batches(pipeline.eval_batches("train", config.batch_size)), rng))
-    val = evaluate.binary_metrics(*evaluate_split(steps, state, pipeline, "val",
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    val = evaluate.binary_metrics(*evaluate_split(steps, variables, pipeline, "val",
                                                   config.eval_batch_size))
     record = {"epoch": epoch, "loss": loss,
               "accuracy": float(np.mean([m["accuracy"] for m in fetched])),
