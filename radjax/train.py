@@ -327,7 +327,7 @@ def train_and_evaluate(config, workdir) -> list[dict]:
     train_seconds = time.perf_counter() - started
     loss = float(np.mean([m["loss"] for m in fetched]))
     if not np.isfinite(loss):
-      kept = f"epoch {start - 1 if epoch == start else epoch - 1}" if epoch > 1 else "none"
+      kept = f"epoch {epoch - 1}" if epoch > 1 else "none"  # every finished epoch was saved
       raise TrainingError(f"training loss became {loss} in epoch {epoch}; stopped without saving. "
                           f"Last good checkpoint: {kept} in {mngr.directory}.")
     if config.precise_bn:

@@ -212,14 +212,23 @@ def bench_torch_step(device_kind: str, batch: int, mode: str, args) -> None:
 # Input pipeline and end to end
 # ----------------------------------------------------------------------------------------------
 
-def bench_pipeline(args) -> None:
+def _tensorflow_available(part: str) -> bool:
+  """The pipeline and end-to-end parts need TensorFlow (a CUDA machine may have none)."""
   try:
     sys.path.insert(0, str(REPO))
-    from radjax import config as config_lib, data
+    from radjax import data
     data.tensorflow()
   except ImportError as e:
-    emit(part="pipeline", impl="radjax", skipped=f"tensorflow not installed ({e.name})")
+    emit(part=part, impl="radjax", skipped=f"tensorflow not installed ({e.name})")
+    return False
+  return True
+
+
+def bench_pipeline(args) -> None:
+  if not _tensorflow_available("pipeline"):
     return
+  from radjax import config as config_lib, data
+
   config = config_lib.load_config(REPO / "configs" / "hello_world.py",
                                   [f"--config.image_size={args.image_size}"])
   folders = data.list_folders(args.data_dir)
@@ -245,8 +254,12 @@ def bench_pipeline(args) -> None:
   except ImportError as e:
     emit(part="pipeline", impl="keras", skipped=f"not installed ({e.name})")
     return
-  generator = ImageDataGenerator(rotation_range=20, width_shift_range=0.2, height_shift_range=0.2,
-                                 shear_range=0.2, zoom_range=0.2, horizontal_flip=True,
+  aug = config.augment  # the same settings as radjax' pipeline, from the config
+  generator = ImageDataGenerator(rotation_range=aug.rotation_range,
+                                 width_shift_range=aug.width_shift_range,
+                                 height_shift_range=aug.height_shift_range,
+                                 shear_range=aug.shear_range, zoom_range=aug.zoom_range,
+                                 horizontal_flip=aug.horizontal_flip, fill_mode=aug.fill_mode,
                                  rescale=1.0 / 255)
   flow = generator.flow_from_directory(str(pathlib.Path(args.data_dir) / "TRAIN"),
                                        target_size=(args.image_size, args.image_size),
@@ -263,13 +276,10 @@ def bench_pipeline(args) -> None:
 
 
 def bench_end_to_end(args) -> None:
-  try:
-    sys.path.insert(0, str(REPO))
-    from radjax import config as config_lib, data, train
-    data.tensorflow()
-  except ImportError as e:
-    emit(part="end_to_end", impl="radjax", skipped=f"tensorflow not installed ({e.name})")
+  if not _tensorflow_available("end_to_end"):
     return
+  from radjax import config as config_lib, train
+
   config = config_lib.load_config(REPO / "configs" / "hello_world.py", [
       "--config.weights=none", f"--config.data_dir={args.data_dir}",
       f"--config.num_epochs={args.e2e_epochs}", f"--config.image_size={args.image_size}",
@@ -299,14 +309,13 @@ def table() -> str:
     compile_s = r.get("compile_s", r.get("first_step_s"))
     lines.append(f"| train step | {r['impl']} | {r['device']} | {r['batch']} | {r['dtype']} | "
                  f"{r['ms_per_step']:.1f} | {r['images_per_s']:.1f} | {compile_s:.1f} | {ratio} |")
-  for device_pair in [("gpu", "cpu")]:
-    for r in steps:
-      if r["impl"] == "radjax" and r["device"] == "gpu":
-        cpu = next((c for c in steps if c["impl"] == "radjax" and c["device"] == "cpu"
-                    and c["batch"] == r["batch"] and c["dtype"] == r["dtype"]), None)
-        if cpu:
-          lines.append(f"| GPU/CPU | radjax | gpu vs cpu | {r['batch']} | {r['dtype']} | | "
-                       f"{r['images_per_s'] / cpu['images_per_s']:.1f}x | | |")
+  for r in steps:
+    if r["impl"] == "radjax" and r["device"] == "gpu":
+      cpu = next((c for c in steps if c["impl"] == "radjax" and c["device"] == "cpu"
+                  and c["batch"] == r["batch"] and c["dtype"] == r["dtype"]), None)
+      if cpu:
+        lines.append(f"| GPU/CPU | radjax | gpu vs cpu | {r['batch']} | {r['dtype']} | | "
+                     f"{r['images_per_s'] / cpu['images_per_s']:.1f}x | | |")
   pipes = {r["impl"]: r for r in RESULTS if r["part"] == "pipeline" and "skipped" not in r}
   for impl, r in pipes.items():
     ratio = (f"{pipes['radjax']['images_per_s'] / r['images_per_s']:.2f}x"
