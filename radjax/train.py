@@ -9,6 +9,7 @@ loop gets its batches from `radjax.data`.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import pathlib
 import time
@@ -314,9 +315,10 @@ def train_and_evaluate(config, workdir) -> list[dict]:
         f"({jax.device_count()} x {jax.devices()[0].device_kind})")
 
   writer = data.tensorflow().summary.create_file_writer(str(workdir / "tensorboard"))
+  train_batches = pipeline.train_batches(config.batch_size, start, config.num_epochs)
   for epoch in range(start, config.num_epochs + 1):
     started, fetched = time.perf_counter(), []
-    batches = tqdm(pipeline.train_batches(epoch, config.batch_size), total=steps_per_epoch,
+    batches = tqdm(itertools.islice(train_batches, steps_per_epoch), total=steps_per_epoch,
                    desc=f"epoch {epoch}/{config.num_epochs}", unit="step", leave=False)
     for batch in batches:
       state, metrics = train_step_compiled(state, steps.shard(batch), rng)

@@ -228,7 +228,7 @@ def test_preview_shows_what_training_sees(dataset_dir, tmp_path):
   panels = preview.preview_panels(first, 2, config.seed, config)
   pipeline = data.Pipeline(data.list_folders(root), config)
   for epoch in range(2):
-    batch = next(b for b in pipeline.train_batches(epoch, 1) if b["label"][0] == 0)  # index 0
+    batch = next(b for b in pipeline.train_batches(1, epoch) if b["label"][0] == 0)  # index 0
     # The panel is the pipeline's image rounded to uint8 for display.
     np.testing.assert_allclose(batch["image"][0], panels[epoch + 1] / 127.5 - 1.0,
                                atol=0.5 / 127.5 + 1e-5)

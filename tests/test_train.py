@@ -129,9 +129,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, jit_cache,
                                                            monkeypatch):
   original = data.Pipeline.train_batches
 
-  def poisoned(self, epoch, batch_size):
-    for batch in original(self, epoch, batch_size):
-      if epoch == 2:
+  def poisoned(self, batch_size, first_epoch, last_epoch=None):
+    batches = original(self, batch_size, first_epoch, last_epoch)
+    for step, batch in enumerate(batches):
+      if first_epoch + step // self.steps_per_epoch(batch_size) == 2:
         batch = dict(batch, image=np.full_like(batch["image"], np.nan))
       yield batch
 
