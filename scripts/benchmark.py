@@ -62,7 +62,8 @@ def timed_repeats(run_once, repeats: int) -> list[float]:
 # radjax train step
 # ----------------------------------------------------------------------------------------------
 
-def bench_radjax_step(device_kind: str, batch: int, dtype: str, args) -> None:
+def _compiled_radjax_step(device_kind: str, batch: int, dtype: str, args):
+  """hello_world's train step on one device of `device_kind`, compiled, with a random batch."""
   import jax
   import numpy as np
 
@@ -89,6 +90,14 @@ def bench_radjax_step(device_kind: str, batch: int, dtype: str, args) -> None:
   start = time.perf_counter()
   compiled = steps.train.lower(state, data, key).compile()
   compile_s = time.perf_counter() - start
+  return devices, compiled, state, data, key, compile_s
+
+
+def bench_radjax_step(device_kind: str, batch: int, dtype: str, args) -> None:
+  import jax
+
+  devices, compiled, state, data, key, compile_s = _compiled_radjax_step(device_kind, batch, dtype,
+                                                                         args)
   holder = {"state": state}
 
   def run(n):
@@ -114,6 +123,113 @@ def bench_radjax_step(device_kind: str, batch: int, dtype: str, args) -> None:
        batch=batch, dtype=dtype, image_size=args.image_size, ms_per_step=ms,
        images_per_s=batch * 1e3 / ms, compile_s=compile_s, peak_memory_gb=peak / 2**30,
        peak_memory_kind=peak_kind, repeats=[t / args.steps * 1e3 for t in times])
+
+
+def _op_sources(hlo_text: str) -> dict[str, tuple[str, bool]]:
+  """HLO instruction name -> (the JAX source path XLA kept for it, whether it multiplies matrices).
+
+  A fusion's path is its root's, and a fusion that contains a dot or a convolution counts as a
+  matrix product whatever its root. Ops XLA made itself (layout copies, the index arrays of
+  max-pool gradients) have no path: they inherit their users', so they count with what needs them.
+  """
+  import re
+
+  computations, current = {}, None
+  for line in hlo_text.splitlines():
+    header = re.match(r"(?:ENTRY )?%([\w.\-]+) .*\{$", line)
+    if header:
+      current = computations.setdefault(header.group(1), [])
+    elif current is not None:
+      current.append(line)
+  has_matmul = {name: any(re.search(r"\b(dot|convolution)\(", l) for l in lines)
+                for name, lines in computations.items()}
+  sources, users = {}, {}
+  for lines in computations.values():
+    for line in lines:
+      match = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = .*?\b([\w-]+)\((.*)", line)
+      if not match or match.group(2) in ("while", "call", "conditional"):  # they contain others
+        continue
+      name, op, rest = match.groups()
+      path = re.search(r'op_name="([^"]*)"', line)
+      called = re.search(r"calls=%([\w.\-]+)", line)
+      sources[name] = (path.group(1) if path else "",
+                       op in ("dot", "convolution") or bool(called and has_matmul.get(called.group(1))))
+      for operand in re.findall(r"%([\w.\-]+)", rest.split("metadata=")[0]):
+        users.setdefault(operand, []).append(name)
+  for _ in range(8):  # paths flow back from users, a few hops (copy -> fusion -> ...)
+    for name, (path, matmul) in sources.items():
+      if not path:
+        inherited = [sources[u][0] for u in users.get(name, []) if u in sources and sources[u][0]]
+        if inherited:
+          sources[name] = (inherited[0], matmul)
+  return sources
+
+
+def _profile_group(op_name: str, matmul: bool) -> str:
+  """What an op computes: `transpose(jvp(...))` in its path marks the backward pass."""
+  if not op_name:
+    return "unattributed"
+  if "transpose(" in op_name:
+    direction = "backward"
+  elif "jvp(" in op_name:
+    direction = "forward"
+  else:
+    return "optimizer and metrics"
+  last = op_name.rsplit("/", 1)[-1]
+  if "/backbone/" not in op_name:
+    what = "head and loss"
+  elif matmul:
+    what = "conv matmul"
+  elif "/conv/" in op_name:
+    what = "conv patches (slice, pad, concat)"
+  elif "/bn/" in op_name:
+    what = "batchnorm"
+  elif last.startswith(("reduce_window", "select_and_scatter")):
+    what = "pooling"
+  elif last in ("concatenate", "split"):
+    what = "block concat / split"
+  elif last in ("max", "select_n", "gt"):
+    what = "relu"
+  else:
+    what = "other backbone (avg-pool division, ...)"
+  return f"{direction}: {what}"
+
+
+def profile_radjax_step(device_kind: str, batch: int, args) -> None:
+  """Where a float32 train step's time goes: traced XLA ops grouped by what they compute.
+
+  Op times are summed over the threads that ran them (on CPU two ops can run at once), so the
+  shares are of op time; the step's wall time is given beside them.
+  """
+  import collections
+
+  import jax
+
+  devices, compiled, state, data, key, _ = _compiled_radjax_step(device_kind, batch, "float32",
+                                                                 args)
+  sources = _op_sources(compiled.as_text())
+  for _ in range(args.warmup):
+    state, metrics = compiled(state, data, key)
+  jax.block_until_ready(state)
+  with tempfile.TemporaryDirectory() as trace_dir:
+    start = time.perf_counter()
+    with jax.profiler.trace(trace_dir):
+      for _ in range(args.steps):
+        state, metrics = compiled(state, data, key)
+      jax.block_until_ready(state)
+    wall_ms = (time.perf_counter() - start) / args.steps * 1e3
+    trace = jax.profiler.ProfileData.from_file(
+        str(next(pathlib.Path(trace_dir).rglob("*.xplane.pb"))))
+  groups = collections.Counter()
+  for plane in trace.planes:
+    for line in plane.lines:
+      for event in line.events:
+        if event.name in sources:
+          groups[_profile_group(*sources[event.name])] += event.duration_ns / 1e6 / args.steps
+  total = sum(groups.values())
+  emit(part="profile", impl="radjax", device=device_kind, batch=batch, dtype="float32",
+       wall_ms_per_step_traced=wall_ms, op_ms_per_step=total,
+       groups={g: round(ms, 1) for g, ms in groups.most_common()})
 
 
 # ----------------------------------------------------------------------------------------------
@@ -326,6 +442,13 @@ def table() -> str:
       lines.append(f"| hello_world epoch | radjax | default | 5 | float32 | "
                    f"{' / '.join(f'{s:.1f} s' for s in r['epoch_s'])} | "
                    f"{' / '.join(f'{s:.1f}' for s in r['train_images_per_s'])} | | |")
+  for r in RESULTS:
+    if r["part"] == "profile":
+      lines += ["", f"Where a {r['device']} train step's time goes (batch {r['batch']}, float32; "
+                f"{r['wall_ms_per_step_traced']:.0f} ms wall, {r['op_ms_per_step']:.0f} ms of ops "
+                "summed over threads):", "", "| ops | ms/step | share |", "|---|---|---|"]
+      lines += [f"| {g} | {ms:.1f} | {100 * ms / r['op_ms_per_step']:.1f}% |"
+                for g, ms in r["groups"].items()]
   skipped = [f"{r['part']} {r['impl']}: {r['skipped']}" for r in RESULTS if "skipped" in r]
   return "\n".join(lines + ([""] + [f"skipped: {s}" for s in skipped] if skipped else []))
 
@@ -341,7 +464,9 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=3, help="steps per timed repeat")
   parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
   parser.add_argument("--peers", default="keras,torch", help="comma-separated, or 'none'")
-  parser.add_argument("--parts", default="step,pipeline,e2e", help="comma-separated subset")
+  parser.add_argument("--parts", default="step,pipeline,e2e",
+                      help="comma-separated subset of step,pipeline,e2e,profile (profile: where a "
+                           "batch-5 float32 train step's time goes, by kind of op)")
   parser.add_argument("--pipeline-epochs", type=int, default=20,
                       help="epochs per timed pipeline run (hello_world trains 20 in one pipeline)")
   parser.add_argument("--e2e-epochs", type=int, default=2)
@@ -368,6 +493,9 @@ def main() -> None:
         if "torch" in peers:
           for mode in ("fp32", "bf16"):
             bench_torch_step(kind, batch, mode, args)
+  if "profile" in parts:
+    for kind in kinds:
+      profile_radjax_step(kind, 5, args)
   if "pipeline" in parts:
     bench_pipeline(args)
   if "e2e" in parts:
