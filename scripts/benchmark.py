@@ -184,7 +184,7 @@ def _profile_group(op_name: str, matmul: bool) -> str:
     what = "conv patches (slice, pad, concat)"
   elif "/bn/" in op_name:
     what = "batchnorm"
-  elif last.startswith(("reduce_window", "select_and_scatter")):
+  elif last.startswith(("reduce_window", "select_and_scatter")) or "max_pool" in op_name:
     what = "pooling"
   elif last in ("concatenate", "split"):
     what = "block concat / split"

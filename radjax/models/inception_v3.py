@@ -9,9 +9,11 @@ Every unit is Conv (no bias) -> BatchNorm (no scale, eps 1e-3, momentum 0.99) ->
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Union
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -131,6 +133,15 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
   return total // 2, total - total // 2
 
 
+def _windows(x, kernel: tuple[int, int], strides: tuple[int, int]) -> list:
+  """The kh*kw strided slices of NHWC `x` that a VALID window op reads, in row-major window order:
+  slice k holds, for every output pixel, the input pixel at window position divmod(k, kw)."""
+  (kh, kw), (sh, sw) = kernel, strides
+  out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+  return [x[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :]
+          for i in range(kh) for j in range(kw)]
+
+
 class GemmConv(nn.Module):
   """A convolution written as patch extraction + one matrix multiply (same `kernel` as nn.Conv).
 
@@ -152,11 +163,58 @@ class GemmConv(nn.Module):
     if self.padding == "SAME":
       x = jnp.pad(x, ((0, 0), _same_padding(x.shape[1], kh, sh), _same_padding(x.shape[2], kw, sw),
                       (0, 0)))
-    out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-    patches = [x[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :]
-               for i in range(kh) for j in range(kw)]
+    patches = _windows(x, self.kernel_size, self.strides)
     patches = patches[0] if len(patches) == 1 else jnp.concatenate(patches, axis=-1)
     return patches @ kernel.reshape(-1, self.features)
+
+
+def window_max_pool(x, kernel: tuple[int, int], strides: tuple[int, int]):
+  """VALID max pooling of NHWC `x` as the maximum of its window slices, with a hand-written
+  gradient that goes to the first maximum of each window (row-major), as in TensorFlow's
+  MaxPoolGrad.
+
+  Why: XLA's CPU backend expands the gradient of `lax.reduce_window` max pooling (a
+  select-and-scatter) into index arrays and a scatter, 12% of a train step. Here the forward pass
+  keeps each window's winning position as int8 and the backward pass is nine pads of the masked
+  cotangent, summed in one fused loop.
+  """
+  return _window_max_pool(x, kernel, strides, x.shape[1:3])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _window_max_pool(x, kernel, strides, in_size):
+  del in_size  # the backward pass needs it
+  return functools.reduce(jnp.maximum, _windows(x, kernel, strides))
+
+
+@jax.named_scope("max_pool")  # names its ops in profiles
+def _window_max_pool_fwd(x, kernel, strides, in_size):
+  del in_size
+  windows = _windows(x, kernel, strides)
+  out, winner = windows[0], jnp.zeros(windows[0].shape, jnp.int8)
+  for k, window in enumerate(windows[1:], start=1):
+    better = window > out  # strict: ties keep the earlier position
+    out, winner = jnp.where(better, window, out), jnp.where(better, jnp.int8(k), winner)
+  return out, winner
+
+
+@jax.named_scope("max_pool")
+def _window_max_pool_bwd(kernel, strides, in_size, winner, g):
+  (_, kw), (sh, sw), (height, width) = kernel, strides, in_size
+  out_h, out_w = g.shape[1:3]
+  zero = jnp.zeros((), g.dtype)
+  dx = None
+  for k in range(kernel[0] * kw):
+    i, j = divmod(k, kw)
+    # Window position (i, j) of output pixel (r, c) is input pixel (i + sh*r, j + sw*c).
+    config = ((0, 0, 0), (i, height - i - sh * (out_h - 1) - 1, sh - 1),
+              (j, width - j - sw * (out_w - 1) - 1, sw - 1), (0, 0, 0))
+    term = jax.lax.pad(jnp.where(winner == k, g, zero), zero, config)
+    dx = term if dx is None else dx + term
+  return (dx,)
+
+
+_window_max_pool.defvjp(_window_max_pool_fwd, _window_max_pool_bwd)
 
 
 class ConvBN(nn.Module):
@@ -182,8 +240,10 @@ class ConvBN(nn.Module):
     return nn.relu(x)
 
 
-def _pool(spec: Pool, x):
+def _pool(spec: Pool, x, conv_impl: str):
   if spec.kind == "max":
+    if conv_impl == "gemm" and spec.padding == "VALID":
+      return window_max_pool(x, (3, 3), spec.strides)
     return nn.max_pool(x, (3, 3), spec.strides, spec.padding)
   # Keras' AveragePooling2D(padding="same") divides by the number of real pixels in the window.
   return nn.avg_pool(x, (3, 3), spec.strides, spec.padding, count_include_pad=False)
@@ -211,7 +271,10 @@ class InceptionV3(nn.Module):
     x = x.astype(self.dtype)
     stem_train = train and self.frozen_stages <= 0
     for i, op in enumerate(STEM, start=1):
-      x = self._unit(op, unit_name("stem", i))(x, stem_train) if isinstance(op, Conv) else _pool(op, x)
+      if isinstance(op, Conv):
+        x = self._unit(op, unit_name("stem", i))(x, stem_train)
+      else:
+        x = _pool(op, x, self.conv_impl)
     for stage, (block, branches) in enumerate(BLOCKS, start=1):
       block_train = train and stage >= self.frozen_stages
       outputs = []
@@ -220,7 +283,7 @@ class InceptionV3(nn.Module):
         y = x
         for i, op in enumerate(ops, start=1):
           if isinstance(op, Pool):
-            y = _pool(op, y)
+            y = _pool(op, y, self.conv_impl)
           elif isinstance(op, Split):
             y = jnp.concatenate([
                 self._unit(op.a, unit_name(scope, i, "a"))(y, block_train),
