@@ -37,9 +37,9 @@ def get_config():
   config.hidden_units = 256
   config.dropout_rate = 0.5
   config.dtype = "float32"         # compute dtype: "float32" or "bfloat16" (parameters stay float32)
-  # Convolution lowering: "xla" (lax.conv), "gemm" (patches @ kernel: a faster backward pass on
-  # CPUs, see README "Benchmarks") or "auto" (gemm on CPU, xla elsewhere). Same parameters and
-  # results either way, up to float rounding.
+  # Convolution and max-pool lowering: "xla" (lax.conv, lax.reduce_window), "gemm" (patches @
+  # kernel, max of window slices: a faster backward pass on CPUs, see README "Benchmarks") or
+  # "auto" (gemm on CPU, xla elsewhere). Same parameters and results, up to float rounding.
   config.conv_impl = "auto"
   config.bn_momentum = 0.99        # Keras' BatchNormalization default
   # Recompute BatchNorm statistics on the un-augmented training set before each validation and

@@ -50,27 +50,6 @@ def test_backbone_parity_with_keras(keras_notop, size, conv_impl):
   assert _relative_error(got, expected) <= 1e-4
 
 
-@pytest.mark.parametrize("shape,strides", [((2, 36, 35, 3), (2, 2)), ((1, 9, 10, 2), (1, 1))])
-def test_window_max_pool_matches_tensorflow_value_and_gradient(shape, strides):
-  import tensorflow as tf
-
-  from radjax.models.inception_v3 import window_max_pool
-
-  rng = np.random.default_rng(0)
-  x = rng.standard_normal(shape).astype(np.float32)
-  x[x < 0] = 0.0  # ReLU outputs: many tied windows, which TensorFlow gives to the first maximum
-  g = rng.standard_normal((shape[0], (shape[1] - 3) // strides[0] + 1,
-                           (shape[2] - 3) // strides[1] + 1, shape[3])).astype(np.float32)
-  tx = tf.constant(x)
-  with tf.GradientTape() as tape:
-    tape.watch(tx)
-    expected = tf.nn.max_pool2d(tx, 3, strides, "VALID")
-  expected_grad = tape.gradient(expected, tx, output_gradients=tf.constant(g)).numpy()
-  got, pullback = jax.vjp(lambda v: window_max_pool(v, (3, 3), strides), jnp.asarray(x))
-  np.testing.assert_array_equal(np.asarray(got), expected.numpy())
-  np.testing.assert_allclose(np.asarray(pullback(jnp.asarray(g))[0]), expected_grad, atol=1e-6)
-
-
 def test_classifier_parity_with_keras(keras_notop):
   import tf_keras
 

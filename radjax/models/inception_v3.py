@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from radjax.models.batch_norm import BatchNorm
+
 
 @dataclasses.dataclass(frozen=True)
 class Conv:
@@ -222,7 +224,9 @@ class ConvBN(nn.Module):
   dtype: Any = jnp.float32
   bn_momentum: float = 0.99
   bn_epsilon: float = 1e-3
-  conv_impl: str = "xla"  # "xla" (lax.conv) or "gemm" (GemmConv); identical parameters
+  # "xla": lax.conv and lax.reduce_window max pooling. "gemm": GemmConv and window_max_pool,
+  # which XLA's CPU backend differentiates faster. Identical parameters and results.
+  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, train: bool):
@@ -232,11 +236,7 @@ class ConvBN(nn.Module):
     else:
       x = nn.Conv(self.spec.filters, self.spec.kernel, self.spec.strides, self.spec.padding,
                   use_bias=False, kernel_init=_KERNEL_INIT, dtype=self.dtype, name="conv")(x)
-    # Two-pass variance, as Keras' tf.nn.moments: E[x^2] - E[x]^2 loses every digit when a
-    # channel's variance is small next to its mean (late layers, few pixels per channel).
-    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                     epsilon=self.bn_epsilon, use_scale=False, use_fast_variance=False,
-                     dtype=self.dtype, name="bn")(x)
+    x = BatchNorm(self.bn_momentum, self.bn_epsilon, self.dtype, name="bn")(x, not train)
     return nn.relu(x)
 
 

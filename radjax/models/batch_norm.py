@@ -1,0 +1,85 @@
+"""Training-mode BatchNorm (no scale, as Keras' InceptionV3) with a hand-written gradient.
+
+Same variables and results as `flax.linen.BatchNorm(use_scale=False, use_fast_variance=False)`:
+`params/bias`, `batch_stats/mean` and `batch_stats/var` (biased), statistics in float32. The
+variance is two-pass, as Keras' tf.nn.moments: E[x^2] - E[x]^2 loses every digit when a channel's
+variance is small next to its mean (late layers, few pixels per channel).
+Why: autodiff through the two-pass variance gives XLA's CPU backend several reductions and
+element-wise passes per layer; the closed-form gradient
+    dx = rsqrt(var + eps) * (g - mean(g) - xhat * mean(g * xhat))
+needs two reductions (fused into one pass) and one element-wise pass.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class BatchNorm(nn.Module):
+  """Normalises over all axes but the last; `use_running_average` selects inference mode."""
+  momentum: float = 0.99
+  epsilon: float = 1e-3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, use_running_average: bool):
+    features = x.shape[-1]
+    bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+    ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
+    ra_var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
+    if use_running_average:
+      y = (x.astype(jnp.float32) - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
+      return (y + bias).astype(self.dtype)
+    y, mean, var = normalize(x, bias, self.epsilon, self.dtype)
+    if not self.is_initializing():
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    return y
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def normalize(x, bias, epsilon: float, dtype):
+  """(x - mean) / sqrt(var + eps) + bias over all axes but the last, and (mean, var)."""
+  return _normalize_fwd(x, bias, epsilon, dtype)[0]
+
+
+def _stats(x):
+  axes = tuple(range(x.ndim - 1))
+  x = x.astype(jnp.float32)
+  mean = jnp.mean(x, axes)
+  var = jnp.mean(jnp.square(x - mean), axes)
+  return x, mean, var
+
+
+@jax.named_scope("bn")
+def _normalize_fwd(x, bias, epsilon, dtype):
+  x32, mean, var = _stats(x)
+  inv = jax.lax.rsqrt(var + epsilon)
+  y = ((x32 - mean) * inv + bias).astype(dtype)
+  return (y, mean, var), (x, mean, inv)
+
+
+@jax.named_scope("bn")
+def _normalize_bwd(epsilon, dtype, residuals, cotangents):
+  del epsilon, dtype
+  x, mean, inv = residuals
+  g, g_mean, g_var = cotangents
+  axes = tuple(range(x.ndim - 1))
+  n = x.size // x.shape[-1]
+  g = g.astype(jnp.float32)
+  xc = x.astype(jnp.float32) - mean
+  g_bias = jnp.sum(g, axes)
+  g_scale = jnp.sum(g * xc, axes) * inv  # sum(g * xhat)
+  # The running averages' cotangents (zero in training: they do not reach the loss) keep the
+  # gradient exact for any use of (mean, var).
+  dx = (inv * (g - g_bias / n - xc * (inv * g_scale / n))
+        + g_mean / n + xc * (2 * g_var / n))
+  return dx.astype(x.dtype), g_bias
+
+
+normalize.defvjp(_normalize_fwd, _normalize_bwd)
