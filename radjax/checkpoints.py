@@ -59,9 +59,14 @@ def metadata(config, class_names, epoch: int, metrics: dict[str, float]) -> dict
           "versions": _versions(), "epoch": epoch, "metrics": metrics}
 
 
+def _items(state) -> tuple[dict, dict]:
+  """The `model` and `train` items of a TrainState."""
+  return ({"params": state.params, "batch_stats": state.batch_stats},
+          {"opt_state": state.opt_state, "step": state.step})
+
+
 def save(mngr: ocp.CheckpointManager, epoch: int, state, meta: dict[str, Any]) -> None:
-  model = {"params": state.params, "batch_stats": state.batch_stats}
-  train = {"opt_state": state.opt_state, "step": state.step}
+  model, train = _items(state)
   mngr.save(epoch, args=ocp.args.Composite(
       model=ocp.args.StandardSave(model), train=ocp.args.StandardSave(train),
       meta=ocp.args.JsonSave(meta)), metrics=meta["metrics"])
@@ -74,8 +79,7 @@ def _abstract(tree):
 
 def restore_state(mngr: ocp.CheckpointManager, epoch: int, state):
   """Restores `state` (its structure and shardings serve as the target) and the metadata."""
-  model = {"params": state.params, "batch_stats": state.batch_stats}
-  train = {"opt_state": state.opt_state, "step": state.step}
+  model, train = _items(state)
   restored = mngr.restore(epoch, args=ocp.args.Composite(
       model=ocp.args.StandardRestore(_abstract(model)),
       train=ocp.args.StandardRestore(_abstract(train)), meta=ocp.args.JsonRestore()))

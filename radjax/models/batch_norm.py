@@ -48,17 +48,12 @@ def normalize(x, bias, epsilon: float, dtype):
   return _normalize_fwd(x, bias, epsilon, dtype)[0]
 
 
-def _stats(x):
-  axes = tuple(range(x.ndim - 1))
-  x = x.astype(jnp.float32)
-  mean = jnp.mean(x, axes)
-  var = jnp.mean(jnp.square(x - mean), axes)
-  return x, mean, var
-
-
 @jax.named_scope("bn")
 def _normalize_fwd(x, bias, epsilon, dtype):
-  x32, mean, var = _stats(x)
+  axes = tuple(range(x.ndim - 1))
+  x32 = x.astype(jnp.float32)
+  mean = jnp.mean(x32, axes)
+  var = jnp.mean(jnp.square(x32 - mean), axes)
   inv = jax.lax.rsqrt(var + epsilon)
   y = ((x32 - mean) * inv + bias).astype(dtype)
   return (y, mean, var), (x, mean, inv)
