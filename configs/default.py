@@ -1,9 +1,12 @@
 """Every radjax setting, with the paper's values where the paper gives one.
 
-Variants import this file and change only what differs. Not meant to be run by itself: it trains
-the paper's recipe with radjax' defaults (ImageNet weights, [-1, 1] input, bilinear resize).
+Variants do `from radjax.configs import default` and change only what differs; every setting is
+checked when a config is loaded (radjax/config.py). Run by itself it trains the paper's recipe
+with radjax' defaults (ImageNet weights, [-1, 1] input, bilinear resize):
 
-  radjax train --config configs/default.py --workdir runs/default
+  radjax train --config configs/default.py --workdir runs/default --config.data_dir=DATA
+
+Expected: as configs/hello_world.py (README "Results").
 """
 
 import ml_collections
@@ -13,10 +16,10 @@ def get_config():
   config = ml_collections.ConfigDict()
 
   # Data. data_dir "" means $RADJAX_DATA_DIR, else the public dataset downloaded into the cache.
-  config.data_dir = ""
+  config.data_dir = ""             # TRAIN/ and VAL/ (optional TEST/), one folder per class
   config.image_size = 299          # the paper: 299x299
   config.resize = "squash"         # "squash" (Keras flow_from_directory) or "pad" to square
-  config.resize_method = "bilinear"  # tf.image.resize method; Keras' load_img uses "nearest"
+  config.resize_method = "bilinear"  # or "nearest" (Pillow's, as Keras' load_img), "bicubic", "area"
   config.value_range = "inception"  # "inception" [-1, 1] (what ImageNet weights expect) or "unit" [0, 1]
   config.dicom_voi = "auto"        # DICOM VOI: "auto", "window", "voi_lut" or "none"
 
@@ -29,7 +32,7 @@ def get_config():
   config.augment.shear_range = 0.2         # degrees (Keras' unit)
   config.augment.zoom_range = 0.2          # x and y zoom each in [0.8, 1.2]
   config.augment.horizontal_flip = True
-  config.augment.fill_mode = "nearest"
+  config.augment.fill_mode = "nearest"     # or "reflect" (the two that match Keras exactly)
   config.augment.interpolation = "bilinear"
 
   # Model.
@@ -41,9 +44,10 @@ def get_config():
   # kernel, max of window slices: a faster backward pass on CPUs, see README "Benchmarks") or
   # "auto" (gemm on CPU, xla elsewhere). Same parameters and results, up to float rounding.
   config.conv_impl = "auto"
-  config.bn_momentum = 0.99        # Keras' BatchNormalization default
-  # Recompute BatchNorm statistics on the un-augmented training set before each validation and
-  # checkpoint ("precise BN"); with 13 steps per epoch, momentum 0.99 averages lag far behind.
+  config.bn_momentum = 0.99        # Keras' BatchNormalization default (Bessel-corrected variance)
+  # Recompute BatchNorm statistics on the un-augmented training set (seeded mixed-class batches of
+  # batch_size) before each validation and checkpoint ("precise BN"); with 13 steps per epoch,
+  # momentum 0.99 averages lag far behind. False: Keras' running averages.
   config.precise_bn = True
   config.fine_tune = "all"         # "all" (the paper), "head", or "from:mixedN"
 

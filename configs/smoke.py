@@ -6,7 +6,7 @@
 Expected: about a minute on 2 CPU cores; accuracy is not meaningful at this size.
 """
 
-from configs import default
+from radjax.configs import default
 
 
 def get_config():

@@ -106,6 +106,9 @@ def _class_warnings(counts: dict[str, dict[str, int]], folder: dict[str, str]) -
     if len(per_class) < 2:
       warnings.append(f"{name}/ has {len(per_class)} class folder(s); a classifier needs two or "
                       "more")
+    elif len(per_class) > 2:
+      warnings.append(f"{name}/ has {len(per_class)} class folders ({', '.join(per_class)}); "
+                      "radjax train, evaluate and predict handle two classes only so far")
     largest = max(per_class.values(), default=0)
     for cls, n in per_class.items():
       if n < MIN_CLASS_IMAGES or n < MIN_CLASS_FRACTION * largest:
@@ -129,9 +132,9 @@ def audit(data_dir, dicom_voi: str = "auto", progress: bool = True) -> dict:
   listed, non_images = [], []
   for split, split_dir in layout.items():
     for class_dir in data.class_dirs(split_dir):
-      skipped: list[tuple[str, str]] = []
-      listed += [(split, class_dir.name, path) for path in data.list_files(class_dir, skipped)]
-      non_images += [{"path": rel(path), "reason": reason} for path, reason in skipped]
+      files, others = images.list_image_files(class_dir)
+      listed += [(split, class_dir.name, path) for path in files]
+      non_images += [{"path": rel(path), "reason": reason} for path, reason in others]
     if split != UNSPLIT:  # the root of an unsplit set may hold a README; a split folder may not
       non_images += [{"path": rel(p), "reason": "file outside a class folder"}
                      for p in data.stray_files(split_dir)]

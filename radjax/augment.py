@@ -28,7 +28,8 @@ import math
 
 import numpy as np
 
-FILL_MODES = {"nearest": "NEAREST", "constant": "CONSTANT", "reflect": "REFLECT", "wrap": "WRAP"}
+# Keras' "constant" and "wrap" differ from TensorFlow's at the border; these two match it exactly.
+FILL_MODES = {"nearest": "NEAREST", "reflect": "REFLECT"}
 INTERPOLATIONS = {"bilinear": "BILINEAR", "nearest": "NEAREST"}
 NUM_DRAWS = 7  # rotation, shift x, shift y, shear, zoom x, zoom y, flip
 

@@ -1,4 +1,14 @@
-"""`radjax` command line: parses arguments and calls library functions, nothing more."""
+"""radjax: train and use chest/abdomen (or any two-class) radiograph classifiers in JAX.
+
+Start with the tutorial's data:
+  radjax audit DATA                      check a dataset (counts, sizes, duplicates, bad files)
+  radjax train --config hello_world --workdir runs/hello --config.data_dir=DATA
+  radjax evaluate --workdir runs/hello   metrics, confusion matrix, ROC curve
+  radjax predict --workdir runs/hello scan.dcm more_scans/
+
+DATA holds TRAIN/ and VAL/ (optional TEST/), each with one folder per class.
+Every training setting is listed in configs/default.py; `radjax COMMAND --help` for details.
+"""
 
 from __future__ import annotations
 
@@ -57,7 +67,7 @@ def _train(args) -> int:
   except train.TrainingError as e:
     print(f"radjax train: {e}", file=sys.stderr)
     return 1
-  print(f"Done. Curves: {args.workdir}/curves.png  checkpoints: {args.workdir}/checkpoints\n"
+  print(f"Curves: {args.workdir}/curves.png  checkpoints: {args.workdir}/checkpoints\n"
         f"Next: radjax evaluate --workdir {args.workdir}")
   return 0
 
@@ -66,15 +76,21 @@ def _evaluate(args) -> int:
   from radjax import evaluate
 
   result = evaluate.evaluate_workdir(args.workdir, args.data, args.split, args.checkpoint, args.out)
-  out = args.out or args.workdir
   print(evaluate.format_metrics(result))
-  print(f"Wrote {out}/metrics.json" + (f" and {out}/roc.png" if result["count"] else ""))
+  print("Wrote " + " and ".join(result["written"]))
   return 0
 
 
 def _predict(args) -> int:
-  from radjax import predict
+  import pathlib
 
+  from radjax import predict
+  from radjax.errors import UserError
+
+  if args.csv:  # checked before any image is decoded
+    folder = pathlib.Path(args.csv).parent
+    if not folder.is_dir():
+      raise UserError(f"--csv {args.csv}: no such folder {folder}/")
   results, class_names = predict.predict_files(args.workdir, args.inputs, args.checkpoint)
   if args.json:
     print(predict.format_json(results, class_names))
@@ -92,7 +108,8 @@ def _predict(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="radjax", description=__doc__)
+  parser = argparse.ArgumentParser(prog="radjax", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
 
   p = sub.add_parser("convert-weights", help="Keras InceptionV3 notop .h5 -> Orbax checkpoint")
@@ -125,10 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, help="augmentation seed (default: configs/default.py's seed)")
   p.set_defaults(func=_augment_preview)
 
-  p = sub.add_parser("train", help="train (or resume) a model; settings as --config.NAME=VALUE",
-                     epilog="Example: radjax train --config configs/hello_world.py --workdir "
-                            "runs/hello --config.data_dir=DATA --config.num_epochs=5")
-  p.add_argument("--config", required=True, help="config file, e.g. configs/hello_world.py")
+  p = sub.add_parser(
+      "train", help="train (or resume) a model; settings as --config.NAME=VALUE",
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      description="Trains per a config file, resuming from the workdir's latest checkpoint.\n"
+                  "Every setting, with its meaning and default, is in configs/default.py;\n"
+                  "override any of them as --config.NAME=VALUE (nested: --config.augment.zoom_range=0.1).",
+      epilog="Example: radjax train --config configs/hello_world.py --workdir runs/hello \\\n"
+             "          --config.data_dir=DATA --config.num_epochs=5")
+  p.add_argument("--config", required=True,
+                 help="config file (e.g. configs/hello_world.py) or a shipped config's name "
+                      "(default, hello_world, smoke)")
   p.add_argument("--workdir", required=True, help="run folder: checkpoints, metrics, curves")
   p.set_defaults(func=_train)
 

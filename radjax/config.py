@@ -1,61 +1,99 @@
-"""Loading ml_collections config files (configs/*.py) with `--config.a.b=value` overrides.
+"""Loading ml_collections configs with `--config.a.b=value` overrides, and checking every setting.
 
-Config files are loaded by path, so they work from an installed `radjax` console script too, where
-the repo's top-level `configs` package is not on sys.path; variants do `from configs import
-default`, so the folder holding `configs/` is made importable while a file loads.
+The configs live in the repository's `configs/` folder, which is installed as the `radjax.configs`
+package, so a config is given as a path (`configs/hello_world.py`, or a file of your own that does
+`from radjax.configs import default`) or as the name of a shipped one (`hello_world`). Every
+setting is checked once, at load (`validate`), before any image is decoded.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
+import math
 import pathlib
-import sys
 
 import ml_collections
 
 from radjax.errors import UserError
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "default.py"
+CHOICES = {
+    "resize": ("squash", "pad"),
+    "resize_method": ("bilinear", "nearest", "bicubic", "area"),
+    "value_range": ("inception", "unit"),
+    "dicom_voi": ("auto", "window", "voi_lut", "none"),
+    "dtype": ("float32", "bfloat16"),
+    "conv_impl": ("auto", "xla", "gemm"),
+    # Keras' "constant" and "wrap" fill differ from TensorFlow's at the border: only these two match.
+    "augment.fill_mode": ("nearest", "reflect"),
+    "augment.interpolation": ("bilinear", "nearest"),
+}
+MIN_IMAGE_SIZE = 75  # InceptionV3's smallest input
+AT_LEAST_ONE = ("batch_size", "eval_batch_size", "num_epochs", "hidden_units", "keep_checkpoints")
+NON_NEGATIVE = ("augment.rotation_range", "augment.width_shift_range",
+                "augment.height_shift_range", "augment.shear_range", "augment.zoom_range")
+
+# On resume: settings that change what the weights mean or which data they see must match the
+# checkpoint's (the data directory and its classes are compared too, see radjax.train).
+MUST_MATCH_ON_RESUME = ("image_size", "resize", "resize_method", "value_range", "dicom_voi",
+                        "hidden_units")
+# Everything else may change between stages (num_epochs, fine_tune, learning rate, batch size,
+# dtype, augmentation, ...): the change is reported and recorded, and exact resume (the run an
+# uninterrupted one would have been) holds only when nothing changed. These differ without
+# changing the run at all:
+IRRELEVANT_ON_RESUME = ("num_epochs", "compilation_cache", "keep_checkpoints", "distributed",
+                        "weights", "data_dir")
+
+
+def shipped_config(name: str) -> pathlib.Path:
+  import radjax.configs
+
+  return pathlib.Path(radjax.configs.__file__).parent / f"{name}.py"
 
 
 def load_config_file(path) -> ml_collections.ConfigDict:
-  """Runs `path` as a module and returns its `get_config()` (unlocked, no overrides)."""
+  """Runs the config file at `path` (or the shipped config named `path`) and returns its
+  `get_config()`, unlocked and unchecked."""
   path = pathlib.Path(path)
   if not path.is_file():
-    candidate = CONFIG_DIR / path.name
-    if not candidate.is_file():
-      raise UserError(f"{path}: no such config file (the shipped ones are in {CONFIG_DIR})")
-    path = candidate
-  # Appended, so it never shadows an installed package.
-  root = str(path.resolve().parents[1])
-  if root not in sys.path:
-    sys.path.append(root)
+    shipped = shipped_config(path.stem)
+    if path.parent != pathlib.Path(".") or not shipped.is_file():
+      raise UserError(f"{path}: no such config file (shipped: "
+                      f"{', '.join(sorted(p.stem for p in shipped.parent.glob('[!_]*.py')))})")
+    path = shipped
   spec = importlib.util.spec_from_file_location(f"radjax_config_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except Exception as e:
+    raise UserError(f"{path}: the config file fails to run ({type(e).__name__}: {e})") from None
   if not callable(getattr(module, "get_config", None)):
     raise UserError(f"{path}: a config file must define get_config()")
   return module.get_config()
 
 
-def load_config(path, overrides=()) -> ml_collections.ConfigDict:
-  """`get_config()` of the file at `path` with overrides applied, locked (a typo fails).
+def load_config(path, overrides=(), device_count: int | None = None) -> ml_collections.ConfigDict:
+  """`get_config()` of the file at `path` with overrides applied, checked and locked.
 
   `overrides` are command-line words: `--config.num_epochs=5`, or `--config.num_epochs 5`.
+  `device_count` (default: JAX's) must divide the batch sizes.
   """
   config = load_config_file(path)
   apply_overrides(config, overrides)
+  if device_count is None:
+    import jax
+
+    device_count = jax.device_count()
+  validate(config, device_count)
   config.lock()
   return config
 
 
-def load_default_config() -> ml_collections.ConfigDict:
-  """The default settings: configs/default.py next to the radjax package (a source checkout)."""
-  if not DEFAULT_CONFIG.is_file():
-    raise UserError(f"{DEFAULT_CONFIG}: not found; run radjax from its source checkout")
-  return load_config_file(DEFAULT_CONFIG)
+def default_config() -> ml_collections.ConfigDict:
+  from radjax.configs import default
+
+  return default.get_config()
 
 
 def config_from_dict(values: dict) -> ml_collections.ConfigDict:
@@ -64,7 +102,7 @@ def config_from_dict(values: dict) -> ml_collections.ConfigDict:
   Stored values go over today's defaults, so a checkpoint written before a setting existed still
   loads (the new setting takes its default, which reproduces the old behaviour).
   """
-  config = load_default_config() if DEFAULT_CONFIG.is_file() else ml_collections.ConfigDict()
+  config = default_config()
 
   def merge(node, stored):
     for key, value in stored.items():
@@ -76,6 +114,71 @@ def config_from_dict(values: dict) -> ml_collections.ConfigDict:
   merge(config, values)
   config.lock()
   return config
+
+
+def _get(config, dotted: str):
+  node = config
+  for name in dotted.split("."):
+    node = node[name]
+  return node
+
+
+def validate(config, device_count: int = 1) -> None:
+  """Raises a UserError naming the first bad setting and what it accepts."""
+  from radjax.models.stages import frozen_stages
+
+  def bad(name, why):
+    raise UserError(f"--config.{name}={_get(config, name)}: {why}")
+
+  for name, choices in CHOICES.items():
+    if _get(config, name) not in choices:
+      bad(name, f"expected one of {', '.join(choices)}")
+  for name in AT_LEAST_ONE:
+    if _get(config, name) < 1:
+      bad(name, "must be at least 1")
+  for name in ("batch_size", "eval_batch_size"):
+    if config[name] % device_count:
+      bad(name, f"must be divisible by the number of devices ({device_count})")
+  if config.image_size < MIN_IMAGE_SIZE:
+    bad("image_size", f"InceptionV3 needs at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} pixels")
+  for name in NON_NEGATIVE:
+    if _get(config, name) < 0:
+      bad(name, "cannot be negative")
+  if not 0 <= config.dropout_rate < 1:
+    bad("dropout_rate", "expected 0 <= rate < 1")
+  if not 0 <= config.bn_momentum <= 1:
+    bad("bn_momentum", "expected 0 <= momentum <= 1")
+  if not (config.learning_rate > 0 and math.isfinite(config.learning_rate)):
+    bad("learning_rate", "must be a positive number")
+  for name in ("b1", "b2"):
+    if not 0 <= config[name] < 1:
+      bad(name, "expected 0 <= beta < 1")
+  if not config.eps > 0:
+    bad("eps", "must be positive")
+  frozen_stages(config.fine_tune)  # raises for an unknown fine_tune
+
+
+def flatten(values: dict, prefix: str = "") -> dict:
+  """{"augment": {"zoom_range": 0.2}} -> {"augment.zoom_range": 0.2}."""
+  flat = {}
+  for key, value in values.items():
+    if isinstance(value, dict):
+      flat.update(flatten(value, f"{prefix}{key}."))
+    else:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def resume_changes(stored: dict, config) -> tuple[dict, dict]:
+  """(forbidden, allowed) changes {name: [checkpoint's value, new value]} between a checkpoint's
+  config and the new one. A setting the checkpoint predates is compared with its default."""
+  old = flatten(config_from_dict(stored).to_dict())
+  new = flatten(config.to_dict())
+  changed = {k: [old.get(k), v] for k, v in new.items() if old.get(k) != v}
+  forbidden = {k: v for k, v in changed.items() if k in MUST_MATCH_ON_RESUME}
+  allowed = {k: v for k, v in changed.items()
+             if k not in MUST_MATCH_ON_RESUME and k not in IRRELEVANT_ON_RESUME}
+  return forbidden, allowed
 
 
 def _parse(text: str, current):

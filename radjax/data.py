@@ -15,19 +15,21 @@ model and the train step import without it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import pathlib
 from typing import Iterator
 
 import numpy as np
 
-from radjax import augment as aug, images
+from radjax import augment as aug, images, preprocess
+from radjax.preprocess import tensorflow
 from radjax.errors import UserError
 
 log = logging.getLogger("radjax")
 
 SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
+# Seed stream of the recalibration order (epochs use (seed, epoch) with epoch >= 1).
+RECALIBRATION_STREAM = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Example:
   path: str
   label: int
   gray: bool = False  # all channels equal (known when the listing decoded the file)
+  high_bit: bool = False  # more than 8 bits per value (16-bit PNG, DICOM): cached as 16 bits
 
 
 @dataclasses.dataclass
@@ -72,29 +75,26 @@ def class_dirs(split_dir: pathlib.Path) -> list[pathlib.Path]:
                 key=lambda d: d.name)
 
 
-def list_files(class_dir: pathlib.Path, skipped: list) -> list[str]:
-  """Image files of one class folder, sorted; other files are appended to `skipped` with why."""
-  files = []
-  for path in sorted(class_dir.iterdir()):
-    if path.name.startswith(".") or path.is_dir():
-      continue  # hidden files (.DS_Store) and nested folders are not part of the layout
-    if not images.is_image_file(path):
-      skipped.append((str(path), "not an image file (expected .png, .jpg, .jpeg or DICOM)"))
-      continue
-    files.append(str(path))
-  return files
-
-
 def stray_files(split_dir: pathlib.Path) -> list[pathlib.Path]:
   """Files lying directly in a split folder, outside every class folder (they have no label)."""
   return sorted(p for p in split_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def check_binary(class_names, where) -> None:
+  """radjax' head is the paper's single sigmoid logit: exactly two classes, until multi-class lands."""
+  if len(class_names) != 2:
+    raise UserError(f"{where}: found {len(class_names)} classes ({', '.join(class_names)}); radjax "
+                    "trains two-class (binary) models only so far: keep two class folders")
 
 
 def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
                  dicom_voi: str = "auto") -> Folders:
   """Lists the dataset under `data_dir`; `splits` are required ("test" is optional if absent).
 
-  With `validate`, every image is decoded once, and unreadable ones are skipped with a warning.
+  Class folders may hold sub-folders (one per patient, say): their images are included. With
+  `validate`, every image is decoded once; unreadable ones are skipped with a warning naming them.
+  Every class needs at least one readable image in every listed split (a missing class folder
+  counts as empty): a validation split without one class has no ROC AUC.
   """
   root = pathlib.Path(data_dir)
   present = find_splits(root)
@@ -104,36 +104,50 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
     raise UserError(f"{root}: no {missing[0].upper()} folder (found {names}). Expected split folders "
                     "TRAIN/ and VAL/ (optional TEST/), each with one folder per class.")
   if "train" in present:
-    class_names = [d.name for d in class_dirs(present["train"])]
     reference = present["train"]
   else:  # evaluating a TEST or VAL folder on its own: take its classes
     reference = present[next(s for s in splits if s in present)]
-    class_names = [d.name for d in class_dirs(reference)]
+  class_names = [d.name for d in class_dirs(reference)]
   if len(class_names) < 2:
     raise UserError(f"{reference}: found {len(class_names)} class folder(s) {class_names}; a classifier "
                     "needs at least two (e.g. abd/ and chest/).")
+  check_binary(class_names, reference)
   skipped: list[tuple[str, str]] = []
   result: dict[str, list[Example]] = {}
   for split in splits:
     if split not in present:
       continue
     examples = []
-    for class_dir in class_dirs(present[split]):
-      if class_dir.name not in class_names:
-        raise UserError(f"{class_dir}: class '{class_dir.name}' is not a class of {reference} "
+    folders = {d.name: d for d in class_dirs(present[split])}
+    for name, class_dir in folders.items():
+      if name not in class_names:
+        raise UserError(f"{class_dir}: class '{name}' is not a class of {reference} "
                         f"({', '.join(class_names)})")
-      label = class_names.index(class_dir.name)
-      for path in list_files(class_dir, skipped):
-        gray = False
+    for label, name in enumerate(class_names):
+      class_dir = folders.get(name)
+      if class_dir is None:
+        raise UserError(f"{present[split]}: no '{name}' folder; every class needs images in every "
+                        f"split (classes: {', '.join(class_names)})")
+      files, others = images.list_image_files(class_dir)
+      skipped += others
+      reasons = list(others)
+      for path in files:
+        gray = high_bit = False
         if validate:
           try:
             gray = is_gray(images.read_image(path, dicom_voi))
+            high_bit = images.bit_depth(path) > 8
           except images.ImageReadError as e:
-            skipped.append((path, str(e).removeprefix(f"{path}: ")))
+            reason = (path, str(e).removeprefix(f"{path}: "))
+            skipped.append(reason)
+            reasons.append(reason)
             continue
-        examples.append(Example(path, label, gray))
+        examples.append(Example(path, label, gray, high_bit))
       if not any(e.label == label for e in examples):
-        raise UserError(f"{class_dir}: no readable images in this class folder")
+        detail = "; ".join(f"{pathlib.Path(p).name}: {r}" for p, r in reasons[:5])
+        more = f" (and {len(reasons) - 5} more)" if len(reasons) > 5 else ""
+        raise UserError(f"{class_dir}: no readable images in this class folder"
+                        + (f": {detail}{more}" if detail else " (it is empty)"))
     for stray in stray_files(present[split]):
       skipped.append((str(stray), "file outside a class folder"))
     result[split] = examples
@@ -195,88 +209,54 @@ def download_public_dataset() -> pathlib.Path:
 # tf.data
 # ----------------------------------------------------------------------------------------------
 
-@functools.cache
-def tensorflow():
-  """Imports TensorFlow for the input pipeline, hidden from GPUs (JAX owns them)."""
-  import os
-
-  # TF's C++ start-up chatter (CUDA probing, CPU feature notes) is noise here; real pipeline
-  # errors still raise Python exceptions.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-  import tensorflow as tf
-
-  tf.config.set_visible_devices([], "GPU")
-  return tf
-
-
-def to_model_range(image, value_range: str):
-  """[0, 255] -> the network's input range: "unit" [0, 1] (the paper) or "inception" [-1, 1]."""
-  if value_range == "unit":
-    return image / 255.0
-  if value_range == "inception":  # what Keras' ImageNet InceptionV3 weights were trained on
-    return image / 127.5 - 1.0
-  raise UserError(f"value_range={value_range!r}: expected 'unit' or 'inception'")
-
-
-def resize(image, config):
-  """Squashes (like Keras' flow_from_directory) or pads to square, then resizes to image_size."""
-  tf = tensorflow()
-  size = [config.image_size, config.image_size]
-  if config.resize == "pad":
-    return tf.image.resize_with_pad(image, *size, method=config.resize_method, antialias=True)
-  if config.resize == "squash":
-    return tf.image.resize(image, size, method=config.resize_method, antialias=True)
-  raise UserError(f"resize={config.resize!r}: expected 'squash' or 'pad'")
-
-
-def _decoded(examples: list[Example], config):
-  """(image uint8 SxSxC, label, index) for each example, decoded and resized once, then cached.
-
-  When every image is gray (radiographs, even when stored as RGB), one channel is kept (C=1)
-  until `_rgb`, so resizing and augmentation resample a third of the pixels.
-  """
-  tf = tensorflow()
-  channels = 1 if examples and all(e.gray for e in examples) else 3
-
-  def load(path):
-    return images.read_image(path.decode(), config.dicom_voi)[..., :channels]
-
-  def decode(path, label, index):
-    image = tf.numpy_function(load, [path], tf.float32, stateful=False)
-    image = resize(tf.ensure_shape(image, [None, None, channels]), config)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), label, index
-
-  paths = [e.path for e in examples]
-  labels = np.array([e.label for e in examples], np.int32)
-  ds = tf.data.Dataset.from_tensor_slices((paths, labels, np.arange(len(examples), dtype=np.int64)))
-  return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
-
-
 def is_gray(pixels: np.ndarray) -> bool:
   return bool(np.array_equal(pixels[..., 0], pixels[..., 1])
               and np.array_equal(pixels[..., 0], pixels[..., 2]))
 
 
-def _rgb(images):
-  """(..., 1 or 3) -> (..., 3): the network always sees three channels."""
-  tf = tensorflow()
-  shape = tf.concat([tf.shape(images)[:-1], [3]], 0)
-  return tf.ensure_shape(tf.broadcast_to(images, shape), images.shape[:-1] + [3])
-
-
 class Pipeline:
-  """Input pipeline over listed folders. Decoded images are cached after the first pass."""
+  """Input pipelines over listed folders. Decoded images are cached after the first pass.
+
+  Each split's examples are put in path order first, so batches (and everything computed from
+  them) depend on which files there are, not on the order a listing returned them in.
+  """
 
   def __init__(self, folders: Folders, config):
     self.config = config
     self.folders = folders
-    self._cached = {split: _decoded(examples, config) for split, examples in folders.splits.items()}
+    self.examples = {split: sorted(examples, key=lambda e: e.path)
+                     for split, examples in folders.splits.items()}
+    self._cached = {split: self._decoded(examples) for split, examples in self.examples.items()}
 
   def num_examples(self, split: str) -> int:
-    return len(self.folders.splits[split])
+    return len(self.examples[split])
 
   def steps_per_epoch(self, batch_size: int) -> int:
     return self.num_examples("train") // batch_size
+
+  def _decoded(self, examples: list[Example]):
+    """(image SxSxC, label, index) for each example, decoded, resized and quantized once, cached.
+
+    When every image is gray (radiographs, even when stored as RGB), one channel is kept (C=1)
+    until `to_model_input`, so resizing and augmentation resample a third of the pixels.
+    """
+    tf, config = tensorflow(), self.config
+    channels = 1 if examples and all(e.gray for e in examples) else 3
+    dtype = preprocess.cache_dtype(any(e.high_bit for e in examples))
+
+    def load(path):
+      return images.read_image(path.decode(), config.dicom_voi)[..., :channels]
+
+    def decode(path, high_bit, label, index):
+      image = tf.numpy_function(load, [path], tf.float32, stateful=False)
+      image = preprocess.resize(tf.ensure_shape(image, [None, None, channels]), config)
+      return preprocess.quantize(image, high_bit, dtype), label, index
+
+    columns = ([e.path for e in examples], np.array([e.high_bit for e in examples]),
+               np.array([e.label for e in examples], np.int32),
+               np.arange(len(examples), dtype=np.int64))
+    ds = tf.data.Dataset.from_tensor_slices(columns)
+    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
 
   def train_dataset(self, batch_size: int, first_epoch: int, last_epoch: int | None = None):
     """Augmented, shuffled batches of epochs first_epoch..last_epoch (default: first_epoch only).
@@ -284,8 +264,8 @@ class Pipeline:
     Each epoch is a pure function of (seed, epoch): its order and its transforms are computed on
     the host from those two numbers, so a resumed run sees the same batches as an uninterrupted
     one. One pipeline spans all the epochs: building one per epoch (tracing, thread start-up,
-    refilling the prefetch buffer) cost a third of an epoch of the paper's 65 images, and a
-    pipeline that runs on also augments the next epoch while this one is being evaluated.
+    refilling the prefetch buffer) costs a large share of a short epoch, and a pipeline that runs
+    on also augments the next epoch while this one is being evaluated.
     """
     tf, config = tensorflow(), self.config
     n = self.num_examples("train")
@@ -308,11 +288,11 @@ class Pipeline:
           lambda image, label, index: (image, label, tf.gather(transforms, index)))
 
     def augment(image, label, transform):
-      image = tf.cast(image, tf.float32)
+      image = preprocess.dequantize(image)
       if config.augment.enabled:
         image = aug.apply_transform(image, transform, config.augment.fill_mode,
                                     config.augment.interpolation)
-      return {"image": _rgb(to_model_range(image, config.value_range)), "label": label}
+      return {"image": preprocess.to_model_input(image, config.value_range), "label": label}
 
     last_epoch = first_epoch if last_epoch is None else last_epoch
     ds = tf.data.Dataset.range(first_epoch, last_epoch + 1).flat_map(epoch_examples)
@@ -324,24 +304,31 @@ class Pipeline:
     """`train_dataset` as numpy: steps_per_epoch(batch_size) batches per epoch, in order."""
     return self.train_dataset(batch_size, first_epoch, last_epoch).as_numpy_iterator()
 
-  def eval_batches(self, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    """Un-augmented batches of `split` in file order. The last batch is padded to `batch_size`;
-    `mask` marks real examples, so every image counts exactly once."""
+  def _eval_dataset(self, split: str):
     tf, config = tensorflow(), self.config
 
     def prepare(image, label, index):
-      return {"image": _rgb(to_model_range(tf.cast(image, tf.float32), config.value_range)),
+      return {"image": preprocess.to_model_input(preprocess.dequantize(image), config.value_range),
               "label": label, "index": index}
 
-    ds = self._cached[split].map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    for batch in ds.batch(batch_size).prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
-      yield pad_batch(batch, batch_size)
+    return self._cached[split].map(prepare, num_parallel_calls=tf.data.AUTOTUNE,
+                                   deterministic=True)
 
+  def eval_batches(self, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Un-augmented batches of `split` in path order. The last batch is padded to `batch_size`;
+    `mask` marks real examples, so every image counts exactly once."""
+    tf = tensorflow()
+    for batch in self._eval_dataset(split).batch(batch_size).prefetch(tf.data.AUTOTUNE) \
+        .as_numpy_iterator():
+      yield preprocess.pad_batch(batch, batch_size)
 
-def pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
-  """Pads every array to `batch_size` rows (repeating zeros) and adds a boolean `mask`."""
-  n = len(batch["label"])
-  padded = {k: np.concatenate([v, np.zeros((batch_size - n, *v.shape[1:]), v.dtype)])
-            for k, v in batch.items()}
-  padded["mask"] = np.arange(batch_size) < n
-  return padded
+  def recalibration_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Full batches of the un-augmented training images in one seeded shuffled order, for
+    precise BatchNorm: batches that mix the classes (files are listed class by class), and the
+    same batches in every epoch and after a resume. The remainder (n mod batch_size) is left out,
+    so every batch weighs the same in the pooled statistics."""
+    tf, config = tensorflow(), self.config
+    n = self.num_examples("train")
+    seed = int(np.random.SeedSequence([config.seed, RECALIBRATION_STREAM]).generate_state(1)[0])
+    ds = self._eval_dataset("train").shuffle(n, seed=seed, reshuffle_each_iteration=False)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()

@@ -1,13 +1,17 @@
 """DICOM files -> float32 images in [0, 1] as displayed (0 = black, 1 = white), with pydicom.
 
 Monochrome images go through the display chain of DICOM PS3.4 N.2 in the standard's order, each
-step done by pydicom's own function:
+step done by pydicom's own function except the VOI LUT lookup:
 
 1. decode the stored values (pydicom honours Bits Stored and Pixel Representation, so signed data
    stays signed, sign-extended from its high bit);
 2. Modality LUT: `apply_modality_lut` (Rescale Slope/Intercept or Modality LUT Sequence);
-3. VOI: `apply_voi_lut` with the first VOI LUT Sequence item or the first Window Center/Width,
-   chosen by `voi` (see `VOI_MODES`);
+3. VOI: the first VOI LUT Sequence item or the first Window Center/Width, chosen by `voi` (see
+   `VOI_MODES`). A window goes through pydicom's `apply_voi_lut`. A VOI LUT is looked up here
+   (`_apply_voi_lut`, PS3.3 C.11.2.1.1) because pydicom 3.0's `apply_voi` keeps the table indices
+   in the LUT's output type: with 8-bit entries they are uint8 and wrap at 256, so a 12-bit ->
+   8-bit LUT of 4096 entries reads entry i mod 256. radjax reads the LUT Descriptor and LUT Data as
+   pydicom does and indexes with int64, clipping to the table;
 4. scaling to [0, 1] over the real output range of step 3: the window's output range as pydicom
    produces it, 0..2**(LUT entry bits)-1 for a VOI LUT, the data's min..max without VOI;
 5. MONOCHROME1 (low values white) is inverted, 1 - x, after VOI as the standard requires.
@@ -206,7 +210,7 @@ def _present(ds: pydicom.Dataset, keyword: str) -> bool:
 
 
 def _has_voi_lut(ds: pydicom.Dataset) -> bool:
-  # The same validity test as pydicom's apply_voi_lut, so "present" means "pydicom will use it".
+  # The same validity test as pydicom's apply_voi_lut: the first item has both LUT attributes.
   seq = ds.get("VOILUTSequence")
   return bool(seq) and all(seq[0].get(k) is not None for k in ("LUTDescriptor", "LUTData"))
 
@@ -247,6 +251,70 @@ def _window_output_range(ds: pydicom.Dataset) -> tuple[float, float]:
   return float(lo), float(hi)
 
 
+LUT_ENTRY_BITS = range(8, 17)  # PS3.3 C.11.2.1.1: 8 to 16 bits per VOI LUT entry
+UINT16 = 2**16
+
+
+def _voi_lut_descriptor(path: pathlib.Path, ds: pydicom.Dataset,
+                        item: pydicom.Dataset) -> tuple[int, int, int]:
+  """(number of entries, first input value mapped, bits per entry) of a VOI LUT item."""
+  descriptor = item.LUTDescriptor
+  if not _is_multi(descriptor) or len(descriptor) != 3:
+    raise DicomError(f"{path}: its VOI LUT Descriptor is {descriptor!r}, expected 3 values "
+                     "(entries, first value mapped, bits per entry)")
+  entries, first, bits = (int(v) for v in descriptor)
+  # The number of entries is always unsigned, 0 meaning 2**16 (pydicom's reader also undoes a
+  # negative count read as SS).
+  entries = (entries % UINT16) or UINT16
+  # pydicom's rule: LUT Descriptor is "US or SS", SS when Pixel Representation is 1, and its
+  # first-mapped value is then signed. A file that wrote it as US for signed data gives e.g.
+  # 63488 for -2048: reinterpret it as 16-bit two's complement, as an SS read would.
+  if int(ds.get("PixelRepresentation") or 0) == 1 and first >= UINT16 // 2:
+    first -= UINT16
+  if bits not in LUT_ENTRY_BITS:
+    raise DicomError(f"{path}: its VOI LUT Descriptor gives {bits} bits per entry, expected "
+                     f"{LUT_ENTRY_BITS.start} to {LUT_ENTRY_BITS.stop - 1}")
+  return entries, first, bits
+
+
+def _voi_lut_data(path: pathlib.Path, ds: pydicom.Dataset, item: pydicom.Dataset,
+                  entries: int) -> np.ndarray:
+  """The `entries` LUT Data values of a VOI LUT item as int64, read as pydicom's apply_voi does:
+  OW bytes are 16-bit words in the transfer syntax's byte order, US/SS a list of numbers (one
+  number for a single entry). Entries are unsigned 16-bit words (an SS read is reinterpreted)."""
+  data = item["LUTData"].value
+  if isinstance(data, (bytes, bytearray, memoryview)):
+    if len(data) != 2 * entries:
+      raise DicomError(f"{path}: its VOI LUT Data holds {len(data)} bytes ({len(data) / 2:g} "
+                       f"16-bit entries) but its LUT Descriptor announces {entries} entries")
+    little = ds.file_meta.TransferSyntaxUID.is_little_endian
+    if little is None:  # a private transfer syntax pydicom does not know: as the file was read
+      little = ds.original_encoding[1]
+    if little is None:
+      raise DicomError(f"{path}: cannot tell the byte order of its VOI LUT Data")
+    table = np.frombuffer(data, "<u2" if little else ">u2")
+  else:
+    values = list(data) if _is_multi(data) else [data]
+    if len(values) != entries:
+      raise DicomError(f"{path}: its VOI LUT Data holds {len(values)} entries but its LUT "
+                       f"Descriptor announces {entries}")
+    table = np.asarray([int(v) for v in values], np.int64) % UINT16
+  return table.astype(np.int64)
+
+
+def _apply_voi_lut(path: pathlib.Path, ds: pydicom.Dataset,
+                   values: np.ndarray) -> tuple[np.ndarray, int]:
+  """(LUT output, bits per entry) of the first VOI LUT Sequence item applied to integer `values`
+  (PS3.3 C.11.2.1.1): value v reads entry v - first mapped, clipped to the table, so values below
+  the first mapped one get the first entry and values past the table the last. The indices are
+  int64, whatever the entry size (see the module docstring for why not pydicom's apply_voi)."""
+  item = ds.VOILUTSequence[0]
+  entries, first, bits = _voi_lut_descriptor(path, ds, item)
+  table = _voi_lut_data(path, ds, item, entries)
+  index = np.clip(values.astype(np.int64) - first, 0, entries - 1)
+  return table[index], bits
+
+
 def _monochrome(path: pathlib.Path, ds: pydicom.Dataset, arr: np.ndarray, voi: str,
                 info: dict) -> np.ndarray:
   if arr.ndim != 2:
@@ -260,11 +328,10 @@ def _monochrome(path: pathlib.Path, ds: pydicom.Dataset, arr: np.ndarray, voi: s
   with _reported_as_dicom_error(path, f"cannot apply its VOI ({choice})"):
     if choice == "voi_lut":
       if not np.issubdtype(values.dtype, np.integer):
-        # A VOI LUT is indexed by integers: pydicom truncates (and warns about) float input, and
-        # rescaled stored values are integers up to float rounding, so round to the nearest.
-        values = np.rint(values).astype(np.int64)
-      lut_bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
-      values = pydicom.pixels.apply_voi_lut(values, ds, index=0, prefer_lut=True)
+        # A VOI LUT is indexed by integers, and rescaled stored values are integers up to float
+        # rounding, so round to the nearest (truncating would send 299.9999 to 299).
+        values = np.rint(values)
+      values, lut_bits = _apply_voi_lut(path, ds, values.astype(np.int64))
       image = _to_unit(values, 0, 2**lut_bits - 1)
     elif choice == "window":
       info["window"] = (_first(ds.WindowCenter), _first(ds.WindowWidth))

@@ -1,6 +1,12 @@
-"""Reading one image file (PNG, JPEG or DICOM) into a float32 (H, W, 3) array in [0, 255].
+"""Finding image files, and reading one (PNG, JPEG or DICOM) into a float32 (H, W, 3) array in [0, 255].
 
 Every failure becomes an `ImageReadError` that names the file, so callers can skip or report it.
+
+High bit depth. A 16-bit PNG (PIL modes I;16*, I) is how 12-bit radiographs are often exported; its
+values are scaled by their own min..max to [0, 255], exactly as a DICOM file without a window
+(`dicom_voi` "none" or "auto" without VOI attributes), so the same radiograph as PNG and as such a
+DICOM file gives the same pixels. (Dividing by 65535 would turn 12-bit data nearly black.) The
+result keeps its fractional values; `bit_depth` > 8 tells the input pipeline to cache 16 bits.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ from radjax.errors import UserError
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 MAX_8BIT = 255.0
-MAX_16BIT = 65535.0
 
 
 class ImageReadError(UserError):
@@ -48,13 +53,47 @@ def describe(path) -> dict:
             "bits": bits}
 
 
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I")  # PIL's 16/32-bit gray modes
+SKIPPED_NAMES = "hidden files and folders (.DS_Store, .git)"
+
+
+def list_image_files(folder) -> tuple[list[str], list[tuple[str, str]]]:
+  """Image files under `folder`, recursively (patient sub-folders), sorted by path; and the other
+  files as (path, reason). Hidden files and folders are ignored."""
+  files, others = [], []
+  folder = pathlib.Path(folder)
+  for path in sorted(folder.rglob("*")):
+    if any(part.startswith(".") for part in path.relative_to(folder).parts) or not path.is_file():
+      continue
+    if is_image_file(path):
+      files.append(str(path))
+    else:
+      others.append((str(path), "not an image file (expected .png, .jpg, .jpeg or DICOM)"))
+  return files, others
+
+
+def bit_depth(path) -> int:
+  """Bits per stored value (8 for ordinary PNG/JPEG, 16 for 16-bit PNG, Bits Stored for DICOM)."""
+  try:
+    return describe(path)["bits"]
+  except Exception as e:  # header unreadable: read_image reports it properly
+    raise ImageReadError(f"{path}: cannot read its header ({type(e).__name__}: {e})") from None
+
+
+def _min_max_to_8bit(values: np.ndarray) -> np.ndarray:
+  lo, hi = float(values.min()), float(values.max())
+  if hi == lo:
+    return np.zeros(values.shape, np.float32)
+  return ((values.astype(np.float64) - lo) * (MAX_8BIT / (hi - lo))).astype(np.float32)
+
+
 def _read_raster(path: pathlib.Path) -> np.ndarray:
   from PIL import Image
 
   with Image.open(path) as img:
     img.load()
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit gray PNG
-      return np.asarray(img, np.float32) * (MAX_8BIT / MAX_16BIT)
+    if img.mode in HIGH_BIT_MODES:
+      return _min_max_to_8bit(np.asarray(img))
     # Palette, gray+alpha, RGBA, bilevel, CMYK: as Keras' load_img(color_mode="rgb") does,
     # drop alpha and expand to RGB.
     return np.asarray(img.convert("RGB"), np.float32)

@@ -1,7 +1,7 @@
 """`radjax predict`: class probabilities for PNG, JPEG or DICOM files, one line per image.
 
-Preprocessing is the checkpoint's own (image size, resize, value range, DICOM VOI), and class names
-come from the checkpoint. A file that cannot be read gets its own error line; the others are still
+Preprocessing is the checkpoint's own (image size, resize, value range, DICOM VOI) through
+`preprocess.model_input`, the chain validation uses; class names come from the checkpoint. A file that cannot be read gets its own error line; the others are still
 predicted.
 """
 
@@ -26,16 +26,21 @@ class Prediction:
   error: str | None = None
 
 
-def expand(inputs) -> list[pathlib.Path]:
-  """Files as given, and the image files inside given directories (recursively, sorted)."""
-  files = []
+def expand(inputs) -> list[tuple[pathlib.Path, str | None]]:
+  """(path, error) for each file as given and each image file inside given folders (recursively,
+  as training lists class folders); a folder without images is one entry with its error."""
+  entries = []
   for item in map(pathlib.Path, inputs):
     if item.is_dir():
-      files += sorted(p for p in item.rglob("*")
-                      if p.is_file() and not p.name.startswith(".") and images.is_image_file(p))
+      files, _ = images.list_image_files(item)
+      entries += [(pathlib.Path(f), None) for f in files]
+      if not files:
+        entries.append((item, "no image files in this folder (.png, .jpg, .jpeg or DICOM)"))
+    elif not item.exists():
+      entries.append((item, "no such file"))
     else:
-      files.append(item)
-  return files
+      entries.append((item, None))
+  return entries
 
 
 def predict_files(workdir, inputs, which: str = "best",
@@ -43,43 +48,36 @@ def predict_files(workdir, inputs, which: str = "best",
   """Predictions for every input file (errors included) and the checkpoint's class names."""
   import jax
 
-  from radjax import checkpoints, config as config_lib, data, train
+  from radjax import metrics, preprocess, run as run_lib
 
-  variables, meta, _ = checkpoints.load_for_inference(workdir, which)
-  config = config_lib.config_from_dict(meta["config"])
-  class_names = meta["class_names"]
-  model = train.create_model(config)
-  logits_fn = jax.jit(lambda v, x: train.predict_logits(v, x, model=model))
-  tf = data.tensorflow()
-
+  trained = run_lib.load(workdir, which)
+  config, class_names = trained.config, trained.class_names
+  batch_size = max(batch_size // jax.device_count(), 1) * jax.device_count()
   results, pending = [], []
 
   def flush():
     if not pending:
       return
-    batch = np.stack([image for _, image in pending])
-    n = len(batch)
-    # Pad to a fixed batch size: one compiled shape for every call.
-    batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
-    probabilities = np.asarray(jax.nn.sigmoid(logits_fn(variables, batch)))[:n]
-    for (prediction, _), p in zip(pending, probabilities):
-      prediction.probability = float(p)
-      prediction.label = class_names[int(p > 0.5)]
+    batch = preprocess.pad_batch({"image": np.stack([image for _, image in pending]),
+                                  "label": np.zeros(len(pending), np.int32)}, batch_size)
+    logits, _ = trained.steps.logits_of(trained.variables, [batch])
+    for (prediction, _), logit, label in zip(pending, logits, metrics.predicted_labels(logits)):
+      prediction.probability = float(metrics.sigmoid(logit))
+      prediction.label = class_names[label]
     pending.clear()
 
-  for path in expand(inputs):
-    prediction = Prediction(str(path))
+  for path, error in expand(inputs):
+    prediction = Prediction(str(path), error=error)
     results.append(prediction)
-    if not path.is_file():
-      prediction.error = "no such file"
+    if error:
       continue
     try:
       pixels = images.read_image(path, config.dicom_voi)
+      high_bit = images.bit_depth(path) > 8
     except images.ImageReadError as e:
       prediction.error = str(e).removeprefix(f"{path}: ")
       continue
-    resized = tf.round(data.resize(tf.constant(pixels), config))
-    pending.append((prediction, data.to_model_range(resized, config.value_range).numpy()))
+    pending.append((prediction, preprocess.model_input(pixels, config, high_bit)))
     if len(pending) == batch_size:
       flush()
   flush()

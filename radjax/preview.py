@@ -1,10 +1,11 @@
 """`radjax augment-preview`: one image as training sees it, plain and augmented (paper's Fig. 6).
 
-The panels go through the training pipeline's own functions: `images.read_image`, `data.resize`,
-the uint8 rounding of the cached dataset, and `augment.augment` with the draws of example 0 in
-`augment.epoch_uniforms(seed, epoch, ...)`. Panel "augmented #k" is epoch k-1. Training numbers
-examples in file order, so with the default image (the first training image) and the config's
-seed, the panels are exactly that image in the first N training epochs.
+The panels go through the training pipeline's own functions: `images.read_image`, then
+`preprocess.resize`/`quantize`/`dequantize` (the cached image), and `augment.augment` with the
+draws of example 0 in `augment.epoch_uniforms(seed, epoch, ...)`. Panel "epoch k" is training
+epoch k (epochs count from 1). Training numbers examples in path order, so with the default image
+(the first training image) and the config's seed, the panels are exactly that image in the first N
+training epochs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pathlib
 
 import numpy as np
 
-from radjax import data, images
+from radjax import data, images, preprocess
 from radjax.errors import UserError
 
 PANEL_INCHES = 3.0  # each panel's cell in the grid, square
@@ -30,21 +31,23 @@ def grid_shape(panels: int) -> tuple[int, int]:
 
 
 def first_training_image(data_dir) -> str:
-  """The example with index 0 in training: the first file of the first class of TRAIN/."""
+  """The example with index 0 in training: the first training file in path order."""
   folders = data.list_folders(data_dir, splits=("train",), validate=False)
-  return folders.splits["train"][0].path
+  return min(e.path for e in folders.splits["train"])
 
 
 def preview_panels(path, n: int, seed: int, config) -> list[np.ndarray]:
-  """[original, augmented epoch 0, ..., epoch n-1] as uint8 (S, S, 3) images."""
+  """[original, augmented in epoch 1, ..., epoch n] as uint8 (S, S, 3) images."""
   from radjax import augment
 
-  tf = data.tensorflow()
-  image = data.resize(tf.constant(images.read_image(path, config.dicom_voi)), config)
-  # The training pipeline caches the resized image as uint8 and augments its float32 copy.
-  image = tf.cast(tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), tf.float32)
+  tf = preprocess.tensorflow()
+  high_bit = images.bit_depth(path) > 8
+  resized = preprocess.resize(tf.constant(images.read_image(path, config.dicom_voi)), config)
+  # The training pipeline caches the resized image quantized and augments its float32 copy.
+  image = preprocess.dequantize(
+      preprocess.quantize(resized, high_bit, preprocess.cache_dtype(high_bit)))
   panels = [image]
-  for epoch in range(n):
+  for epoch in range(1, n + 1):
     uniforms = augment.epoch_uniforms(seed, epoch, PREVIEW_INDEX + 1)[PREVIEW_INDEX]
     panels.append(augment.augment(image, uniforms, config.augment))
   return [np.clip(np.round(p.numpy()), 0, 255).astype(np.uint8) for p in panels]
@@ -78,15 +81,15 @@ def augment_preview(data_dir, out, image=None, n: int = DEFAULT_VARIANTS, seed: 
   if n < 1:
     raise UserError(f"--n {n}: need at least one augmented version")
   if config is None:
-    from radjax.config import load_default_config
+    from radjax.config import default_config
 
-    config = load_default_config()
+    config = default_config()
   seed = config.seed if seed is None else seed
   if image is None:
     if data_dir is None:
       raise UserError("give a DATA_DIR (its first training image is shown) or --image PATH")
     image = first_training_image(data_dir)
   panels = preview_panels(image, n, seed, config)
-  titles = ["original"] + [f"augmented #{k}" for k in range(1, n + 1)]
+  titles = ["original"] + [f"epoch {k}" for k in range(1, n + 1)]
   size = save_grid(panels, titles, out)
   return {"out": str(out), "image": str(image), "size": size, "panels": panels}

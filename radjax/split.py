@@ -19,7 +19,7 @@ import shutil
 
 import numpy as np
 
-from radjax import data
+from radjax import data, images
 from radjax.errors import UserError
 
 log = logging.getLogger("radjax")
@@ -108,7 +108,10 @@ def split_dataset(src, dst, val: int, seed: int, folds: int = 0, test: int = 0) 
   if folds and folds < MIN_FOLDS:
     raise UserError(f"--folds {folds}: cross-validation needs at least {MIN_FOLDS} folds")
   skipped: list[tuple[str, str]] = []
-  files = {d.name: data.list_files(d, skipped) for d in classes}
+  files = {}
+  for d in classes:
+    files[d.name], others = images.list_image_files(d)
+    skipped += others
   for path, reason in skipped:
     log.warning("not copied: %s: %s", path, reason)
   counts = {cls: len(paths) for cls, paths in files.items()}
@@ -145,7 +148,9 @@ def split_dataset(src, dst, val: int, seed: int, folds: int = 0, test: int = 0) 
       folder = dst / SPLIT_FOLDERS[split] / cls
       folder.mkdir(parents=True, exist_ok=True)
       for path in paths:
-        target = folder / pathlib.Path(path).name
+        # Sub-folders (one per patient) are kept, so equal file names in two of them never collide.
+        target = folder / pathlib.Path(path).relative_to(src / cls)
+        target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, target)
         rows.append({"path": target.relative_to(dst).as_posix(), "class": cls, "split": split,
                      "fold": fold_of.get(path, "")})

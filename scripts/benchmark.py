@@ -68,19 +68,15 @@ def _compiled_radjax_step(device_kind: str, batch: int, dtype: str, args):
   import numpy as np
 
   sys.path.insert(0, str(REPO))
-  from radjax import config as config_lib, train
+  from radjax import config as config_lib, run as run_lib
 
   devices = jax.devices(device_kind)[:1]
   config = config_lib.load_config(REPO / "configs" / "hello_world.py", [
       "--config.weights=none", f"--config.dtype={dtype}", f"--config.batch_size={batch}",
-      f"--config.image_size={args.image_size}"])
-  model = train.create_model(config)
+      f"--config.image_size={args.image_size}"], device_count=1)
   with jax.default_device(devices[0]):
-    variables, _ = train.initial_variables(config, model, args.image_size)
-    tx = train.make_optimizer(config, variables["params"])
-    mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,), devices=devices)
-    steps = train.Steps(model, tx, mesh)
-    state = steps.replicate(train.create_state(variables, tx))
+    run = run_lib.build(config, devices)
+  steps, state = run.steps, run.state
   rng = np.random.default_rng(0)
   host = {"image": rng.uniform(-1, 1, (batch, args.image_size, args.image_size, 3)).astype(np.float32),
           "label": rng.integers(0, 2, batch).astype(np.int32)}
@@ -332,8 +328,8 @@ def _tensorflow_available(part: str) -> bool:
   """The pipeline and end-to-end parts need TensorFlow (a CUDA machine may have none)."""
   try:
     sys.path.insert(0, str(REPO))
-    from radjax import data
-    data.tensorflow()
+    from radjax import preprocess
+    preprocess.tensorflow()
   except ImportError as e:
     emit(part=part, impl="radjax", skipped=f"tensorflow not installed ({e.name})")
     return False

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import default
+from radjax.configs import default
 from radjax import audit, cli, data, preview, split
 from radjax.errors import UserError
 
@@ -101,7 +101,9 @@ def test_small_class_warning_thresholds():
   folder = {"train": "TRAIN"}
   assert audit._class_warnings({"train": {"a": 100, "b": 10}}, folder) == []
   warned = audit._class_warnings({"train": {"a": 100, "b": 9, "c": 4}}, folder)
-  assert [w.split(" has")[0] for w in warned] == ["TRAIN/b/", "TRAIN/c/"]
+  assert [w.split(" has")[0] for w in warned] == ["TRAIN/", "TRAIN/b/", "TRAIN/c/"]
+  # Three classes: radjax' binary head cannot train them yet, and audit says so.
+  assert "TRAIN/ has 3 class folders (a, b, c)" in warned[0] and "two classes only" in warned[0]
 
 
 def test_hamming_pairs_match_brute_force(monkeypatch):
@@ -227,10 +229,10 @@ def test_preview_shows_what_training_sees(dataset_dir, tmp_path):
   assert first.endswith("TRAIN/abd/abd0.png")
   panels = preview.preview_panels(first, 2, config.seed, config)
   pipeline = data.Pipeline(data.list_folders(root), config)
-  for epoch in range(2):
+  for epoch in (1, 2):  # training's epochs count from 1, and so do the panels
     batch = next(b for b in pipeline.train_batches(1, epoch) if b["label"][0] == 0)  # index 0
     # The panel is the pipeline's image rounded to uint8 for display.
-    np.testing.assert_allclose(batch["image"][0], panels[epoch + 1] / 127.5 - 1.0,
+    np.testing.assert_allclose(batch["image"][0], panels[epoch] / 127.5 - 1.0,
                                atol=0.5 / 127.5 + 1e-5)
 
 
@@ -278,8 +280,8 @@ def test_cli_augment_preview_writes_the_grid(dataset_dir, tmp_path, capsys):
 
 
 def test_load_default_config_reads_configs_default():
-  from radjax.config import load_default_config
+  from radjax.config import default_config
 
-  config = load_default_config()
+  config = default_config()
   assert config.image_size == default.get_config().image_size == 299
   assert config.augment.to_dict() == default.get_config().augment.to_dict()

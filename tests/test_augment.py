@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import default
+from radjax.configs import default
 from radjax import augment, data
 
 tf = data.tensorflow()

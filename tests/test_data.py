@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from configs import default
-from radjax import data, images
+from radjax.configs import default
+from radjax import data, images, preprocess
 from radjax.errors import UserError
 from conftest import copy_subset
 
@@ -65,9 +65,9 @@ def test_same_seed_same_batches_and_val_is_never_augmented(dataset_dir):
   val_b = list(data.Pipeline(folders, config2).eval_batches("val", 4))
   for x, y in zip(val_a, val_b):
     np.testing.assert_array_equal(x["image"], y["image"])
-  tf = data.tensorflow()
+  tf = preprocess.tensorflow()
   first = folders.splits["val"][0].path
-  plain = tf.round(data.resize(tf.constant(images.read_image(first)), config)).numpy()
+  plain = tf.round(preprocess.resize(tf.constant(images.read_image(first)), config)).numpy()
   np.testing.assert_allclose(val_a[0]["image"][0], plain / 127.5 - 1.0, atol=1e-6)
 
 
@@ -110,6 +110,8 @@ def test_bad_files_are_skipped_and_named(small_dataset, caplog):
 
 @pytest.mark.parametrize("breakage,message", [
     ("empty_class", "no readable images in this class folder"),
+    ("missing_val_class", "VAL: no 'chest' folder; every class needs images in every split"),
+    ("three_classes", "found 3 classes .* two-class"),
     ("single_class", "a classifier needs at least two"),
     ("missing_val", "no VAL folder"),
     ("unknown_val_class", "is not a class of"),
@@ -119,6 +121,10 @@ def test_bad_layouts_raise_clear_errors(small_dataset, breakage, message):
   if breakage == "empty_class":
     for f in (small_dataset / "VAL" / "chest").iterdir():
       f.unlink()
+  elif breakage == "missing_val_class":
+    shutil.rmtree(small_dataset / "VAL" / "chest")
+  elif breakage == "three_classes":
+    shutil.copytree(small_dataset / "TRAIN" / "chest", small_dataset / "TRAIN" / "pelvis")
   elif breakage == "single_class":
     shutil.rmtree(small_dataset / "TRAIN" / "chest")
   elif breakage == "missing_val":
@@ -141,9 +147,14 @@ def test_image_formats(tmp_path, dataset_dir):
   Image.fromarray(gray).convert("P").save(tmp_path / "palette.png")
   Image.fromarray(gray).save(tmp_path / "g.jpg", quality=95)
   expected = np.repeat(gray[..., None].astype(np.float32), 3, -1)
+  # A 16-bit PNG is scaled by its stored range (as DICOM without a window), not by 65535.
+  lo, hi = float(gray.min()), float(gray.max())
+  assert hi - lo > 200
   for name, atol in (("g8.png", 0), ("g16.png", 1e-3), ("rgba.png", 0), ("palette.png", 0),
                      ("g.jpg", 12)):
     got = images.read_image(tmp_path / name)
+    if name == "g16.png":
+      got = got * (hi - lo) / 255.0 + lo
     assert got.shape == expected.shape, name
     assert np.abs(got - expected).max() <= atol, name
 
@@ -157,3 +168,103 @@ def test_data_dir_resolution_and_offline_download(monkeypatch, tmp_path, small_d
   monkeypatch.setattr(data, "PUBLIC_DATASET_URL", "http://127.0.0.1:9/Open_I_abd_vs_CXRs.zip")
   with pytest.raises(UserError, match="RADJAX_DATA_DIR"):
     data.resolve_data_dir("")
+
+
+def test_class_folder_without_readable_images_shows_each_files_reason(small_dataset):
+  folder = small_dataset / "VAL" / "chest"
+  for f in folder.iterdir():
+    f.unlink()
+  (folder / "scan.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
+  (folder / "notes.txt").write_text("not an image")
+  with pytest.raises(UserError) as e:
+    data.list_folders(small_dataset)
+  message = str(e.value)
+  assert "no readable images in this class folder" in message
+  assert "scan.dcm: " in message and "notes.txt: not an image file" in message
+  assert "\n" not in message
+
+
+def test_sub_folders_of_class_folders_are_included(small_dataset):
+  """Patient folders inside a class folder: train's listing, audit and predict all see them."""
+  from radjax import audit, predict
+
+  cls = small_dataset / "TRAIN" / "abd"
+  patient = cls / "patient_7" / "study_1"
+  patient.mkdir(parents=True)
+  source = sorted(cls.glob("*.png"))[0]
+  shutil.copy(source, patient / source.name)  # same name as its source: kept apart by folder
+  (cls / ".hidden").mkdir()
+  shutil.copy(source, cls / ".hidden" / "ignored.png")
+  folders = data.list_folders(small_dataset)
+  paths = [e.path for e in folders.splits["train"] if e.label == 0]
+  assert str(patient / source.name) in paths and len(paths) == 4
+  assert not any(".hidden" in p for p in paths)
+  report = audit.audit(small_dataset, progress=False)
+  assert report["splits"]["train"]["classes"]["abd"] == 4
+  assert [str(p) for p, _ in predict.expand([cls])] == sorted(paths)
+
+
+def test_precise_bn_batches_mix_classes_and_ignore_listing_order(small_dataset):
+  folders = data.list_folders(small_dataset)
+  config = _config()
+  batches = list(data.Pipeline(folders, config).recalibration_batches(2))
+  assert len(batches) == 3  # 6 training images, full batches only
+  assert any(len(set(b["label"].tolist())) == 2 for b in batches)  # not one class per batch
+  shuffled = dict(folders.splits, train=folders.splits["train"][::-1])
+  permuted = data.Folders(folders.root, folders.class_names, shuffled, folders.skipped)
+  again = list(data.Pipeline(permuted, config).recalibration_batches(2))
+  for x, y in zip(batches, again, strict=True):
+    np.testing.assert_array_equal(x["image"], y["image"])
+  config.seed = 1  # the order is seeded
+  other = list(data.Pipeline(folders, config).recalibration_batches(2))
+  assert any(not np.array_equal(x["label"], y["label"]) for x, y in zip(batches, other))
+
+
+def test_nearest_resize_is_keras_load_img_pixel_for_pixel(dataset_dir):
+  from tf_keras.preprocessing.image import load_img
+
+  config = _config(299)
+  config.resize_method = "nearest"
+  tf = preprocess.tensorflow()
+  for path in [dataset_dir / "TRAIN" / "abd" / "abd20.png", dataset_dir / "VAL" / "chest" / "chst_val0.png"]:
+    keras = np.asarray(load_img(path, target_size=(299, 299), interpolation="nearest"))
+    ours = preprocess.resize(tf.constant(images.read_image(path)), config).numpy()
+    np.testing.assert_array_equal(ours, keras)
+  # Where the scale product lands on an integer, only Pillow's accumulated sum picks Keras' row.
+  assert preprocess.keras_nearest_indices(512, 299)[149] == 255
+
+
+def test_high_bit_depth_png_equals_the_dicom_without_window_and_keeps_16_bits(tmp_path):
+  import pydicom
+  from PIL import Image
+  from pydicom.dataset import FileMetaDataset
+  from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+  rng = np.random.default_rng(0)
+  values = rng.integers(100, 3900, (80, 90)).astype(np.uint16)  # 12-bit data
+  values[0, 0], values[0, 1] = 100, 3900
+  Image.fromarray(values).save(tmp_path / "film.png")
+  meta = FileMetaDataset()
+  meta.TransferSyntaxUID = ExplicitVRLittleEndian
+  meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+  meta.MediaStorageSOPInstanceUID = generate_uid()
+  ds = pydicom.Dataset()
+  ds.file_meta = meta
+  ds.Rows, ds.Columns = values.shape
+  ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+  ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+  ds.PixelData = values.tobytes()
+  ds.save_as(tmp_path / "film.dcm", enforce_file_format=True)
+  png, dcm = images.read_image(tmp_path / "film.png"), images.read_image(tmp_path / "film.dcm")
+  # Not 255/65535 of the stored values (a nearly black image): the stored range, as DICOM.
+  assert png.max() == pytest.approx(255) and png.min() == 0
+  np.testing.assert_allclose(png, dcm, atol=1e-4)
+  assert images.bit_depth(tmp_path / "film.png") == 16 and images.bit_depth(tmp_path / "film.dcm") == 12
+  # The cache keeps 16 bits: a 75x75 resize of the film is not rounded to whole grey levels.
+  config = _config()
+  config.resize = "pad"
+  deep = preprocess.model_input(png, config, high_bit=True)
+  shallow = preprocess.model_input(png, config, high_bit=False)
+  levels = (deep + 1.0) * 127.5
+  assert np.abs(levels - np.round(levels)).max() > 0.1
+  assert np.abs(deep - shallow).max() <= 0.5 / 127.5 + 1e-6

@@ -184,6 +184,90 @@ def test_window_can_be_forced_over_a_voi_lut(voi_lut_file):
   np.testing.assert_allclose(image[0], [50 / 510, 100 / 510, 300 / 510, 355 / 510, 1], atol=EXACT)
 
 
+def voi_lut_item(descriptor, lut, vr="US"):
+  """A VOI LUT Sequence item: LUT Descriptor (entries, first mapped, bits) written as US, and LUT
+  Data `lut` written as US values or, for vr="OW", as little-endian 16-bit words."""
+  item = Dataset()
+  item.add_new(0x00283002, "US", list(descriptor))
+  lut = [int(v) for v in lut]
+  data = np.asarray(lut, "<u2").tobytes() if vr == "OW" else lut
+  item.add_new(0x00283006, vr, data)
+  return item
+
+
+def sqrt_lut(entries=MAX_STORED + 1):
+  """An 8-bit LUT over 0..entries-1 that no 256-entry table or wrapped index can imitate."""
+  x = np.arange(entries)
+  return np.rint(255 * np.sqrt(x / (entries - 1))).astype(np.int64)
+
+
+@pytest.mark.parametrize("vr", ["US", "OW"])
+@pytest.mark.parametrize("photometric", ["MONOCHROME2", "MONOCHROME1"])
+def test_8_bit_voi_lut_of_4096_entries_is_looked_up_without_wrapping(tmp_path, vr, photometric):
+  # A 12-bit -> 8-bit LUT: pydicom's apply_voi_lut keeps the indices in uint8, so index 256 would
+  # read entry 0 again. Every stored value 0..4095 appears once in the 64x64 image.
+  stored = np.random.default_rng(0).permutation(MAX_STORED + 1).reshape(64, 64).astype(np.uint16)
+  lut = sqrt_lut()
+  path = write_dicom(tmp_path / "voi_lut_8_bit.dcm", stored, photometric, bits_stored=BITS_STORED,
+                     VOILUTSequence=[voi_lut_item((MAX_STORED + 1, 0, 8), lut, vr)])
+  image, info = read_dicom(path)
+  expected = lut[stored] / 255.0
+  if photometric == "MONOCHROME1":
+    expected = 1.0 - expected
+  assert image.dtype == np.float32 and image.shape == (64, 64)
+  np.testing.assert_allclose(image, expected, atol=EXACT)
+  assert info["voi"] == "voi_lut" and info["window"] is None and info["modality_lut"] is False
+  assert info["inverted"] is (photometric == "MONOCHROME1")
+
+
+def test_voi_lut_descriptor_count_0_means_65536_entries(tmp_path):
+  # 16-bit input over the whole 0..65535 range through a 65536-entry 16-bit LUT (too long for a US
+  # element, so OW), whose descriptor says 0 entries.
+  stored = np.arange(0, 2**16, 16, dtype=np.uint16).reshape(64, 64)
+  stored[-1, -1] = 2**16 - 1
+  x = np.arange(2**16)
+  lut = np.rint(65535 * (x / 65535) ** 2).astype(np.int64)
+  path = write_dicom(tmp_path / "voi_lut_65536.dcm", stored,
+                     VOILUTSequence=[voi_lut_item((0, 0, 16), lut, "OW")])
+  image, info = read_dicom(path)
+  np.testing.assert_allclose(image, lut[stored] / 65535.0, atol=EXACT)
+  assert image[-1, -1] == 1 and info["voi"] == "voi_lut"
+
+
+def test_voi_lut_clips_values_outside_the_table_to_its_first_and_last_entries(tmp_path):
+  # 100 entries for the values 1000..1099, entry i = 20 + 2i: below 1000 -> entry 0 (20), above
+  # 1099 -> entry 99 (218).
+  stored = np.array([[0, 999, 1000, 1050, 1099, 1100, MAX_STORED]], np.uint16)
+  lut = 20 + 2 * np.arange(100)
+  path = write_dicom(tmp_path / "voi_lut_clipped.dcm", stored, bits_stored=BITS_STORED,
+                     VOILUTSequence=[voi_lut_item((100, 1000, 8), lut)])
+  image, _ = read_dicom(path)
+  np.testing.assert_allclose(image[0], np.array([20, 20, 20, 120, 218, 218, 218]) / 255, atol=EXACT)
+
+
+def test_signed_data_read_a_first_mapped_value_stored_as_us_as_negative(tmp_path):
+  # Signed 12-bit values -2048..2047 and a 4096-entry LUT starting at -2048, its descriptor written
+  # as US: 63488 is -2048 in 16-bit two's complement, the SS reading pydicom gives LUT Descriptor
+  # when Pixel Representation is 1.
+  values = np.random.default_rng(1).permutation(np.arange(-2048, 2048)).reshape(64, 64)
+  lut = sqrt_lut()
+  path = write_dicom(tmp_path / "voi_lut_signed.dcm", (values & MAX_STORED).astype(np.uint16),
+                     bits_stored=BITS_STORED, signed=True,
+                     VOILUTSequence=[voi_lut_item((MAX_STORED + 1, 2**16 - 2048, 8), lut)])
+  image, _ = read_dicom(path)
+  np.testing.assert_allclose(image, lut[values + 2048] / 255.0, atol=EXACT)
+
+
+@pytest.mark.parametrize("vr", ["US", "OW"])
+def test_voi_lut_data_length_not_matching_its_descriptor_is_refused_by_name(tmp_path, vr):
+  path = write_dicom(tmp_path / "voi_lut_short.dcm", np.zeros((2, 2), np.uint16),
+                     bits_stored=BITS_STORED,
+                     VOILUTSequence=[voi_lut_item((MAX_STORED + 1, 0, 8), sqrt_lut()[:-1], vr)])
+  with pytest.raises(DicomError, match=f"^{named(path)}: .*LUT Data.*4095.*4096") as caught:
+    read_dicom(path)
+  assert "\n" not in str(caught.value)
+
+
 def test_bundled_mr_window_matches_the_hand_computed_formula():
   ds = pydicom.dcmread(bundled("MR_small.dcm"))
   image, info = read_dicom(bundled("MR_small.dcm"))

@@ -57,6 +57,10 @@ def test_batch_norm_matches_flax_values_statistics_and_gradients(dtype):
       loss, argnums=(1, 2), has_aux=True)(our_apply, variables, x)
   tol = 1e-5 if dtype == jnp.float32 else 2e-2
   np.testing.assert_allclose(got, expected, rtol=tol)
+  # The running variance averages the Bessel-corrected batch variance (Keras), flax the biased one.
+  n = x.size // x.shape[-1]
+  flax_var = expected_stats["batch_stats"]["var"]
+  expected_stats["batch_stats"]["var"] = 0.9 * stats["var"] + (flax_var - 0.9 * stats["var"]) * n / (n - 1)
   for a, b in zip(jax.tree.leaves((got_stats, got_grads)),
                   jax.tree.leaves((expected_stats, expected_grads))):
     np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=tol,
@@ -65,3 +69,37 @@ def test_batch_norm_matches_flax_values_statistics_and_gradients(dtype):
   np.testing.assert_allclose(
       np.asarray(ours.apply(variables, x, True), np.float32),
       np.asarray(flax_bn.apply(variables, x, use_running_average=True), np.float32), rtol=tol)
+
+
+def test_running_statistics_update_like_keras_batch_normalization():
+  import tf_keras
+
+  rng = np.random.default_rng(1)
+  x = (rng.standard_normal((5, 6, 4, 3)) * 2 + 1).astype(np.float32)
+  # Named: an unnamed layer would shift the automatic names other tests match on.
+  layer = tf_keras.layers.BatchNormalization(momentum=0.99, epsilon=1e-3, scale=False,
+                                             name="radjax_parity_bn")
+  layer.build(x.shape)
+  layer(x, training=True)
+  keras_mean, keras_var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+  ours = BatchNorm(momentum=0.99, epsilon=1e-3)
+  variables = ours.init(jax.random.key(0), x, False)
+  _, updates = ours.apply(variables, x, False, mutable=["batch_stats"])
+  np.testing.assert_allclose(updates["batch_stats"]["mean"], keras_mean, rtol=1e-5)
+  np.testing.assert_allclose(updates["batch_stats"]["var"], keras_var, rtol=1e-5)
+  # Not the biased variance's average (what flax does): the test tells the two apart.
+  biased = 0.99 + 0.01 * x.reshape(-1, 3).var(0)
+  assert not np.allclose(updates["batch_stats"]["var"], biased, rtol=1e-5)
+
+
+def test_batch_norm_sows_the_batch_moments_in_training_mode():
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.standard_normal((3, 4, 4, 2)) * 3 + 1, jnp.float32)
+  ours = BatchNorm()
+  variables = ours.init(jax.random.key(0), x, False)
+  _, state = ours.apply(variables, x, False, mutable=["batch_stats", "moments"])
+  mean, var = state["moments"]["mean_var"]
+  np.testing.assert_allclose(mean, np.asarray(x).reshape(-1, 2).mean(0), rtol=1e-5)
+  np.testing.assert_allclose(var, np.asarray(x).reshape(-1, 2).var(0), rtol=1e-5)
+  _, state = ours.apply(variables, x, True, mutable=["batch_stats", "moments"])
+  assert "moments" not in state or not state["moments"]  # inference mode sows nothing

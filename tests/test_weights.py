@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from radjax import cli, weights
-from radjax.models import Classifier, InceptionV3
+from radjax.models import Classifier, InceptionV3, lowering
 
 
 def _relative_error(a, b):
@@ -45,7 +45,7 @@ def test_backbone_parity_with_keras(keras_notop, size, conv_impl):
   variables = weights.keras_h5_to_variables(path)
   x = np.random.default_rng(1).uniform(-1, 1, (2, *size, 3)).astype(np.float32)
   expected = model(x, training=False).numpy()
-  got = np.asarray(jax.jit(InceptionV3(conv_impl=conv_impl).apply)(variables, x))
+  got = np.asarray(jax.jit(InceptionV3(**lowering(conv_impl)).apply)(variables, x))
   assert got.shape == expected.shape
   assert _relative_error(got, expected) <= 1e-4
 

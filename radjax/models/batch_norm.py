@@ -1,9 +1,13 @@
 """Training-mode BatchNorm (no scale, as Keras' InceptionV3) with a hand-written gradient.
 
-Same variables and results as `flax.linen.BatchNorm(use_scale=False, use_fast_variance=False)`:
-`params/bias`, `batch_stats/mean` and `batch_stats/var` (biased), statistics in float32. The
-variance is two-pass, as Keras' tf.nn.moments: E[x^2] - E[x]^2 loses every digit when a channel's
-variance is small next to its mean (late layers, few pixels per channel).
+Same variables and normalisation as `flax.linen.BatchNorm(use_scale=False, use_fast_variance=False)`:
+`params/bias`, `batch_stats/mean` and `batch_stats/var`, statistics in float32. The variance is
+two-pass, as Keras' tf.nn.moments: E[x^2] - E[x]^2 loses every digit when a channel's variance is
+small next to its mean (late layers, few pixels per channel). As in Keras (TensorFlow's fused batch
+norm), the running variance averages the Bessel-corrected batch variance, n / (n - 1) times the
+one used to normalise (flax averages the biased one).
+In training mode each layer also sows its batch (mean, biased var) into the "moments" collection
+when the caller makes it mutable: precise BatchNorm pools them over the training set.
 Why: autodiff through the two-pass variance gives XLA's CPU backend several reductions and
 element-wise passes per layer; the closed-form gradient
     dx = rsqrt(var + eps) * (g - mean(g) - xhat * mean(g * xhat))
@@ -37,8 +41,11 @@ class BatchNorm(nn.Module):
       return (y + bias).astype(self.dtype)
     y, mean, var = normalize(x, bias, self.epsilon, self.dtype)
     if not self.is_initializing():
+      n = x.size // features
+      unbiased = var * (n / max(n - 1, 1))
       ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
-      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * unbiased
+      self.sow("moments", "mean_var", (mean, var), init_fn=tuple, reduce_fn=lambda _, new: new)
     return y
 
 

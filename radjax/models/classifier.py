@@ -11,7 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from radjax.models.inception_v3 import InceptionV3
+from radjax.models.inception_v3 import InceptionV3, XlaConv, xla_max_pool
 
 # Keras' Dense default initializers, so a radjax head starts like the paper's.
 _DENSE_INIT = dict(kernel_init=nn.initializers.glorot_uniform(), bias_init=nn.initializers.zeros)
@@ -27,12 +27,14 @@ class Classifier(nn.Module):
   # Leading backbone stages (stem, mixed0, ...) that are frozen: their BatchNorm always runs in
   # inference mode, as a frozen Keras layer does.
   frozen_stages: int = 0
-  conv_impl: str = "xla"  # see radjax.models.inception_v3.ConvBN
+  conv: Any = XlaConv  # the lowering, see radjax.models.inception_v3.lowering
+  max_pool: Any = xla_max_pool
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     features = InceptionV3(dtype=self.dtype, bn_momentum=self.bn_momentum,
-                           frozen_stages=self.frozen_stages, conv_impl=self.conv_impl,
+                           frozen_stages=self.frozen_stages, conv=self.conv,
+                           max_pool=self.max_pool,
                            name="backbone")(x, train=train)
     x = jnp.mean(features.astype(jnp.float32), axis=(1, 2))  # GlobalAveragePooling2D
     x = nn.relu(nn.Dense(self.hidden_units, name="hidden", **_DENSE_INIT)(x))

@@ -219,34 +219,52 @@ def _window_max_pool_bwd(kernel, strides, in_size, winner, g):
 _window_max_pool.defvjp(_window_max_pool_fwd, _window_max_pool_bwd)
 
 
+# The convolution and max-pool lowerings. Both have the same parameters and results (to float
+# rounding); "gemm" is what XLA's CPU backend differentiates faster (README "Benchmarks").
+XlaConv = functools.partial(nn.Conv, use_bias=False, kernel_init=_KERNEL_INIT)
+
+
+def xla_max_pool(x, kernel: tuple[int, int], strides: tuple[int, int]):
+  """VALID max pooling with `lax.reduce_window` (flax' max_pool)."""
+  return nn.max_pool(x, kernel, strides, "VALID")
+
+
+ModuleDef = Any
+
+
+def lowering(name: str) -> dict[str, Any]:
+  """The `conv` module and `max_pool` function of lowering "xla" or "gemm", for InceptionV3."""
+  if name == "xla":
+    return {"conv": XlaConv, "max_pool": xla_max_pool}
+  if name == "gemm":
+    return {"conv": GemmConv, "max_pool": window_max_pool}
+  raise ValueError(f"unknown lowering {name!r}: expected 'xla' or 'gemm'")
+
+
 class ConvBN(nn.Module):
   spec: Conv
+  conv: ModuleDef = XlaConv
   dtype: Any = jnp.float32
   bn_momentum: float = 0.99
   bn_epsilon: float = 1e-3
-  # "xla": lax.conv and lax.reduce_window max pooling. "gemm": GemmConv and window_max_pool,
-  # which XLA's CPU backend differentiates faster. Identical parameters and results.
-  conv_impl: str = "xla"
 
   @nn.compact
   def __call__(self, x, train: bool):
-    if self.conv_impl == "gemm":
-      x = GemmConv(self.spec.filters, self.spec.kernel, self.spec.strides, self.spec.padding,
-                   dtype=self.dtype, name="conv")(x)
-    else:
-      x = nn.Conv(self.spec.filters, self.spec.kernel, self.spec.strides, self.spec.padding,
-                  use_bias=False, kernel_init=_KERNEL_INIT, dtype=self.dtype, name="conv")(x)
+    x = self.conv(self.spec.filters, self.spec.kernel, self.spec.strides, self.spec.padding,
+                  dtype=self.dtype, name="conv")(x)
     x = BatchNorm(self.bn_momentum, self.bn_epsilon, self.dtype, name="bn")(x, not train)
     return nn.relu(x)
 
 
-def _pool(spec: Pool, x, conv_impl: str):
+POOL_WINDOW = (3, 3)  # every InceptionV3 pool
+
+
+def _pool(spec: Pool, x, max_pool):
   if spec.kind == "max":
-    if conv_impl == "gemm" and spec.padding == "VALID":
-      return window_max_pool(x, (3, 3), spec.strides)
-    return nn.max_pool(x, (3, 3), spec.strides, spec.padding)
+    assert spec.padding == "VALID"  # InceptionV3's max pools all are
+    return max_pool(x, POOL_WINDOW, spec.strides)
   # Keras' AveragePooling2D(padding="same") divides by the number of real pixels in the window.
-  return nn.avg_pool(x, (3, 3), spec.strides, spec.padding, count_include_pad=False)
+  return nn.avg_pool(x, POOL_WINDOW, spec.strides, spec.padding, count_include_pad=False)
 
 
 class InceptionV3(nn.Module):
@@ -259,10 +277,11 @@ class InceptionV3(nn.Module):
   bn_momentum: float = 0.99
   bn_epsilon: float = 1e-3
   frozen_stages: int = 0  # leading stages (0 = stem, k = mixed{k-1}) whose BN stays in inference mode
-  conv_impl: str = "xla"  # see ConvBN
+  conv: ModuleDef = XlaConv  # see `lowering`
+  max_pool: Any = xla_max_pool
 
   def _unit(self, spec: Conv, name: str):
-    return ConvBN(spec, self.dtype, self.bn_momentum, self.bn_epsilon, self.conv_impl, name=name)
+    return ConvBN(spec, self.conv, self.dtype, self.bn_momentum, self.bn_epsilon, name=name)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -274,7 +293,7 @@ class InceptionV3(nn.Module):
       if isinstance(op, Conv):
         x = self._unit(op, unit_name("stem", i))(x, stem_train)
       else:
-        x = _pool(op, x, self.conv_impl)
+        x = _pool(op, x, self.max_pool)
     for stage, (block, branches) in enumerate(BLOCKS, start=1):
       block_train = train and stage >= self.frozen_stages
       outputs = []
@@ -283,7 +302,7 @@ class InceptionV3(nn.Module):
         y = x
         for i, op in enumerate(ops, start=1):
           if isinstance(op, Pool):
-            y = _pool(op, y, self.conv_impl)
+            y = _pool(op, y, self.max_pool)
           elif isinstance(op, Split):
             y = jnp.concatenate([
                 self._unit(op.a, unit_name(scope, i, "a"))(y, block_train),

@@ -1,0 +1,41 @@
+"""Figures (matplotlib, no pyplot state): the training curves and the ROC curve."""
+
+from __future__ import annotations
+
+from sklearn import metrics as skm
+
+
+def _figure(width: float, height: float):
+  from matplotlib.figure import Figure  # the Agg canvas, no global backend state
+
+  return Figure(figsize=(width, height), layout="tight")
+
+
+def plot_roc(logits, labels, class_names, path, title: str) -> None:
+  fpr, tpr, _ = skm.roc_curve(labels, logits)
+  fig = _figure(5, 5)
+  ax = fig.add_subplot()
+  ax.plot(fpr, tpr, lw=2, label=f"ROC (AUC = {skm.auc(fpr, tpr):.3f})")
+  ax.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="chance")
+  ax.set(xlabel=f"False positive rate (1 - specificity, {class_names[0]})",
+         ylabel=f"True positive rate (sensitivity, {class_names[1]})", title=title,
+         xlim=(0, 1), ylim=(0, 1.02))
+  ax.legend(loc="lower right")
+  fig.savefig(path, dpi=120)
+
+
+def plot_curves(history: list[dict], path) -> None:
+  """The paper's Fig. 9: accuracy and loss per epoch, training and validation."""
+  from matplotlib.ticker import MaxNLocator
+
+  epochs = [h["epoch"] for h in history]
+  fig = _figure(10, 4)
+  for k, key in enumerate(("accuracy", "loss")):
+    ax = fig.add_subplot(1, 2, k + 1)
+    ax.plot(epochs, [h[key] for h in history], "o-", label=f"train {key}")
+    ax.plot(epochs, [h[f"val_{key}"] for h in history], "s-", label=f"val {key}")
+    ax.set(xlabel="epoch", ylabel=key, title=f"model {key}")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend()
+  fig.savefig(path, dpi=120)

@@ -1,0 +1,124 @@
+"""From a decoded image to the network's input: the one definition every consumer uses.
+
+    decoded float [0, 255] --resize--> --quantize--> cached integers --(augment)--> to_model_input
+
+The input pipeline caches the quantized image and augments a float copy of it; evaluation,
+`predict` and `augment-preview` call `model_input`, which is the same chain without augmentation, so
+a file predicted alone sees exactly the pixels validation saw.
+
+Quantization keeps what the source had: 8-bit sources are rounded to whole grey levels (as an
+8-bit cache always did), high-bit-depth sources (16-bit PNG, DICOM with more than 8 bits stored) to
+1/257 of a grey level, i.e. 16 bits. A dataset with any high-bit-depth image is cached as uint16
+(8-bit sources stored exactly, times 257), otherwise as uint8.
+
+TensorFlow is imported lazily (`tensorflow()`), so model code imports without it.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+HIGH_BIT_STEPS = 257  # uint16 levels per 8-bit grey level: 255 * 257 = 65535
+
+
+@functools.cache
+def tensorflow():
+  """Imports TensorFlow for the input pipeline, hidden from GPUs (JAX owns them)."""
+  import os
+
+  # TF's C++ start-up lines (oneDNN notices, CUDA probing) go to the process' stderr before
+  # TF_CPP_MIN_LOG_LEVEL is read by some of its libraries: silence fd 2 during the import.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, "w") as devnull:
+      os.dup2(devnull.fileno(), 2)
+      import tensorflow as tf
+
+      tf.config.set_visible_devices([], "GPU")
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+  return tf
+
+
+def keras_nearest_indices(size_in, size_out) -> np.ndarray:
+  """Source row (or column) of each output row of Pillow's NEAREST resize, which Keras' `load_img`
+  uses: Pillow accumulates the scale in double precision from half a step (`ImagingScaleAffine`),
+  and where a product lands within rounding of an integer, only the same sum gives the same pixel."""
+  size_in, size_out = int(size_in), int(size_out)
+  scale = size_in / size_out
+  steps = np.full(size_out, scale)
+  steps[0] = scale * 0.5
+  return np.minimum(np.add.accumulate(steps).astype(np.int64), size_in - 1)
+
+
+def resize(image, config):
+  """(H, W, C) float image -> (S, S, C): squashed (Keras' flow_from_directory) or padded to square.
+
+  Squash with "nearest" is Pillow's NEAREST (what Keras' `load_img` does), pixel for pixel; the
+  other methods are `tf.image.resize` with antialiasing.
+  """
+  tf = tensorflow()
+  size = config.image_size
+  if config.resize == "pad":
+    return tf.image.resize_with_pad(image, size, size, method=config.resize_method, antialias=True)
+  if config.resize_method == "nearest":
+    shape = tf.shape(image, out_type=tf.int64)
+    rows, columns = (tf.numpy_function(keras_nearest_indices, [shape[axis], size], tf.int64,
+                                       stateful=False) for axis in (0, 1))
+    return tf.gather(tf.gather(image, rows, axis=0), columns, axis=1)
+  return tf.image.resize(image, [size, size], method=config.resize_method, antialias=True)
+
+
+def cache_dtype(any_high_bit: bool):
+  tf = tensorflow()
+  return tf.uint16 if any_high_bit else tf.uint8
+
+
+def quantize(image, high_bit, dtype):
+  """Float [0, 255] -> `dtype` integers: whole grey levels for 8-bit sources, 1/257 for others."""
+  tf = tensorflow()
+  steps = tf.where(tf.cast(high_bit, tf.bool), float(HIGH_BIT_STEPS), 1.0)
+  levels = tf.round(tf.clip_by_value(image, 0.0, 255.0) * steps)
+  storage = float(HIGH_BIT_STEPS) if dtype == tf.uint16 else 1.0
+  return tf.cast(levels * (storage / steps), dtype)
+
+
+def dequantize(cached):
+  """Cached integers -> float32 in [0, 255]."""
+  tf = tensorflow()
+  scale = 1.0 / HIGH_BIT_STEPS if cached.dtype == tf.uint16 else 1.0
+  return tf.cast(cached, tf.float32) * scale
+
+
+def to_model_input(image, value_range: str):
+  """Float [0, 255] (H, W, 1 or 3) -> the network's range, 3 channels.
+
+  "inception" is [-1, 1], what Keras' ImageNet InceptionV3 weights were trained on; "unit" [0, 1]
+  is what the paper's notebook fed them.
+  """
+  tf = tensorflow()
+  image = image / 127.5 - 1.0 if value_range == "inception" else image / 255.0
+  shape = tf.concat([tf.shape(image)[:-1], [3]], 0)
+  return tf.ensure_shape(tf.broadcast_to(image, shape), image.shape[:-1] + [3])
+
+
+def model_input(pixels: np.ndarray, config, high_bit: bool) -> np.ndarray:
+  """A decoded image (`images.read_image`) -> exactly what validation feeds the network."""
+  tf = tensorflow()
+  dtype = cache_dtype(high_bit)
+  cached = quantize(resize(tf.constant(pixels, tf.float32), config), high_bit, dtype)
+  return to_model_input(dequantize(cached), config.value_range).numpy()
+
+
+def pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:
+  """Pads every array to `batch_size` rows (zeros) and adds a boolean `mask` of the real rows, so
+  every batch has one compiled shape and every example counts exactly once."""
+  n = len(next(iter(batch.values())))
+  padded = {k: np.concatenate([v, np.zeros((batch_size - n, *v.shape[1:]), v.dtype)])
+            for k, v in batch.items()}
+  padded["mask"] = np.arange(batch_size) < n
+  return padded

@@ -1,0 +1,113 @@
+"""A run's pieces built from a config: model, optimizer, initial state and sharded steps.
+
+`build(config)` is what the training loop, the benchmark and the tests use; `load(workdir)` gives
+a trained run's checkpoint for `evaluate`, `predict` and notebooks. Nothing here imports
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from radjax import steps as steps_lib
+from radjax.models import Classifier, lowering
+from radjax.models.stages import frozen_stages, stage_of
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def lowering_name(conv_impl: str) -> str:
+  """"auto" -> "gemm" on CPU (XLA's CPU backend differentiates it faster), "xla" elsewhere."""
+  if conv_impl == "auto":
+    return "gemm" if jax.default_backend() == "cpu" else "xla"
+  return conv_impl
+
+
+def create_model(config) -> Classifier:
+  return Classifier(hidden_units=config.hidden_units, dropout_rate=config.dropout_rate,
+                    dtype=DTYPES[config.dtype], bn_momentum=config.bn_momentum,
+                    frozen_stages=frozen_stages(config.fine_tune),
+                    **lowering(lowering_name(config.conv_impl)))
+
+
+def trainable_labels(params, fine_tune: str):
+  """'train' / 'freeze' for every parameter leaf, per the fine-tuning setting."""
+  n = frozen_stages(fine_tune)
+
+  def label(path, _):
+    keys = [k.key for k in path]
+    frozen = keys[0] == "backbone" and stage_of(keys[1]) < n
+    return "freeze" if frozen else "train"
+
+  return jax.tree_util.tree_map_with_path(label, params)
+
+
+def make_optimizer(config, params) -> optax.GradientTransformation:
+  adam = optax.adam(config.learning_rate, b1=config.b1, b2=config.b2, eps=config.eps)
+  if config.fine_tune == "all":
+    return adam
+  # Frozen parameters get exactly zero updates (and no Adam state worth the name).
+  return optax.multi_transform({"train": adam, "freeze": optax.set_to_zero()},
+                               trainable_labels(params, config.fine_tune))
+
+
+def initial_variables(config, model):
+  """Fresh variables with the configured pretrained backbone; also returns the load report."""
+  from radjax import weights
+
+  size = config.image_size
+  variables = jax.jit(model.init, static_argnames="train")(
+      jax.random.key(config.seed), jnp.zeros((1, size, size, 3)), train=False)
+  return weights.load_into_classifier(variables, config.weights)
+
+
+@dataclasses.dataclass
+class Run:
+  """Everything the loop needs besides data. `state` is replicated over the mesh."""
+  config: Any
+  model: Classifier
+  tx: optax.GradientTransformation
+  steps: steps_lib.Steps
+  state: steps_lib.TrainState
+  weights_report: Any
+
+
+def build(config, devices=None) -> Run:
+  """Model, optimizer, initial state (pretrained backbone per `config.weights`) and the jitted
+  steps on a mesh over `devices` (default: all)."""
+  model = create_model(config)
+  variables, report = initial_variables(config, model)
+  tx = make_optimizer(config, variables["params"])
+  steps = steps_lib.Steps(model, tx, steps_lib.make_mesh(devices))
+  return Run(config, model, tx, steps, steps.replicate(steps_lib.create_state(variables, tx)),
+             report)
+
+
+@dataclasses.dataclass
+class Trained:
+  """A trained run's checkpoint, ready for inference."""
+  config: Any
+  class_names: list[str]
+  meta: dict[str, Any]
+  epoch: int
+  model: Classifier
+  steps: steps_lib.Steps
+  variables: Any  # replicated
+
+
+def load(workdir, which: str = "best") -> Trained:
+  """The checkpoint `which` ("best", "latest" or an epoch) of the run in `workdir`."""
+  from radjax import checkpoints, config as config_lib, data
+
+  variables, meta, epoch = checkpoints.load_for_inference(workdir, which)
+  config = config_lib.config_from_dict(meta["config"])
+  data.check_binary(meta["class_names"], f"{workdir} (checkpoint of epoch {epoch})")
+  model = create_model(config)
+  steps = steps_lib.Steps(model, None, steps_lib.make_mesh())
+  return Trained(config, list(meta["class_names"]), meta, epoch, model, steps,
+                 steps.replicate(variables))

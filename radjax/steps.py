@@ -1,0 +1,158 @@
+"""The jitted, sharded functions of a run: the train step, inference logits, precise BatchNorm.
+
+`train_step(state, batch, rng) -> (state, metrics)` is pure and jitted once, with the state's
+buffers donated. Batches are sharded along the `data` axis of a mesh over every device, so one CPU,
+eight GPUs or several hosts differ only in configuration. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Iterable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from radjax.errors import UserError
+
+
+class TrainState(struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+  @property
+  def variables(self) -> dict[str, Any]:
+    """What inference needs."""
+    return {"params": self.params, "batch_stats": self.batch_stats}
+
+
+def create_state(variables, tx) -> TrainState:
+  return TrainState(step=jnp.zeros([], jnp.int32), params=variables["params"],
+                    batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]))
+
+
+def train_step(state: TrainState, batch, rng, *, model: nn.Module, tx) -> tuple[TrainState, dict]:
+  """One Adam step on binary cross-entropy. Dropout randomness: fold_in(rng, step), so every step
+  draws new masks and a resumed run draws the masks the uninterrupted one would have."""
+  dropout_rng = jax.random.fold_in(rng, state.step)
+
+  def loss_fn(params):
+    logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
+                                  batch["image"], train=True, rngs={"dropout": dropout_rng},
+                                  mutable=["batch_stats"])
+    loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"].astype(logits.dtype)).mean()
+    return loss, (logits, updates["batch_stats"])
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                        batch_stats=batch_stats, opt_state=opt_state)
+  # A logit of exactly 0 (probability 0.5) is called the first class, as everywhere in radjax.
+  accuracy = jnp.mean((logits > 0) == (batch["label"] > 0))
+  return state, {"loss": loss, "accuracy": accuracy}
+
+
+def predict_logits(variables, images, *, model: nn.Module):
+  """Inference-mode logits (BatchNorm running averages, no dropout)."""
+  return model.apply(variables, images, train=False)
+
+
+def batch_moments(variables, images, rng, *, model: nn.Module):
+  """Each training-mode BatchNorm's batch (mean, biased variance), as the layers sow them.
+  Frozen layers run in inference mode and sow nothing."""
+  _, state = model.apply(variables, images, train=True, rngs={"dropout": rng},
+                         mutable=["batch_stats", "moments"])
+  return state.get("moments", {}).get("backbone", {})
+
+
+def make_mesh(devices=None) -> Mesh:
+  # Auto axes: XLA propagates the batch sharding through the model (Explicit axes would make
+  # every op's sharding part of its type, which flax' Dropout does not handle).
+  devices = jax.devices() if devices is None else devices
+  return jax.make_mesh((len(devices),), ("data",), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
+
+
+class Steps:
+  """The jitted, sharded functions of one run. Compiled once per input shape."""
+
+  def __init__(self, model: nn.Module, tx, mesh: Mesh):
+    """`tx` may be None when only inference (`logits`) is used."""
+    self.mesh = mesh
+    self.replicated = NamedSharding(mesh, P())
+    self.data = NamedSharding(mesh, P("data"))
+    self.train = jax.jit(functools.partial(train_step, model=model, tx=tx),
+                         in_shardings=(self.replicated, self.data, self.replicated),
+                         out_shardings=(self.replicated, self.replicated), donate_argnums=0)
+    self.logits = jax.jit(functools.partial(predict_logits, model=model),
+                          in_shardings=(self.replicated, self.data), out_shardings=self.replicated)
+    self.moments = jax.jit(functools.partial(batch_moments, model=model),
+                           in_shardings=(self.replicated, self.data, self.replicated),
+                           out_shardings=self.replicated)
+
+  def shard(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Global host batch -> global arrays split along the `data` mesh axis.
+
+    Every process builds the same global batch (same seed, same files) and hands over its rows.
+    """
+    n, i = jax.process_count(), jax.process_index()
+
+    def local(v):
+      rows = len(v) // n
+      return jax.make_array_from_process_local_data(self.data, v[i * rows:(i + 1) * rows])
+
+    return {k: local(v) for k, v in batch.items()}
+
+  def replicate(self, tree):
+    return jax.device_put(tree, self.replicated)
+
+  def logits_of(self, variables, batches: Iterable[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, labels) of every real example of padded `batches` (see preprocess.pad_batch)."""
+    logits, labels = [], []
+    for batch in batches:
+      out = self.logits(variables, self.shard({"image": batch["image"]})["image"])
+      logits.append(np.asarray(out)[batch["mask"]])
+      labels.append(batch["label"][batch["mask"]])
+    return np.concatenate(logits), np.concatenate(labels)
+
+  def precise_batch_stats(self, state: TrainState, batches: Iterable[dict], rng) -> Any:
+    """BatchNorm statistics recomputed over `batches` (full batches of the un-augmented training
+    set, classes mixed: `Pipeline.recalibration_batches`).
+
+    Each layer's mean is the mean of its batch means, its variance the pooled one,
+    mean(var_b) + var(mean_b): exactly the statistics of all images at once where a layer's input
+    does not depend on the batching, and the training-mode statistics the network really saw
+    elsewhere. Both are two-pass (no E[x^2] - mean^2, which loses digits in float32). Layers in
+    inference mode (frozen) keep their statistics.
+    """
+    per_batch = [self.moments(state.variables, self.shard({"image": b["image"]})["image"], rng)
+                 for b in batches]
+    if not per_batch:
+      raise UserError("precise BatchNorm needs at least one full training batch "
+                      "(batch_size exceeds the training images)")
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *per_batch)
+    pooled = jax.tree.map(_pool_moments, stacked,
+                          is_leaf=lambda x: isinstance(x, dict) and "mean_var" in x)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, old: _pooled_or(pooled, path, old), state.batch_stats)
+
+
+def _pool_moments(layer):
+  means, variances = layer["mean_var"]
+  mean = jnp.mean(means, axis=0)
+  return {"mean": mean, "var": jnp.mean(variances, axis=0) + jnp.mean(jnp.square(means - mean), 0)}
+
+
+def _pooled_or(pooled, path, old):
+  """The pooled statistic at `path` (backbone/unit/bn/mean|var), else the old one (frozen)."""
+  keys = [k.key for k in path]
+  if keys[0] != "backbone" or keys[1] not in pooled:
+    return old
+  return pooled[keys[1]][keys[2]][keys[3]]

@@ -1,0 +1,80 @@
+"""Settings: every bad value refused at load with one line naming it; shipped configs by name."""
+
+import pathlib
+
+import pytest
+
+from radjax import config as config_lib
+from radjax.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+HELLO = REPO / "configs" / "hello_world.py"
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.batch_size=0", "--config.batch_size=0: must be at least 1"),
+    ("--config.batch_size=-5", "--config.batch_size=-5: must be at least 1"),
+    ("--config.eval_batch_size=0", "--config.eval_batch_size=0: must be at least 1"),
+    ("--config.num_epochs=0", "--config.num_epochs=0: must be at least 1"),
+    ("--config.image_size=50", "--config.image_size=50: InceptionV3 needs at least 75x75"),
+    ("--config.resize=bogus", "--config.resize=bogus: expected one of squash, pad"),
+    ("--config.resize_method=cubic", "--config.resize_method=cubic: expected one of"),
+    ("--config.value_range=zero_one", "--config.value_range=zero_one: expected one of inception"),
+    ("--config.dicom_voi=lut", "--config.dicom_voi=lut: expected one of auto, window, voi_lut"),
+    ("--config.fine_tune=some", "--config.fine_tune=some: expected 'all', 'head' or 'from:mixedN'"),
+    ("--config.fine_tune=from:mixed11", "--config.fine_tune=from:mixed11"),
+    ("--config.dtype=float16", "--config.dtype=float16: expected one of float32, bfloat16"),
+    ("--config.conv_impl=cudnn", "--config.conv_impl=cudnn: expected one of auto, xla, gemm"),
+    ("--config.augment.fill_mode=wrap", "--config.augment.fill_mode=wrap: expected one of nearest"),
+    ("--config.augment.fill_mode=constant", "--config.augment.fill_mode=constant"),
+    ("--config.augment.interpolation=bicubic", "--config.augment.interpolation=bicubic"),
+    ("--config.augment.zoom_range=-0.2", "--config.augment.zoom_range=-0.2: cannot be negative"),
+    ("--config.dropout_rate=1.0", "--config.dropout_rate=1.0: expected 0 <= rate < 1"),
+    ("--config.learning_rate=0", "--config.learning_rate=0.0: must be a positive number"),
+    ("--config.keep_checkpoints=0", "--config.keep_checkpoints=0: must be at least 1"),
+])
+def test_bad_settings_are_refused_at_load_naming_the_setting(override, message):
+  with pytest.raises(UserError) as e:
+    config_lib.load_config(HELLO, [override], device_count=1)
+  assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+def test_batch_sizes_must_divide_over_the_devices():
+  config_lib.load_config(HELLO, ["--config.batch_size=6", "--config.eval_batch_size=10"],
+                         device_count=2)
+  with pytest.raises(UserError, match=r"--config.batch_size=5: must be divisible by the number of "
+                                      r"devices \(2\)"):
+    config_lib.load_config(HELLO, [], device_count=2)
+
+
+def test_the_shipped_configs_are_valid_and_load_by_name(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # no configs/ folder here: the installed radjax.configs is used
+  by_name = config_lib.load_config("hello_world", device_count=1)
+  assert by_name.to_dict() == config_lib.load_config(HELLO, device_count=1).to_dict()
+  assert by_name.resize_method == "nearest" and by_name.batch_size == 5
+  for name in ("default", "smoke"):
+    config_lib.load_config(name, device_count=1)
+  with pytest.raises(UserError, match="no such config file .*shipped: default, hello_world, smoke"):
+    config_lib.load_config("hello_wrld", device_count=1)
+  own = tmp_path / "mine.py"
+  own.write_text("from radjax.configs import default\n\n\ndef get_config():\n"
+                 "  config = default.get_config()\n  config.num_epochs = 3\n  return config\n")
+  assert config_lib.load_config(own, device_count=1).num_epochs == 3
+  broken = tmp_path / "broken.py"
+  broken.write_text("from configs import nothing\n")
+  with pytest.raises(UserError, match="broken.py: the config file fails to run"):
+    config_lib.load_config(broken, device_count=1)
+
+
+def test_resume_changes_split_into_forbidden_and_recorded():
+  stored = config_lib.load_config(HELLO, [], device_count=1).to_dict()
+  new = config_lib.load_config(HELLO, ["--config.image_size=99", "--config.learning_rate=1e-5",
+                                       "--config.fine_tune=head", "--config.num_epochs=40",
+                                       "--config.augment.zoom_range=0.1"], device_count=1)
+  forbidden, allowed = config_lib.resume_changes(stored, new)
+  assert forbidden == {"image_size": [299, 99]}
+  assert allowed == {"learning_rate": [1e-4, 1e-5], "fine_tune": ["all", "head"],
+                     "augment.zoom_range": [0.2, 0.1]}  # num_epochs: a longer run, same run
+  # A checkpoint written before a setting existed compares it with its default.
+  del stored["precise_bn"]
+  assert config_lib.resume_changes(stored, config_lib.load_config(HELLO, [], device_count=1)) == ({}, {})
