@@ -1,15 +1,15 @@
 """Class-folder datasets (the paper's Fig. 1 layout) and their tf.data pipelines.
 
-    DATA_DIR/TRAIN/<class>/*.png|jpg|dcm     (split names case-insensitive; also train, val,
-    DATA_DIR/VAL/<class>/...                  validation, test)
+    DATA_DIR/TRAIN/<class>/**/*.png|jpg|dcm   (split names case-insensitive; also train, val,
+    DATA_DIR/VAL/<class>/...                   validation, test; sub-folders of a class count)
 
 Class names are the sorted folder names of the training split (abd = 0, chest = 1 for the paper's
 data). Every file is checked once when the dataset is listed; files that cannot be read are skipped
 with a warning that names them, so no image is silently dropped or mislabelled.
 
-The pipeline follows flax' examples: decode + resize -> cache -> shuffle (per-epoch seed) ->
-map(augment) -> batch -> prefetch. TensorFlow runs on the CPU only and is imported lazily, so the
-model and the train step import without it.
+The pipeline follows flax' examples: decode + resize + quantize (radjax.preprocess) -> cache ->
+shuffle (per-epoch seed) -> map(augment) -> batch -> prefetch. TensorFlow runs on the CPU only and
+is imported lazily, so the model and the train step import without it.
 """
 
 from __future__ import annotations

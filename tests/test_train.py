@@ -194,6 +194,8 @@ def test_precise_bn_equals_full_batch_statistics(tiny_data, jit_cache):
   model, steps, state = run.model, run.steps, run.state
   variables = jax.device_get(state.variables)
   images = _random_batch(8)["image"]
+  images[:4] += 0.5  # two batches with different means: pooling needs mean(var_b) + var(mean_b)
+  images[4:] -= 0.5
   rng = jax.random.key(0)
   full = steps.precise_batch_stats(state, [{"image": images}], rng)
   halves = steps.precise_batch_stats(state, [{"image": images[:4]}, {"image": images[4:]}], rng)

@@ -176,7 +176,7 @@ def window_max_pool(x, kernel: tuple[int, int], strides: tuple[int, int]):
   MaxPoolGrad.
 
   Why: XLA's CPU backend expands the gradient of `lax.reduce_window` max pooling (a
-  select-and-scatter) into index arrays and a scatter, 12% of a train step. Here the forward pass
+  select-and-scatter) into index arrays and a scatter (README "Benchmarks"). Here the forward pass
   keeps each window's winning position as int8 and the backward pass is nine pads of the masked
   cotangent, summed in one fused loop.
   """
