@@ -116,7 +116,7 @@ def restore_state(mngr: ocp.CheckpointManager, epoch: int, state):
   The model must fit exactly. The optimizer state may not: its structure follows `fine_tune`
   (frozen parameters get no Adam moments), which a researcher may change between stages. When
   the stored optimizer state is intact but of another structure, the step is restored and
-  `state`'s fresh optimizer state kept; the metadata then says "optimizer_reset": True.
+  `state`'s fresh optimizer state kept; only then the metadata says "optimizer_reset": True.
   """
   model, train = _items(state)
   try:
@@ -134,7 +134,7 @@ def restore_state(mngr: ocp.CheckpointManager, epoch: int, state):
     step = jax.device_put(np.asarray(stored_train["step"], np.int32), state.step.sharding)
   state = state.replace(params=restored.model["params"], batch_stats=restored.model["batch_stats"],
                         opt_state=opt_state, step=step)
-  return state, {**restored.meta, "optimizer_reset": reset}
+  return state, ({**restored.meta, "optimizer_reset": True} if reset else restored.meta)
 
 
 def read_meta(mngr: ocp.CheckpointManager, epoch: int) -> dict[str, Any]:
