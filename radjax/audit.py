@@ -5,6 +5,13 @@ duplicates (SHA-256 of the file bytes) and near duplicates (perceptual hash of t
 A duplicate whose copies lie in different splits is leakage: the model would be validated on an
 image it was trained on, so those are listed first and marked.
 
+Shortcut audit ("what predicts the label besides the anatomy"): for each property of a file that
+is not its anatomy (size, aspect ratio, format, file size, brightness, the outer frame where
+borders and burned-in text live, DICOM equipment attributes), the cross-validated ROC AUC of
+predicting the class from that property alone, over every readable image of every split pooled.
+A property with an AUC near 1 separates the classes by itself, and a model may learn it instead of
+the anatomy. DICOM Patient ID / Study Instance UID values found in more than one split are leakage.
+
 The folder rules are data.py's: split folders TRAIN/VAL/TEST (case-insensitive aliases), one folder
 per class. A folder without split folders is audited as one unsplit class-folder set (what
 `radjax split` takes).
@@ -35,6 +42,26 @@ MIN_CLASS_FRACTION = 0.10
 UNSPLIT = "all"  # the one "split" of a folder without TRAIN/VAL folders
 SPLIT_ORDER = ("train", "val", "test", UNSPLIT)
 HASH_ROWS_PER_CHUNK = 256  # pairwise distances are computed this many rows at a time (memory)
+# Shortcut audit: a feature whose cross-validated AUC reaches this separates the classes by itself.
+SHORTCUT_AUC = 0.9
+SHORTCUT_MAX_FOLDS = 5
+SHORTCUT_SEED = 0
+SHORTCUT_TREE_DEPTH = 2  # one feature, a shallow tree: a threshold or a band, not a memorised list
+FRAME_FRACTION = 0.05  # the outer frame: this fraction of the height (top, bottom), width (sides)
+DICOM_ATTRIBUTES = ("Manufacturer", "ManufacturerModelName", "StationName", "InstitutionName",
+                    "PhotometricInterpretation", "PixelSpacing", "BodyPartExamined")
+DICOM_IDENTIFIERS = ("PatientID", "StudyInstanceUID")
+MISSING = "(missing)"
+# (feature key, name in the report, numeric?) for every file; DICOM attributes are added when the
+# set holds DICOM files.
+FILE_FEATURES = (("width", "width", True), ("height", "height", True),
+                 ("aspect", "aspect ratio (width / height)", True),
+                 ("size", "width x height", False), ("format", "file format", False),
+                 ("mode", "image mode", False), ("bits", "bit depth", False),
+                 ("file_bytes", "file size (bytes)", True),
+                 ("mean", "intensity mean", True), ("std", "intensity std", True),
+                 ("frame_mean", "outer 5% frame: intensity mean", True),
+                 ("frame_std", "outer 5% frame: intensity std", True))
 _POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
@@ -57,11 +84,49 @@ def _to_gray_pil(pixels: np.ndarray):
   return Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8)).convert("L")
 
 
-def perceptual_hash(pixels: np.ndarray) -> int:
-  """64-bit pHash of a decoded [0, 255] image (as `images.read_image` returns it), in grayscale."""
+def _phash_of_gray(gray) -> int:
   import imagehash
 
-  return int(str(imagehash.phash(_to_gray_pil(pixels))), 16)
+  return int(str(imagehash.phash(gray)), 16)
+
+
+def perceptual_hash(pixels: np.ndarray) -> int:
+  """64-bit pHash of a decoded [0, 255] image (as `images.read_image` returns it), in grayscale."""
+  return _phash_of_gray(_to_gray_pil(pixels))
+
+
+def intensity_features(gray: np.ndarray) -> dict:
+  """Mean and std of a [0, 255] gray image, and of its outer frame (FRAME_FRACTION of each side)."""
+  gray = np.asarray(gray, np.float64)
+  rows, cols = gray.shape
+  band_r = max(1, int(round(FRAME_FRACTION * rows)))
+  band_c = max(1, int(round(FRAME_FRACTION * cols)))
+  frame = np.ones(gray.shape, bool)
+  frame[band_r:rows - band_r, band_c:cols - band_c] = False
+  return {"mean": float(gray.mean()), "std": float(gray.std()),
+          "frame_mean": float(gray[frame].mean()), "frame_std": float(gray[frame].std())}
+
+
+def _dicom_header_values(path) -> dict:
+  """The DICOM_ATTRIBUTES and DICOM_IDENTIFIERS of a file's header, as strings ("" if absent)."""
+  import pydicom
+
+  ds = pydicom.dcmread(path, stop_before_pixels=True)
+  values = {}
+  for keyword in DICOM_ATTRIBUTES + DICOM_IDENTIFIERS:
+    value = ds.get(keyword)
+    if value is None or str(value).strip() == "":
+      values[keyword] = ""
+    elif keyword == "PixelSpacing":
+      spacing = list(value) if isinstance(value, (list, tuple)) or hasattr(value, "__len__") and \
+          not isinstance(value, str) else [value]
+      try:
+        values[keyword] = "\\".join(f"{float(v):g}" for v in spacing)
+      except (TypeError, ValueError):
+        values[keyword] = str(value).strip()
+    else:
+      values[keyword] = str(value).strip()
+  return values
 
 
 def hamming_pairs(hashes, max_distance: int) -> list[tuple[int, int, int]]:
@@ -143,7 +208,7 @@ def audit(data_dir, dicom_voi: str = "auto", progress: bool = True) -> dict:
             for split, split_dir in layout.items()}
   sizes = {split: {"width": [], "height": []} for split in layout}
   formats = {split: collections.Counter() for split in layout}
-  unreadable, hashed = [], []
+  unreadable, hashed, records = [], [], []
   from tqdm import tqdm
 
   for split, cls, path in tqdm(listed, desc="radjax audit: hashing", unit="file", file=sys.stderr,
@@ -162,8 +227,11 @@ def audit(data_dir, dicom_voi: str = "auto", progress: bool = True) -> dict:
     sizes[split]["width"].append(info["width"])
     sizes[split]["height"].append(info["height"])
     formats[split][f"{info['format']} {info['mode']} {info['bits']}-bit"] += 1
-    sha = hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
-    hashed.append(_Hashed(rel(path), split, sha, perceptual_hash(pixels)))
+    content = pathlib.Path(path).read_bytes()
+    sha = hashlib.sha256(content).hexdigest()
+    gray = _to_gray_pil(pixels)
+    hashed.append(_Hashed(rel(path), split, sha, _phash_of_gray(gray)))
+    records.append(_file_record(path, rel(path), split, cls, info, len(content), gray))
 
   by_sha = collections.defaultdict(list)
   for h in hashed:
@@ -180,9 +248,22 @@ def audit(data_dir, dicom_voi: str = "auto", progress: bool = True) -> dict:
   warnings = _class_warnings(counts, folder)
   if UNSPLIT not in layout and "val" not in layout:
     warnings.append("no VAL/ folder: `radjax train` needs TRAIN/ and VAL/")
+  shared_ids = _shared_identifiers(records)
+  for keyword in reversed(DICOM_IDENTIFIERS):
+    values = [e for e in shared_ids if e["attribute"] == keyword]
+    if values:
+      warnings.insert(0, f"LEAKAGE: {len(values)} DICOM {keyword} value(s) occur in more than one "
+                      "split (listed under 'Patients and studies shared across splits'): the model "
+                      "is validated on patients or studies it was trained on")
   leaks = sum(d["across_splits"] for d in exact + near)
   if leaks:
     warnings.insert(0, f"LEAKAGE: {leaks} duplicate(s) span different splits (listed first below)")
+  specs = list(FILE_FEATURES)
+  if any(r["format"] == "DICOM" for r in records):
+    specs += [(k, f"DICOM {k}", False) for k in DICOM_ATTRIBUTES]
+  shortcuts = shortcut_audit(records, specs)
+  shortcut_warnings = [_shortcut_warning(f, shortcuts["classes"]) for f in shortcuts["features"]
+                       if f["auc"] >= SHORTCUT_AUC]
   return {
       "data_dir": str(root.resolve()),
       "splits": {split: {"folder": folder[split], "classes": counts[split],
@@ -196,8 +277,151 @@ def audit(data_dir, dicom_voi: str = "auto", progress: bool = True) -> dict:
       "exact_duplicates": exact,
       "near_duplicates": near,
       "near_duplicate_max_distance": NEAR_DUPLICATE_MAX_DISTANCE,
+      "shortcuts": shortcuts["features"],
+      "shortcut_folds": shortcuts["folds"],
+      "shortcut_classes": shortcuts["classes"],
+      "shortcut_skipped": shortcuts["skipped"],
+      "shortcut_auc_threshold": SHORTCUT_AUC,
+      "shared_identifiers": shared_ids,
       "warnings": warnings,
+      # Kept apart from `warnings` (dataset structure and leakage); format_report prints both.
+      "shortcut_warnings": shortcut_warnings,
   }
+
+
+def _file_record(path, rel_path: str, split: str, cls: str, info: dict, n_bytes: int, gray) -> dict:
+  """The shortcut-audit features of one readable file (`gray`: its decoded image, PIL mode L)."""
+  record = {"path": rel_path, "split": split, "class": cls, "width": info["width"],
+            "height": info["height"], "aspect": info["width"] / info["height"],
+            "size": f"{info['width']}x{info['height']}", "format": info["format"],
+            "mode": info["mode"], "bits": info["bits"], "file_bytes": n_bytes,
+            **intensity_features(np.asarray(gray))}
+  header = {}
+  if info["format"] == "DICOM":
+    try:
+      header = _dicom_header_values(path)
+    except Exception:  # describe() read it; anything odd here only loses these features
+      header = {}
+  for keyword in DICOM_ATTRIBUTES:
+    record[keyword] = header.get(keyword) or MISSING
+  for keyword in DICOM_IDENTIFIERS:
+    record[keyword] = header.get(keyword, "")
+  return record
+
+
+def _shortcut_warning(feature: dict, classes: list[str]) -> str:
+  return (f"SHORTCUT: '{feature['feature']}' alone predicts {' vs '.join(classes)} with "
+          f"cross-validated AUC {feature['auc']:.3f} ({feature['detail']}). A model may learn "
+          "this instead of the anatomy and fail on images where it differs; make it uniform "
+          "across classes (resize, crop borders, strip text), check explanations (e.g. saliency "
+          "maps) and test on an external set.")
+
+
+def _cv_scores_numeric(x: np.ndarray, y: np.ndarray, folds) -> np.ndarray:
+  """Out-of-fold P(class 1) from a shallow tree trained on the one feature `x`."""
+  from sklearn.model_selection import cross_val_predict
+  from sklearn.tree import DecisionTreeClassifier
+
+  tree = DecisionTreeClassifier(max_depth=SHORTCUT_TREE_DEPTH, random_state=SHORTCUT_SEED)
+  return cross_val_predict(tree, x.reshape(-1, 1), y, cv=folds, method="predict_proba")[:, 1]
+
+
+def _cv_scores_categorical(x: np.ndarray, y: np.ndarray, folds) -> np.ndarray:
+  """Out-of-fold target encoding: each held-out file scores its value's class-1 rate in the other
+  folds (smoothed toward their overall rate by one pseudo-count; an unseen value gets that rate)."""
+  scores = np.empty(len(y))
+  for train, test in folds.split(x.reshape(-1, 1), y):
+    prior = float(y[train].mean())
+    positives, totals = collections.Counter(), collections.Counter()
+    for value, label in zip(x[train], y[train]):
+      totals[value] += 1
+      positives[value] += int(label)
+    scores[test] = [(positives[v] + prior) / (totals[v] + 1) for v in x[test]]
+  return scores
+
+
+def _number(value: float) -> str:
+  return f"{value:,.0f}" if abs(value) >= 10_000 else f"{value:.4g}"
+
+
+def _per_class_detail(x: np.ndarray, y: np.ndarray, names: list[str], numeric: bool) -> str:
+  """Numeric: each class's median and range. Categorical: the value whose share differs most
+  between the classes, with its count in each."""
+  if numeric:
+    parts = []
+    for label, name in enumerate(names):
+      values = x[y == label].astype(np.float64)
+      parts.append(f"{name} median {_number(np.median(values))} "
+                   f"({_number(values.min())}..{_number(values.max())})")
+    return "; ".join(parts)
+  totals = [int((y == label).sum()) for label in range(len(names))]
+  per_class = [collections.Counter(x[y == label].tolist()) for label in range(len(names))]
+
+  def spread(value):
+    shares = [c[value] / n for c, n in zip(per_class, totals)]
+    return max(shares) - min(shares)
+
+  value = max(sorted(set(x.tolist())), key=spread)
+  return f"{value}: " + ", ".join(f"{name} {c[value]}/{n}"
+                                  for name, c, n in zip(names, per_class, totals))
+
+
+def shortcut_audit(records: list[dict], feature_specs) -> dict:
+  """Cross-validated ROC AUC of each feature alone for the class label.
+
+  records: one dict per readable image, with "class" and every key of `feature_specs`
+  ((key, name, numeric) triples). Returns {"classes", "folds", "features" (sorted by AUC, highest
+  first) or "skipped" (why)}.
+  """
+  from sklearn.metrics import roc_auc_score
+  from sklearn.model_selection import StratifiedKFold
+
+  names = sorted({r["class"] for r in records})
+  result = {"classes": names, "folds": None, "features": [], "skipped": None}
+  counts = collections.Counter(r["class"] for r in records)
+  if len(names) != 2:
+    result["skipped"] = (f"{len(names)} classes; the shortcut audit handles two classes only"
+                         if len(names) > 2 else "fewer than two classes")
+    return result
+  smallest = min(counts.values())
+  if smallest < 2:
+    result["skipped"] = f"class '{min(counts, key=counts.get)}' has {smallest} image; " \
+                        "cross-validation needs at least 2 per class"
+    return result
+  k = min(SHORTCUT_MAX_FOLDS, smallest)
+  folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=SHORTCUT_SEED)
+  result["folds"] = k
+  y = np.array([names.index(r["class"]) for r in records])
+  for key, name, numeric in feature_specs:
+    raw = [r[key] for r in records]
+    x = np.array(raw, np.float64) if numeric else np.array([str(v) for v in raw], object)
+    if len(set(x.tolist())) < 2:
+      value = x[0] if not numeric else f"{x[0]:.4g}"
+      result["features"].append({"feature": name, "auc": 0.5, "constant": True,
+                                 "detail": f"constant ({value})"})
+      continue
+    scores = (_cv_scores_numeric if numeric else _cv_scores_categorical)(x, y, folds)
+    result["features"].append({"feature": name, "auc": round(float(roc_auc_score(y, scores)), 4),
+                               "constant": False,
+                               "detail": _per_class_detail(x, y, names, numeric)})
+  result["features"].sort(key=lambda f: -f["auc"])  # stable: ties keep the feature order
+  return result
+
+
+def _shared_identifiers(records: list[dict]) -> list[dict]:
+  """DICOM_IDENTIFIERS values that occur in more than one split."""
+  shared = []
+  for keyword in DICOM_IDENTIFIERS:
+    where = collections.defaultdict(list)
+    for r in records:
+      if r.get(keyword):
+        where[r[keyword]].append(r)
+    for value, group in sorted(where.items()):
+      splits = sorted({r["split"] for r in group}, key=SPLIT_ORDER.index)
+      if len(splits) > 1:
+        shared.append({"attribute": keyword, "value": value, "splits": splits,
+                       "files": [r["path"] for r in group]})
+  return shared
 
 
 def _table(rows: list[list[str]], text_columns: int = 1) -> list[str]:
@@ -218,6 +442,25 @@ def _size(stats: dict) -> str:
   if stats["min"] is None:
     return "-"
   return f"{stats['min']} / {stats['median']:g} / {stats['max']}"
+
+
+def _shortcut_lines(report: dict) -> list[str]:
+  title = "What predicts the label besides the anatomy"
+  if "shortcuts" not in report:
+    return []
+  if report["shortcut_skipped"]:
+    return [f"{title}: skipped ({report['shortcut_skipped']})"]
+  threshold = report["shortcut_auc_threshold"]
+  lines = [f"{title} (each feature alone, {report['shortcut_folds']}-fold cross-validated ROC AUC "
+           f"for {' vs '.join(report['shortcut_classes'])}, all splits pooled; 0.5 = chance, "
+           f"!! = AUC >= {threshold:g})"]
+  rows = [["feature", "AUC", "", "detail"]]
+  rows += [[f["feature"], f"{f['auc']:.3f}", "!!" if f["auc"] >= threshold else "", f["detail"]]
+           for f in report["shortcuts"]]
+  widths = [max(len(r[k]) for r in rows) for k in range(3)]
+  lines += ["  " + "  ".join((r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].ljust(widths[2]),
+                              r[3])).rstrip() for r in rows]
+  return lines
 
 
 def format_report(report: dict) -> str:
@@ -246,6 +489,13 @@ def format_report(report: dict) -> str:
   lines += ["", f"Near duplicates (perceptual hash distance <= {threshold}, exact duplicates "
             f"excluded): {len(near) or 'none'}"]
   lines += [_duplicate_line(e, " ~ ") for e in near]
-  lines += ["", f"Warnings: {len(report['warnings']) or 'none'}"]
-  lines += [f"  {w}" for w in report["warnings"]]
+  lines += ["", *_shortcut_lines(report)]
+  shared = report.get("shared_identifiers", [])
+  if shared:
+    lines += ["", f"Patients and studies shared across splits: {len(shared)}"]
+    lines += [f"  !! LEAKAGE {e['attribute']} {e['value']} in {'/'.join(e['splits'])}: "
+              f"{', '.join(e['files'])}" for e in shared]
+  warnings = report["warnings"] + report.get("shortcut_warnings", [])
+  lines += ["", f"Warnings: {len(warnings) or 'none'}"]
+  lines += [f"  {w}" for w in warnings]
   return "\n".join(lines)

@@ -75,9 +75,10 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
   from radjax import evaluate
 
-  result = evaluate.evaluate_workdir(args.workdir, args.data, args.split, args.checkpoint, args.out)
+  result = evaluate.evaluate_workdir(args.workdir, args.data, args.split, args.checkpoint, args.out,
+                                     args.target_sensitivity)
   print(evaluate.format_metrics(result))
-  print("Wrote " + " and ".join(result["written"]))
+  print("Wrote " + ", ".join(result["written"]))
   return 0
 
 
@@ -91,9 +92,13 @@ def _predict(args) -> int:
     folder = pathlib.Path(args.csv).parent
     if not folder.is_dir():
       raise UserError(f"--csv {args.csv}: no such folder {folder}/")
-  results, class_names = predict.predict_files(args.workdir, args.inputs, args.checkpoint)
+  threshold, source = predict.decision_threshold(args.workdir, args.threshold)
+  print(f"Threshold: probability > {threshold:.4f} calls the second class (from {source})",
+        file=sys.stderr)
+  results, class_names = predict.predict_files(args.workdir, args.inputs, args.checkpoint,
+                                               threshold=threshold)
   if args.json:
-    print(predict.format_json(results, class_names))
+    print(predict.format_json(results, class_names, threshold))
   elif args.csv:
     with open(args.csv, "w", newline="") as f:
       f.write(predict.format_csv(results, class_names))
@@ -161,13 +166,20 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--data", help="dataset folder (default: the one the run trained on)")
   p.add_argument("--split", default="val", help="val (default) or test")
   p.add_argument("--checkpoint", default="best", help="best (default), latest or an epoch")
-  p.add_argument("--out", help="folder for metrics.json and roc.png (default: the workdir)")
+  p.add_argument("--out", help="folder for metrics.json, roc.png and calibration.png "
+                                "(default: the workdir)")
+  p.add_argument("--target-sensitivity", type=float, metavar="S",
+                 help="on VAL, choose the operating point as the highest threshold whose "
+                      "sensitivity reaches S (default: Youden's J)")
   p.set_defaults(func=_evaluate)
 
   p = sub.add_parser("predict", help="class probabilities for PNG, JPEG or DICOM files")
   p.add_argument("--workdir", required=True, help="the training run's folder")
   p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="images, or folders of images")
   p.add_argument("--checkpoint", default="best", help="best (default), latest or an epoch")
+  p.add_argument("--threshold", type=float, metavar="P",
+                 help="call the second class above probability P (default: the operating point "
+                      "radjax evaluate chose on VAL, else 0.5)")
   output = p.add_mutually_exclusive_group()
   output.add_argument("--json", action="store_true", help="print JSON instead of lines")
   output.add_argument("--csv", metavar="FILE", help="also write the predictions as CSV")

@@ -1,9 +1,17 @@
-"""`radjax evaluate`: a trained run's checkpoint on a split; metrics.json, roc.png, a summary."""
+"""`radjax evaluate`: a trained run's checkpoint on a split; metrics.json, roc.png, calibration.png.
+
+Every figure comes with a seeded, stratified bootstrap 95% interval. On the validation split the
+run's operating point (the decision threshold, Youden's J or a target sensitivity) is chosen and
+stored as `WORKDIR/operating_point.json`; `predict` uses it unless given `--threshold`, and
+evaluating another split reports its metrics at that stored threshold too.
+"""
 
 from __future__ import annotations
 
 import json
 import pathlib
+
+OPERATING_POINT = "operating_point.json"
 
 from radjax import data, metrics, plots, run as run_lib
 from radjax.errors import UserError
@@ -22,10 +30,18 @@ def data_dir_of(trained: run_lib.Trained, data_dir=None) -> tuple[pathlib.Path, 
   raise UserError("the checkpoint does not record an absolute data directory: pass --data DIR")
 
 
+def read_operating_point(workdir) -> dict | None:
+  path = pathlib.Path(workdir) / OPERATING_POINT
+  return json.loads(path.read_text()) if path.is_file() else None
+
+
 def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "best",
-                     out_dir=None) -> dict:
-  """Evaluates a run's checkpoint on a split; writes metrics.json (and roc.png when both classes
-  are present) to `out_dir` (default: the workdir). The result lists the files it wrote."""
+                     out_dir=None, target_sensitivity: float | None = None) -> dict:
+  """Evaluates a run's checkpoint on a split; writes metrics.json, roc.png and calibration.png to
+  `out_dir` (default: the workdir), and on VAL the operating point to the workdir. The result
+  lists the files it wrote."""
+  if target_sensitivity is not None and not 0 < target_sensitivity <= 1:
+    raise UserError(f"--target-sensitivity {target_sensitivity}: expected 0 < value <= 1")
   trained = run_lib.load(workdir, which)
   config = trained.config
   data_dir, source = data_dir_of(trained, data_dir)
@@ -39,28 +55,82 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
   logits, labels = trained.steps.logits_of(
       trained.variables, data.Pipeline(folders, config).eval_batches(split, config.eval_batch_size))
   result = metrics.binary_metrics(logits, labels)
-  result.update({"split": split, "epoch": trained.epoch, "checkpoint": which,
-                 "data_dir": str(data_dir), "data_dir_from": source,
-                 "class_names": trained.class_names})
+  result["intervals"] = metrics.bootstrap_intervals(logits, labels, seed=config.seed)
+  result["exact_intervals"] = metrics.exact_intervals(result)
+  result["calibration"] = metrics.calibration(logits, labels)
   out = pathlib.Path(out_dir or workdir)
   out.mkdir(parents=True, exist_ok=True)
   written = [out / "metrics.json"]
-  if len(set(labels.tolist())) == 2:
-    plots.plot_roc(logits, labels, trained.class_names, out / "roc.png",
-                   f"{split.upper()} ROC, epoch {trained.epoch}")
-    written.append(out / "roc.png")
+  if split == "val":
+    point = metrics.operating_point(logits, labels, target_sensitivity)
+    point.update({"epoch": trained.epoch, "checkpoint": which})
+    (pathlib.Path(workdir) / OPERATING_POINT).write_text(json.dumps(point, indent=2))
+    written.append(pathlib.Path(workdir) / OPERATING_POINT)
+  else:
+    point = read_operating_point(workdir)
+  if point is not None:
+    at_point = metrics.binary_metrics(logits, labels, point["threshold_logit"])
+    result["operating_point"] = {
+        **point, "on_this_split": {k: at_point[k] for k in
+                                   ("accuracy", "sensitivity", "specificity", "confusion_matrix")},
+        "intervals": metrics.bootstrap_intervals(logits, labels, point["threshold_logit"],
+                                                 seed=config.seed),
+        "exact_intervals": metrics.exact_intervals(at_point)}
+  result.update({"split": split, "epoch": trained.epoch, "checkpoint": which,
+                 "data_dir": str(data_dir), "data_dir_from": source,
+                 "class_names": trained.class_names})
+  plots.plot_roc(logits, labels, trained.class_names, out / "roc.png",
+                 f"{split.upper()} ROC, epoch {trained.epoch}")
+  plots.plot_calibration(result["calibration"]["bins"], out / "calibration.png",
+                         f"{split.upper()} calibration, epoch {trained.epoch}")
+  written += [out / "roc.png", out / "calibration.png"]
   result["written"] = [str(p) for p in written]
   (out / "metrics.json").write_text(json.dumps(metrics.json_safe(result), indent=2))
   return result
 
 
+def with_interval(value: float, interval, exact=None) -> str:
+  text = f"{value:.3f} (95% CI {interval[0]:.3f}-{interval[1]:.3f}"
+  return text + (f"; exact {exact[0]:.3f}-{exact[1]:.3f})" if exact else ")")
+
+
+def format_summary(values: dict, intervals: dict, class_names, exact: dict | None = None) -> str:
+  """AUC, accuracy, sensitivity and specificity, each with its bootstrap interval (and the exact
+  binomial one of the proportions, when given)."""
+  a, b = class_names
+  exact = exact or {}
+  return (f"AUC {with_interval(values['auc'], intervals['auc'])}  "
+          f"accuracy {with_interval(values['accuracy'], intervals['accuracy'], exact.get('accuracy'))}"
+          f"\n  sensitivity ({b}) {with_interval(values['sensitivity'], intervals['sensitivity'], exact.get('sensitivity'))}"
+          f"  specificity ({a}) "
+          f"{with_interval(values['specificity'], intervals['specificity'], exact.get('specificity'))}")
+
+
+def _matrix(matrix, class_names) -> str:
+  (tn, fp), (fn, tp) = matrix
+  a, b = class_names
+  return (f"  {'':>10} {a:>10} {b:>10}\n  {a:>10} {tn:>10} {fp:>10}\n  {b:>10} {fn:>10} {tp:>10}")
+
+
 def format_metrics(result: dict) -> str:
-  (tn, fp), (fn, tp) = result["confusion_matrix"]
-  a, b = result["class_names"]
-  return (f"Data: {result['data_dir']} (from {result['data_dir_from']})\n"
-          f"{result['split'].upper()} ({result['count']} images, checkpoint epoch {result['epoch']}): "
-          f"loss {result['loss']:.4f}  accuracy {result['accuracy']:.3f}  AUC {result['auc']:.3f}  "
-          f"sensitivity ({b}) {result['sensitivity']:.3f}  specificity ({a}) "
-          f"{result['specificity']:.3f}\n"
-          f"confusion matrix (rows true, columns predicted):\n"
-          f"  {'':>10} {a:>10} {b:>10}\n  {a:>10} {tn:>10} {fp:>10}\n  {b:>10} {fn:>10} {tp:>10}")
+  names = result["class_names"]
+  lines = [f"Data: {result['data_dir']} (from {result['data_dir_from']})",
+           f"{result['split'].upper()} ({result['count']} images, checkpoint epoch "
+           f"{result['epoch']}), at probability 0.5: loss {result['loss']:.4f}",
+           "  " + format_summary(result, result["intervals"], names, result["exact_intervals"]),
+           "confusion matrix (rows true, columns predicted):", _matrix(result["confusion_matrix"], names),
+           f"calibration: Brier score {result['calibration']['brier']:.4f}  expected calibration "
+           f"error {result['calibration']['ece']:.4f}"]
+  point = result.get("operating_point")
+  if point:
+    at = point["on_this_split"]
+    lines += [f"operating point ({point['rule']}, chosen on VAL at epoch {point['epoch']}): "
+              f"probability {point['threshold']:.4f}",
+              "  " + format_summary({**at, "auc": result["auc"]},
+                                    {**point["intervals"], "auc": result["intervals"]["auc"]}, names,
+                                    point["exact_intervals"]),
+              _matrix(at["confusion_matrix"], names)]
+  lines.append(f"95% intervals: stratified bootstrap ({metrics.BOOTSTRAP_RESAMPLES} seeded "
+               f"resamples of these {result['count']} images; it collapses on a perfect result) "
+               "and exact binomial (Clopper-Pearson) for the proportions")
+  return "\n".join(lines)

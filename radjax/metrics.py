@@ -1,7 +1,11 @@
 """Classification metrics as numbers (scikit-learn), from logits and labels.
 
 The positive class is label 1, the second class name. An image is called positive when its logit
-is above 0 (probability above 0.5): a logit of exactly 0 is called the first class.
+is above the threshold (default 0, probability 0.5): a logit equal to it is the first class.
+
+How far to trust a figure: `bootstrap_intervals` (stratified percentile bootstrap), `calibration`
+(Brier score, expected calibration error) and `operating_point` (a threshold chosen on validation
+by Youden's J or for a target sensitivity).
 """
 
 from __future__ import annotations
@@ -18,8 +22,12 @@ def sigmoid(logits) -> np.ndarray:
   return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
 
 
-def predicted_labels(logits) -> np.ndarray:
-  return (np.asarray(logits) > THRESHOLD_LOGIT).astype(int)
+def logit(probability: float) -> float:
+  return float(np.log(probability) - np.log1p(-probability))
+
+
+def predicted_labels(logits, threshold_logit: float = THRESHOLD_LOGIT) -> np.ndarray:
+  return (np.asarray(logits) > threshold_logit).astype(int)
 
 
 def log_loss_from_logits(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -28,14 +36,15 @@ def log_loss_from_logits(logits: np.ndarray, labels: np.ndarray) -> float:
   return float(np.mean(np.logaddexp(0.0, logits) - labels * logits))
 
 
-def binary_metrics(logits, labels) -> dict:
-  """Loss, accuracy, ROC AUC, sensitivity and specificity at 0.5, and the confusion matrix.
+def binary_metrics(logits, labels, threshold_logit: float = THRESHOLD_LOGIT) -> dict:
+  """Loss, accuracy, ROC AUC, sensitivity and specificity at the threshold (default 0.5), and the
+  confusion matrix.
 
   AUC is computed from the logits: a float64 sigmoid saturates to exactly 1.0 above a logit of
   ~37, which would turn different scores into ties. NaN when only one class is present.
   """
   logits, labels = np.asarray(logits, np.float64), np.asarray(labels).astype(int)
-  predicted = predicted_labels(logits)
+  predicted = predicted_labels(logits, threshold_logit)
   tn, fp, fn, tp = skm.confusion_matrix(labels, predicted, labels=[0, 1]).ravel()
   both = len(np.unique(labels)) == 2
   return {
@@ -47,6 +56,95 @@ def binary_metrics(logits, labels) -> dict:
       "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
       "count": int(len(labels)),
   }
+
+
+INTERVAL_METRICS = ("auc", "accuracy", "sensitivity", "specificity")
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def bootstrap_intervals(logits, labels, threshold_logit: float = THRESHOLD_LOGIT,
+                        resamples: int = BOOTSTRAP_RESAMPLES, level: float = 0.95, seed: int = 0) -> dict:
+  """Percentile bootstrap intervals {metric: [low, high]} of AUC, accuracy, sensitivity and
+  specificity. Stratified: each resample draws the positives and the negatives separately, with
+  replacement, so it keeps the split's class counts (and AUC stays defined). Seeded: the same
+  call gives the same interval. With 10 validation images the interval is wide, as it should be."""
+  logits, labels = np.asarray(logits, np.float64), np.asarray(labels).astype(int)
+  rng = np.random.default_rng(seed)
+  positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+  values = {name: [] for name in INTERVAL_METRICS}
+  for _ in range(resamples):
+    index = np.concatenate([rng.choice(group, len(group)) for group in (positives, negatives)
+                            if len(group)])
+    result = binary_metrics(logits[index], labels[index], threshold_logit)
+    for name in INTERVAL_METRICS:
+      values[name].append(result[name])
+  tail = (1 - level) / 2 * 100
+  return {name: ([float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
+                 if np.all(np.isfinite(v)) else [float("nan"), float("nan")])
+          for name, v in values.items()}
+
+
+def exact_intervals(result: dict, level: float = 0.95) -> dict:
+  """Clopper-Pearson intervals {metric: [low, high]} of accuracy, sensitivity and specificity
+  from the counts of `binary_metrics`' result. Unlike the bootstrap, they do not collapse when
+  every image is right: 10 of 10 correct gives 0.69-1.00 (resampling a perfect result can only
+  give perfect results)."""
+  from scipy.stats import binomtest
+
+  (tn, fp), (fn, tp) = result["confusion_matrix"]
+  counts = {"accuracy": (tn + tp, tn + fp + fn + tp), "sensitivity": (tp, tp + fn),
+            "specificity": (tn, tn + fp)}
+  intervals = {}
+  for name, (k, n) in counts.items():
+    ci = binomtest(k, n).proportion_ci(level, "exact") if n else None
+    intervals[name] = [ci.low, ci.high] if ci else [float("nan"), float("nan")]
+  return {k: [float(a), float(b)] for k, (a, b) in intervals.items()}
+
+
+def calibration(logits, labels, bins: int = 10) -> dict:
+  """Brier score, expected calibration error (equal-width probability bins, weighted by their
+  counts) and the reliability table [{"low", "high", "count", "mean_probability", "fraction"}]."""
+  probability = sigmoid(logits)
+  labels = np.asarray(labels).astype(int)
+  edges = np.linspace(0.0, 1.0, bins + 1)
+  which = np.clip(np.digitize(probability, edges[1:-1]), 0, bins - 1)
+  table, ece = [], 0.0
+  for b in range(bins):
+    members = which == b
+    if members.any():
+      mean_p, fraction = float(probability[members].mean()), float(labels[members].mean())
+      ece += members.mean() * abs(mean_p - fraction)
+      table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(members.sum()),
+                    "mean_probability": mean_p, "fraction": fraction})
+  return {"brier": float(skm.brier_score_loss(labels, probability)), "ece": float(ece),
+          "bins": table}
+
+
+def operating_point(logits, labels, target_sensitivity: float | None = None) -> dict:
+  """A decision threshold chosen on (validation) logits: the one maximising Youden's J
+  (sensitivity + specificity - 1), or the highest whose sensitivity reaches `target_sensitivity`.
+
+  The threshold lies halfway between two neighbouring scores, so the `>` rule calls the chosen
+  scores positive and nothing depends on ties at the threshold. Returned as a logit and a
+  probability, with the sensitivity and specificity it gives on these data.
+  """
+  logits, labels = np.asarray(logits, np.float64), np.asarray(labels).astype(int)
+  scores = np.unique(logits)  # ascending
+  # Candidate k calls positive every score >= scores[k]; below all of them calls all positive.
+  cuts = np.concatenate([[scores[0] - 1.0], (scores[:-1] + scores[1:]) / 2, [scores[-1] + 1.0]])
+  positive, negative = labels == 1, labels == 0
+  sensitivity = np.array([np.mean(logits[positive] > c) for c in cuts])
+  specificity = np.array([np.mean(logits[negative] <= c) for c in cuts])
+  if target_sensitivity is None:
+    k = int(np.argmax(sensitivity + specificity - 1))  # ties: the lowest threshold
+    rule = "Youden's J"
+  else:
+    reaching = np.flatnonzero(sensitivity >= target_sensitivity)
+    k = int(reaching[-1])  # the highest threshold that still reaches the target
+    rule = f"sensitivity >= {target_sensitivity:g}"
+  return {"threshold_logit": float(cuts[k]), "threshold": float(sigmoid(cuts[k])), "rule": rule,
+          "sensitivity": float(sensitivity[k]), "specificity": float(specificity[k]),
+          "count": int(len(labels))}
 
 
 def json_safe(tree):

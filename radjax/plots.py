@@ -39,3 +39,18 @@ def plot_curves(history: list[dict], path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
   fig.savefig(path, dpi=120)
+
+
+def plot_calibration(table: list[dict], path, title: str) -> None:
+  """Reliability diagram: observed fraction of the second class against the mean predicted
+  probability, per probability bin (marker area ~ images in the bin)."""
+  fig = _figure(5, 5)
+  ax = fig.add_subplot()
+  ax.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="perfectly calibrated")
+  ax.scatter([b["mean_probability"] for b in table], [b["fraction"] for b in table],
+             s=[20 + 20 * b["count"] for b in table], zorder=3, label="bins (size ~ images)")
+  ax.plot([b["mean_probability"] for b in table], [b["fraction"] for b in table], lw=1)
+  ax.set(xlabel="mean predicted probability", ylabel="observed fraction positive", title=title,
+         xlim=(0, 1), ylim=(-0.02, 1.02))
+  ax.legend(loc="upper left")
+  fig.savefig(path, dpi=120)

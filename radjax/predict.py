@@ -43,13 +43,31 @@ def expand(inputs) -> list[tuple[pathlib.Path, str | None]]:
   return entries
 
 
-def predict_files(workdir, inputs, which: str = "best",
-                  batch_size: int = 16) -> tuple[list[Prediction], list[str]]:
-  """Predictions for every input file (errors included) and the checkpoint's class names."""
+def decision_threshold(workdir, threshold: float | None = None) -> tuple[float, str]:
+  """(probability threshold, where it came from): `--threshold`, else the run's operating point
+  (chosen on validation by `radjax evaluate`), else 0.5."""
+  from radjax.errors import UserError
+  from radjax.evaluate import OPERATING_POINT, read_operating_point
+
+  if threshold is not None:
+    if not 0 < threshold < 1:
+      raise UserError(f"--threshold {threshold}: expected a probability strictly between 0 and 1")
+    return threshold, "--threshold"
+  point = read_operating_point(workdir)
+  if point is not None:
+    return point["threshold"], f"{pathlib.Path(workdir) / OPERATING_POINT} ({point['rule']})"
+  return 0.5, "default (no operating point: run radjax evaluate to choose one on VAL)"
+
+
+def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
+                  threshold: float = 0.5) -> tuple[list[Prediction], list[str]]:
+  """Predictions for every input file (errors included) and the checkpoint's class names. An
+  image is called the second class when its probability is above `threshold`."""
   import jax
 
   from radjax import metrics, preprocess, run as run_lib
 
+  threshold_logit = metrics.logit(threshold)
   trained = run_lib.load(workdir, which)
   config, class_names = trained.config, trained.class_names
   batch_size = max(batch_size // jax.device_count(), 1) * jax.device_count()
@@ -61,7 +79,8 @@ def predict_files(workdir, inputs, which: str = "best",
     batch = preprocess.pad_batch({"image": np.stack([image for _, image in pending]),
                                   "label": np.zeros(len(pending), np.int32)}, batch_size)
     logits, _ = trained.steps.logits_of(trained.variables, [batch])
-    for (prediction, _), logit, label in zip(pending, logits, metrics.predicted_labels(logits)):
+    labels = metrics.predicted_labels(logits, threshold_logit)
+    for (prediction, _), logit, label in zip(pending, logits, labels):
       prediction.probability = float(metrics.sigmoid(logit))
       prediction.label = class_names[label]
     pending.clear()
@@ -95,8 +114,8 @@ def format_text(results: list[Prediction], class_names) -> str:
   return "\n".join(lines)
 
 
-def format_json(results: list[Prediction], class_names) -> str:
-  return json.dumps({"class_names": list(class_names),
+def format_json(results: list[Prediction], class_names, threshold: float = 0.5) -> str:
+  return json.dumps({"class_names": list(class_names), "threshold": threshold,
                      "predictions": [dataclasses.asdict(r) for r in results]}, indent=2)
 
 

@@ -92,8 +92,9 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
     if config.precise_bn:
       state = state.replace(batch_stats=run.steps.precise_batch_stats(
           state, pipeline.recalibration_batches(config.batch_size), rng))
-    val = metrics.binary_metrics(*run.steps.logits_of(
-        state.variables, pipeline.eval_batches("val", config.eval_batch_size)))
+    val_logits, val_labels = run.steps.logits_of(
+        state.variables, pipeline.eval_batches("val", config.eval_batch_size))
+    val = metrics.binary_metrics(val_logits, val_labels)
     record = {"epoch": epoch, **train_metrics,
               "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_auc": val["auc"],
               "images_per_s": steps_per_epoch * config.batch_size / train_seconds,
@@ -103,7 +104,20 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
                                                               record, str(data_dir)))
   reporter.close()
   mngr.close()
+  _final_summary(config.num_epochs, val_logits, val_labels, folders.class_names, config.seed)
   return report.epoch_records(reporter.history)
+
+
+def _final_summary(epoch: int, logits, labels, class_names, seed: int) -> None:
+  """The last epoch's validation figures with their bootstrap intervals: how much 10 images say."""
+  from radjax.evaluate import format_summary
+
+  values = metrics.binary_metrics(logits, labels)
+  intervals = metrics.bootstrap_intervals(logits, labels, seed=seed)
+  print(f"Validation at epoch {epoch} ({len(labels)} images, probability 0.5):\n  "
+        + format_summary(values, intervals, class_names, metrics.exact_intervals(values))
+        + "\n  (95% stratified bootstrap intervals; `radjax evaluate` for the best checkpoint, "
+        "its calibration and operating point)")
 
 
 def _compile_train_step(run, state, rng):

@@ -368,7 +368,8 @@ def test_evaluate_uses_the_absolute_data_dir_stored_in_the_checkpoint(trained, t
   assert cli.main(["evaluate", "--workdir", str(trained), "--out", "out"]) == 0
   out = capsys.readouterr().out
   assert f"Data: {tiny_data.resolve()} (from the checkpoint)" in out
-  assert "Wrote out/metrics.json and out/roc.png" in out
+  assert (f"Wrote out/metrics.json, {trained / 'operating_point.json'}, out/roc.png, "
+          "out/calibration.png") in out
   result = json.loads((tmp_path / "out" / "metrics.json").read_text())
   assert result["data_dir"] == str(tiny_data.resolve()) and result["count"] == 4
 
@@ -428,5 +429,87 @@ def test_auc_is_computed_from_logits_not_saturated_probabilities():
 def test_predicted_class_names_follow_the_probability(trained, tiny_data, capsys):
   assert cli.main(["predict", "--workdir", str(trained), "--json", str(tiny_data / "VAL")]) == 0
   result = json.loads(capsys.readouterr().out)
-  for p in result["predictions"]:
-    assert p["label"] == ("chest" if p["probability"] > 0.5 else "abd"), p
+  for p in result["predictions"]:  # at the threshold in use (0.5, or the stored operating point)
+    assert p["label"] == ("chest" if p["probability"] > result["threshold"] else "abd"), p
+
+
+def test_bootstrap_intervals_are_seeded_stratified_and_contain_the_estimate():
+  rng = np.random.default_rng(0)
+  labels = np.array([1] * 12 + [0] * 18)
+  logits = rng.normal(0, 1, 30) + 1.2 * labels
+  point = metrics.binary_metrics(logits, labels)
+  intervals = metrics.bootstrap_intervals(logits, labels, seed=3)
+  assert intervals == metrics.bootstrap_intervals(logits, labels, seed=3)
+  assert intervals != metrics.bootstrap_intervals(logits, labels, seed=4)
+  for name in metrics.INTERVAL_METRICS:
+    low, high = intervals[name]
+    assert low <= point[name] <= high and 0 < high - low < 0.8, name
+  # One positive only: stratified resamples keep it, so AUC stays defined (a plain bootstrap
+  # would draw resamples without it).
+  one = metrics.bootstrap_intervals(np.array([2.0, -1, 0.5, -0.3]), np.array([1, 0, 0, 0]))
+  assert one["auc"] == [1.0, 1.0] and one["sensitivity"] == [1.0, 1.0]
+  # A perfect result collapses the bootstrap interval; the exact binomial one does not.
+  perfect = metrics.binary_metrics(np.array([-2.0] * 5 + [2.0] * 5), np.array([0] * 5 + [1] * 5))
+  exact = metrics.exact_intervals(perfect)
+  assert exact["accuracy"][0] == pytest.approx(0.6915, abs=1e-4) and exact["accuracy"][1] == 1.0
+  assert exact["sensitivity"][0] == pytest.approx(0.4782, abs=1e-4)
+
+
+def test_calibration_brier_and_expected_calibration_error():
+  from sklearn.metrics import brier_score_loss
+
+  probability = np.array([0.05, 0.15, 0.85, 0.95, 0.92, 0.12])
+  labels = np.array([0, 1, 1, 1, 0, 0])
+  logits = np.log(probability / (1 - probability))
+  result = metrics.calibration(logits, labels)
+  assert result["brier"] == pytest.approx(brier_score_loss(labels, probability))
+  # Bins: [0.0,0.1) {0.05: 0}, [0.1,0.2) {0.15: 1, 0.12: 0}, [0.8,0.9) {0.85: 1}, [0.9,1] {0.95: 1, 0.92: 0}
+  expected = (1 * 0.05 + 2 * abs(0.135 - 0.5) + 1 * 0.15 + 2 * abs(0.935 - 0.5)) / 6
+  assert result["ece"] == pytest.approx(expected)
+  assert [b["count"] for b in result["bins"]] == [1, 2, 1, 2]
+
+
+def test_operating_point_youden_and_target_sensitivity():
+  logits = np.array([-3.0, -2.0, -1.0, 0.5, 1.0, 2.0, -1.5, 0.8, 3.0])
+  labels = np.array([0, 0, 0, 0, 1, 1, 1, 0, 1])
+  youden = metrics.operating_point(logits, labels)
+  # Best J: between 0.8 and 1.0, sensitivity 3/4 and specificity 5/5 (J = 0.75).
+  assert youden["threshold_logit"] == pytest.approx(0.9)
+  assert (youden["sensitivity"], youden["specificity"]) == (0.75, 1.0)
+  at = metrics.binary_metrics(logits, labels, youden["threshold_logit"])
+  assert (at["sensitivity"], at["specificity"]) == (0.75, 1.0)
+  # Every positive found: the highest threshold reaching sensitivity 1 lies below -1.5.
+  full = metrics.operating_point(logits, labels, target_sensitivity=1.0)
+  assert full["threshold_logit"] == pytest.approx(-1.75) and full["sensitivity"] == 1.0
+  assert full["specificity"] == pytest.approx(2 / 5)
+  assert full["threshold"] == pytest.approx(1 / (1 + np.exp(1.75)))
+
+
+def test_evaluate_reports_intervals_calibration_and_the_operating_point_predict_uses(
+    trained, tiny_data, tmp_path, capsys):
+  workdir = _copy_run(trained, tmp_path)
+  assert cli.main(["evaluate", "--workdir", str(workdir), "--target-sensitivity", "1"]) == 0
+  out = capsys.readouterr().out
+  assert "AUC " in out and "(95% CI " in out and "Brier score" in out
+  assert "operating point (sensitivity >= 1, chosen on VAL" in out
+  result = json.loads((workdir / "metrics.json").read_text())
+  assert set(result["intervals"]) == {"auc", "accuracy", "sensitivity", "specificity"}
+  assert (workdir / "calibration.png").stat().st_size > 10_000
+  point = json.loads((workdir / "operating_point.json").read_text())
+  assert point["sensitivity"] == 1.0 and result["operating_point"]["threshold"] == point["threshold"]
+  # predict uses the stored threshold unless --threshold is given.
+  assert cli.main(["predict", "--workdir", str(workdir), "--json", str(tiny_data / "VAL")]) == 0
+  captured = capsys.readouterr()
+  assert json.loads(captured.out)["threshold"] == point["threshold"]
+  assert "operating_point.json (sensitivity >= 1)" in captured.err
+  assert cli.main(["predict", "--workdir", str(workdir), "--json", "--threshold", "0.999999",
+                   str(tiny_data / "VAL")]) == 0
+  forced = json.loads(capsys.readouterr().out)
+  assert forced["threshold"] == 0.999999
+  for p in forced["predictions"]:
+    assert p["label"] == ("chest" if p["probability"] > 0.999999 else "abd")
+  for bad in (["--threshold", "1.5"], ["--threshold", "0"]):
+    assert cli.main(["predict", "--workdir", str(workdir), *bad, str(tiny_data / "VAL")]) == 2
+    assert "--threshold" in capsys.readouterr().err
+  assert cli.main(["evaluate", "--workdir", str(workdir), "--target-sensitivity", "2"]) == 2
+  assert "--target-sensitivity 2.0: expected 0 < value <= 1" in capsys.readouterr().err
