@@ -112,6 +112,19 @@ def _predict(args) -> int:
   return 1 if failed or not results else 0
 
 
+def _explain(args) -> int:
+  from radjax import explain
+
+  done, errors, class_names = explain.explain_files(args.workdir, args.inputs, args.out,
+                                                    args.checkpoint, args.layer)
+  for e in done:
+    print(f"{e.path}  p({class_names[1]})={e.probability:.4f}  {e.label}")
+  for path, why in errors:
+    print(f"radjax explain: error: {path}: {why}", file=sys.stderr)
+  print(f"Wrote {len(done)} figure(s) to {args.out}")
+  return 1 if errors or not done else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="radjax", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -184,6 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
   output.add_argument("--json", action="store_true", help="print JSON instead of lines")
   output.add_argument("--csv", metavar="FILE", help="also write the predictions as CSV")
   p.set_defaults(func=_predict)
+
+  p = sub.add_parser("explain", help="Grad-CAM and occlusion maps of images, as figures")
+  p.add_argument("--workdir", required=True, help="the training run's folder")
+  p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="images, or folders of images")
+  p.add_argument("--out", required=True, help="folder for the figures (NAME.explain.png)")
+  p.add_argument("--layer", default="mixed10", help="block for Grad-CAM: mixed0..mixed10 "
+                                                    "(default mixed10)")
+  p.add_argument("--checkpoint", default="best", help="best (default), latest or an epoch")
+  p.set_defaults(func=_explain)
   return parser
 
 

@@ -311,4 +311,11 @@ class InceptionV3(nn.Module):
             y = self._unit(op, unit_name(scope, i))(y, block_train)
         outputs.append(y)
       x = jnp.concatenate(outputs, axis=-1)
+      # Explanations (radjax.explain): an "explain" variable of the block's shape is added to its
+      # output, so the gradient with respect to it is the gradient with respect to the block's
+      # activations, which are sown as intermediates. Both are no-ops (nothing traced) unless the
+      # caller passes that collection or makes "intermediates" mutable.
+      if self.has_variable("explain", block):
+        x = x + self.get_variable("explain", block)
+      self.sow("intermediates", block, x)
     return x

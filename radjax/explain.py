@@ -1,0 +1,190 @@
+"""`radjax explain`: where in an image the network looks, as Grad-CAM and occlusion maps.
+
+- Grad-CAM (Selvaraju et al. 2017) for the single-logit head: the gradient of the logit with
+  respect to a block's activations (default mixed10), averaged over space per channel, weights the
+  channels; ReLU of the weighted sum is the map of evidence for the predicted class (for the
+  first class, that of the negated logit). The block's activations and their gradient come from
+  InceptionV3's `sow`/"explain" hooks, no-ops in training.
+- Occlusion sensitivity (model-agnostic): a square patch of the image's mean value is slid over
+  a grid; the map is the logit's drop at each position (positive: hiding it lowers the evidence).
+  The occluded copies go through the run's jitted inference in padded batches.
+Both maps are computed on the network's input and mapped back onto the original image's geometry
+(undoing the squash or the padding of `preprocess.resize`), so they overlay the film as stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from radjax import images, metrics, preprocess
+from radjax.errors import UserError
+from radjax.models import BLOCKS
+
+LAYERS = tuple(name for name, _ in BLOCKS)
+
+
+@dataclasses.dataclass
+class Explanation:
+  path: str
+  pixels: np.ndarray        # the decoded image, float [0, 255], (H, W, 3)
+  probability: float        # of the second class
+  label: str
+  gradcam: np.ndarray       # (H, W), >= 0, evidence for the predicted class, on the original image
+  occlusion: np.ndarray     # (H, W), logit drop, on the original image
+  layer: str
+
+
+def gradcam(model, variables, image: np.ndarray, layer: str = "mixed10", sign: float = 1.0):
+  """Grad-CAM of one model input (S, S, 3) at block `layer`: (map at the block's resolution,
+  logit). `sign` -1 explains the first class (the negated logit)."""
+  if layer not in LAYERS:
+    raise UserError(f"--layer {layer}: expected one of {', '.join(LAYERS)}")
+  cam, value = _gradcam_fn(model, layer)(variables, jnp.asarray(image)[None], sign)
+  return np.asarray(cam), float(value)
+
+
+@functools.cache
+def _gradcam_fn(model, layer: str):
+  @jax.jit
+  def run(variables, x, sign):
+    _, state = model.apply(variables, x, train=False, mutable=["intermediates"])
+    activations = state["intermediates"]["backbone"][layer][0]
+
+    def logit(eps):
+      return sign * model.apply({**variables, "explain": {"backbone": {layer: eps}}}, x,
+                                train=False)[0]
+
+    value, grads = jax.value_and_grad(logit)(jnp.zeros_like(activations))
+    weights = grads[0].mean(axis=(0, 1))  # per channel
+    cam = jax.nn.relu(jnp.tensordot(activations[0].astype(jnp.float32), weights, axes=1))
+    return cam, sign * value
+
+  return run
+
+
+def occlusion(logits_of, image: np.ndarray, patch: int, stride: int, batch_size: int):
+  """Logit drop when a `patch`-pixel square of the image's mean value covers each grid position:
+  (rows, columns) map, position (i, j) covering rows i*stride .. i*stride+patch."""
+  size = image.shape[0]
+  starts = list(range(0, max(size - patch, 0) + 1, stride))
+  if starts[-1] + patch < size:
+    starts.append(size - patch)  # the last row and column of pixels are covered too
+  fill = image.mean(axis=(0, 1))
+  copies = []
+  for top in starts:
+    for left in starts:
+      occluded = image.copy()
+      occluded[top:top + patch, left:left + patch] = fill
+      copies.append(occluded)
+  base = logits_of(image[None], batch_size)[0]
+  drops = [base - logits_of(np.stack(copies[k:k + batch_size]), batch_size)
+           for k in range(0, len(copies), batch_size)]
+  return np.concatenate(drops).reshape(len(starts), len(starts)), starts
+
+
+def _occlusion_to_input(drop, starts, patch: int, size: int) -> np.ndarray:
+  """Each input pixel: the mean drop of the patches that covered it."""
+  total, count = np.zeros((size, size)), np.zeros((size, size))
+  for i, top in enumerate(starts):
+    for j, left in enumerate(starts):
+      total[top:top + patch, left:left + patch] += drop[i, j]
+      count[top:top + patch, left:left + patch] += 1
+  return total / np.maximum(count, 1)
+
+
+def to_original(heatmap: np.ndarray, height: int, width: int, config) -> np.ndarray:
+  """A map over the network's S x S input -> the original image's (H, W): squash is undone by
+  resizing; padding (`resize="pad"`) is cropped first."""
+  tf = preprocess.tensorflow()
+  size = config.image_size
+  m = tf.image.resize(tf.constant(heatmap, tf.float32)[..., None], [size, size], method="bilinear")
+  if config.resize == "pad":
+    scale = size / max(height, width)
+    h, w = round(height * scale), round(width * scale)
+    top, left = (size - h) // 2, (size - w) // 2
+    m = m[top:top + h, left:left + w]
+  return tf.image.resize(m, [height, width], method="bilinear")[..., 0].numpy()
+
+
+def explain_file(trained, path, layer: str = "mixed10", patch_fraction: float = 0.125,
+                 batch_size: int = 16) -> Explanation:
+  """Grad-CAM and occlusion maps of one PNG/JPEG/DICOM file under a trained run (`run.load`)."""
+  config = trained.config
+  pixels = images.read_image(path, config.dicom_voi)
+  image = preprocess.model_input(pixels, config, images.bit_depth(path) > 8)
+  variables = jax.device_get(trained.variables)
+  cam, logit = gradcam(trained.model, variables, image, layer)
+  predicted = int(metrics.predicted_labels(np.array([logit]))[0])
+  if not predicted:  # explain the predicted class: the first class' evidence is the negated logit
+    cam, _ = gradcam(trained.model, variables, image, layer, sign=-1.0)
+  batch_size = max(batch_size // jax.device_count(), 1) * jax.device_count()
+
+  def logits_of(batch, size):
+    padded = preprocess.pad_batch({"image": batch, "label": np.zeros(len(batch), np.int32)}, size)
+    return trained.steps.logits_of(trained.variables, [padded])[0]
+
+  patch = max(int(round(config.image_size * patch_fraction)), 1)
+  drop, starts = occlusion(logits_of, image, patch, max(patch // 2, 1), batch_size)
+  height, width = pixels.shape[:2]
+  occluded = _occlusion_to_input(drop, starts, patch, config.image_size)
+  return Explanation(str(path), pixels, float(metrics.sigmoid(logit)),
+                     trained.class_names[predicted],
+                     to_original(cam, height, width, config),
+                     to_original(occluded, height, width, config), layer)
+
+
+def save_figure(explanation: Explanation, class_names, out) -> None:
+  """The displayed image, the Grad-CAM overlay and the occlusion map, side by side."""
+  from matplotlib.figure import Figure
+
+  fig = Figure(figsize=(12, 4.4), layout="constrained")
+  shown = np.clip(explanation.pixels, 0, 255).astype(np.uint8)
+  title = (f"{pathlib.Path(explanation.path).name}: p({class_names[1]}) = "
+           f"{explanation.probability:.4f} -> {explanation.label}")
+  fig.suptitle(title)
+  panels = [("image", None),
+            (f"Grad-CAM ({explanation.layer}): evidence for {explanation.label}", explanation.gradcam),
+            (f"occlusion: red hides evidence for {class_names[1]}, blue for {class_names[0]}",
+             explanation.occlusion)]
+  for k, (name, heat) in enumerate(panels):
+    ax = fig.add_subplot(1, 3, k + 1)
+    ax.imshow(shown)
+    if heat is not None:
+      limit = float(np.abs(heat).max()) or 1.0
+      cmap, low = ("jet", 0.0) if k == 1 else ("coolwarm", -limit)
+      shown_heat = ax.imshow(heat, cmap=cmap, alpha=0.45, vmin=low, vmax=limit)
+      fig.colorbar(shown_heat, ax=ax, shrink=0.8)
+    ax.set_title(name, fontsize=9)
+    ax.axis("off")
+  fig.savefig(out, dpi=100)
+
+
+def explain_files(workdir, inputs, out_dir, which: str = "best", layer: str = "mixed10"):
+  """Writes OUT/<name>.explain.png per input; returns (explanations, errors as (path, why),
+  class names)."""
+  from radjax import predict, run as run_lib
+
+  if layer not in LAYERS:
+    raise UserError(f"--layer {layer}: expected one of {', '.join(LAYERS)}")
+  trained = run_lib.load(workdir, which)
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  done, errors = [], []
+  for path, error in predict.expand(inputs):
+    if error:
+      errors.append((str(path), error))
+      continue
+    try:
+      explanation = explain_file(trained, path, layer)
+    except images.ImageReadError as e:
+      errors.append((str(path), str(e).removeprefix(f"{path}: ")))
+      continue
+    save_figure(explanation, trained.class_names, out_dir / f"{path.stem}.explain.png")
+    done.append(explanation)
+  return done, errors, trained.class_names

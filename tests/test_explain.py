@@ -1,0 +1,135 @@
+"""Explanations: Grad-CAM against a TensorFlow reference, occlusion, and a marker the model uses."""
+
+import json
+import pathlib
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from radjax import cli, explain, run as run_lib, weights
+from radjax.models import Classifier
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_gradcam_equals_tensorflow_gradient_tape(keras_notop):
+  import tensorflow as tf
+  import tf_keras
+
+  backbone, path = keras_notop
+  features = tf_keras.layers.GlobalAveragePooling2D()(backbone.output)
+  hidden = tf_keras.layers.Dense(256, activation="relu")(features)
+  logit = tf_keras.layers.Dense(1)(tf_keras.layers.Dropout(0.5)(hidden))
+  layer = "mixed5"
+  keras_model = tf_keras.Model(backbone.input, [backbone.get_layer(layer).output, logit])
+
+  model = Classifier()
+  x = np.random.default_rng(3).uniform(-1, 1, (1, 150, 150, 3)).astype(np.float32)
+  variables = model.init(jax.random.key(0), x)
+  variables, _ = weights.load_into_classifier(variables, str(path))
+  keras_model.layers[-3].set_weights([np.asarray(variables["params"]["hidden"]["kernel"]),
+                                      np.asarray(variables["params"]["hidden"]["bias"])])
+  keras_model.layers[-1].set_weights([np.asarray(variables["params"]["logits"]["kernel"]),
+                                      np.asarray(variables["params"]["logits"]["bias"])])
+  tx = tf.constant(x)
+  with tf.GradientTape() as tape:
+    activations, out = keras_model(tx, training=False)
+    target = out[:, 0]
+  grads = tape.gradient(target, activations)
+  channel_weights = tf.reduce_mean(grads, axis=(1, 2))
+  expected = tf.nn.relu(tf.reduce_sum(activations * channel_weights[:, None, None, :], -1))[0]
+  expected = expected.numpy()
+
+  got, got_logit = explain.gradcam(model, variables, x[0], layer)
+  assert got.shape == expected.shape == (7, 7)
+  assert got_logit == pytest.approx(float(target[0]), rel=1e-4)
+  assert expected.max() > 0 and np.count_nonzero(expected) > 5  # not a trivial map
+  np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * expected.max())
+  # The first class's map is that of the negated logit.
+  negated, _ = explain.gradcam(model, variables, x[0], layer, sign=-1.0)
+  assert not np.allclose(negated, got)
+
+
+def _marker_dataset(root: pathlib.Path, size: int = 150, per_class=(12, 4)):
+  """Noise films; "marked" ones carry a bright square in the top-left corner: only the marker
+  decides the class."""
+  from PIL import Image
+
+  rng = np.random.default_rng(0)
+  for split, n in zip(("TRAIN", "VAL"), per_class):
+    for cls in ("blank", "marked"):
+      (root / split / cls).mkdir(parents=True)
+      for k in range(n):
+        image = rng.integers(40, 140, (size, size)).astype(np.uint8)
+        if cls == "marked":
+          image[10:40, 10:40] = 255
+        Image.fromarray(image).save(root / split / cls / f"{cls}{k}.png")
+  return root
+
+
+@pytest.fixture(scope="module")
+def marker_run(tmp_path_factory):
+  data = _marker_dataset(tmp_path_factory.mktemp("marker"))
+  workdir = tmp_path_factory.mktemp("run") / "marker"
+  argv = ["train", "--config", str(REPO / "configs" / "smoke.py"), "--workdir", str(workdir),
+          f"--config.data_dir={data}", "--config.image_size=150", "--config.num_epochs=3",
+          "--config.batch_size=4", "--config.learning_rate=0.001", "--config.augment.enabled=false",
+          "--config.compilation_cache="]
+  assert cli.main(argv) == 0
+  return data, workdir
+
+
+def test_maps_of_a_model_that_uses_a_marker_point_at_the_marker(marker_run, tmp_path, capsys):
+  data, workdir = marker_run
+  trained = run_lib.load(workdir, "latest")
+  history = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert history[-1]["val_accuracy"] == 1.0  # it learned the marker
+  for path in sorted((data / "VAL" / "marked").glob("*.png"))[:1]:
+    e = explain.explain_file(trained, path, layer="mixed2")
+    assert e.gradcam.shape == e.occlusion.shape == (150, 150)
+    assert e.label == "marked" and e.probability > 0.5
+    # The strongest evidence lies on the marker (rows and columns 10..40, within a patch).
+    for heat in (e.gradcam, e.occlusion):
+      row, col = np.unravel_index(np.argmax(heat), heat.shape)
+      assert row < 60 and col < 60, (path.name, row, col)
+
+
+def test_explain_command_writes_figures_and_reads_dicom(marker_run, tmp_path, capsys):
+  import pydicom
+  from PIL import Image
+  from pydicom.dataset import FileMetaDataset
+  from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+  data, workdir = marker_run
+  source = sorted((data / "VAL" / "marked").glob("*.png"))[0]
+  pixels = np.asarray(Image.open(source))
+  meta = FileMetaDataset()
+  meta.TransferSyntaxUID = ExplicitVRLittleEndian
+  meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+  meta.MediaStorageSOPInstanceUID = generate_uid()
+  ds = pydicom.Dataset()
+  ds.file_meta = meta
+  ds.Rows, ds.Columns = pixels.shape
+  ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+  ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+  ds.WindowCenter, ds.WindowWidth = 127.5, 256
+  ds.PixelData = pixels.tobytes()
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  ds.save_as(inputs / "film.dcm", enforce_file_format=True)
+  shutil.copy(source, inputs / "film_png.png")
+  (inputs / "broken.png").write_text("not an image")
+  out = tmp_path / "out"
+  assert cli.main(["explain", "--workdir", str(workdir), "--checkpoint", "latest", "--out",
+                   str(out), "--layer", "mixed2", str(inputs)]) == 1  # one bad file
+  stdout, stderr = capsys.readouterr()
+  assert "broken.png" in stderr and "Traceback" not in stderr
+  assert (out / "film.explain.png").stat().st_size > 20_000
+  assert (out / "film_png.explain.png").stat().st_size > 20_000
+  lines = [l for l in stdout.splitlines() if l.startswith(str(inputs))]
+  assert len(lines) == 2 and all(l.endswith("marked") for l in lines)
+  assert cli.main(["explain", "--workdir", str(workdir), "--out", str(out), "--layer", "mixed11",
+                   str(inputs)]) == 2
+  assert "--layer mixed11: expected one of mixed0" in capsys.readouterr().err
