@@ -95,8 +95,11 @@ def _predict(args) -> int:
   threshold, source = predict.decision_threshold(args.workdir, args.threshold)
   print(f"Threshold: probability > {threshold:.4f} calls the second class (from {source})",
         file=sys.stderr)
+  if args.tta < 0:
+    raise UserError(f"--tta {args.tta}: expected a number of augmented copies >= 0")
   results, class_names = predict.predict_files(args.workdir, args.inputs, args.checkpoint,
-                                               threshold=threshold)
+                                               threshold=threshold, tta=args.tta,
+                                               tta_seed=args.seed)
   if args.json:
     print(predict.format_json(results, class_names, threshold))
   elif args.csv:
@@ -193,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--threshold", type=float, metavar="P",
                  help="call the second class above probability P (default: the operating point "
                       "radjax evaluate chose on VAL, else 0.5)")
+  p.add_argument("--tta", type=int, default=0, metavar="N",
+                 help="test-time augmentation: predict N seeded augmented copies of each image "
+                      "(the run's augmentation) and report their mean and spread")
+  p.add_argument("--seed", type=int, default=0, help="seed of the --tta copies (default 0)")
   output = p.add_mutually_exclusive_group()
   output.add_argument("--json", action="store_true", help="print JSON instead of lines")
   output.add_argument("--csv", metavar="FILE", help="also write the predictions as CSV")

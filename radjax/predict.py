@@ -21,9 +21,10 @@ from radjax import images
 @dataclasses.dataclass
 class Prediction:
   path: str
-  probability: float | None = None  # probability of the second class (label 1)
+  probability: float | None = None  # probability of the second class (label 1); with TTA the mean
   label: str | None = None
   error: str | None = None
+  probability_sd: float | None = None  # with TTA: the spread over the augmented copies
 
 
 def expand(inputs) -> list[tuple[pathlib.Path, str | None]]:
@@ -59,10 +60,31 @@ def decision_threshold(workdir, threshold: float | None = None) -> tuple[float, 
   return 0.5, "default (no operating point: run radjax evaluate to choose one on VAL)"
 
 
+def tta_inputs(pixels, config, high_bit: bool, copies: int, seed: int,
+               augment_config=None) -> np.ndarray:
+  """`copies` training-style augmentations of one image (the run's augmentation settings, draws
+  of epochs 1..copies of `seed` for example 0), as model inputs. Disabled augmentation gives
+  `copies` identical plain inputs."""
+  from radjax import augment, preprocess
+
+  augment_config = config.augment if augment_config is None else augment_config
+  image = preprocess.cached_image(pixels, config, high_bit)
+  out = []
+  for epoch in range(1, copies + 1):
+    copy = image
+    if augment_config.enabled:
+      copy = augment.augment(image, augment.epoch_uniforms(seed, epoch, 1)[0], augment_config)
+    out.append(preprocess.to_model_input(copy, config.value_range).numpy())
+  return np.stack(out)
+
+
 def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
-                  threshold: float = 0.5) -> tuple[list[Prediction], list[str]]:
+                  threshold: float = 0.5, tta: int = 0, tta_seed: int = 0,
+                  augment_config=None) -> tuple[list[Prediction], list[str]]:
   """Predictions for every input file (errors included) and the checkpoint's class names. An
-  image is called the second class when its probability is above `threshold`."""
+  image is called the second class when its probability is above `threshold`. With `tta` N > 0,
+  each image is predicted as N seeded augmented copies (`tta_inputs`): the mean and the standard
+  deviation of their probabilities are reported, and the mean decides."""
   import jax
 
   from radjax import metrics, preprocess, run as run_lib
@@ -96,6 +118,17 @@ def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
     except images.ImageReadError as e:
       prediction.error = str(e).removeprefix(f"{path}: ")
       continue
+    if tta:
+      copies = tta_inputs(pixels, config, high_bit, tta, tta_seed, augment_config)
+      logits = np.concatenate([trained.steps.logits_of(trained.variables, [preprocess.pad_batch(
+          {"image": copies[k:k + batch_size], "label": np.zeros(len(copies[k:k + batch_size]),
+                                                                 np.int32)}, batch_size)])[0]
+                               for k in range(0, tta, batch_size)])
+      probabilities = metrics.sigmoid(logits)
+      prediction.probability = float(probabilities.mean())
+      prediction.probability_sd = float(probabilities.std())
+      prediction.label = class_names[int(prediction.probability > threshold)]
+      continue
     pending.append((prediction, preprocess.model_input(pixels, config, high_bit)))
     if len(pending) == batch_size:
       flush()
@@ -110,7 +143,8 @@ def format_text(results: list[Prediction], class_names) -> str:
     if r.error:
       lines.append(f"{r.path:<{width}}  ERROR  {r.error}")
     else:
-      lines.append(f"{r.path:<{width}}  p({class_names[1]})={r.probability:.4f}  {r.label}")
+      spread = "" if r.probability_sd is None else f" +- {r.probability_sd:.4f}"
+      lines.append(f"{r.path:<{width}}  p({class_names[1]})={r.probability:.4f}{spread}  {r.label}")
   return "\n".join(lines)
 
 
@@ -122,8 +156,9 @@ def format_json(results: list[Prediction], class_names, threshold: float = 0.5) 
 def format_csv(results: list[Prediction], class_names) -> str:
   out = io.StringIO()
   writer = csv.writer(out)
-  writer.writerow(["path", f"probability_{class_names[1]}", "class", "error"])
+  writer.writerow(["path", f"probability_{class_names[1]}", "class", "error", "probability_sd"])
   for r in results:
     writer.writerow([r.path, "" if r.probability is None else f"{r.probability:.6f}",
-                     r.label or "", r.error or ""])
+                     r.label or "", r.error or "",
+                     "" if r.probability_sd is None else f"{r.probability_sd:.6f}"])
   return out.getvalue()

@@ -106,12 +106,17 @@ def to_model_input(image, value_range: str):
   return tf.ensure_shape(tf.broadcast_to(image, shape), image.shape[:-1] + [3])
 
 
-def model_input(pixels: np.ndarray, config, high_bit: bool) -> np.ndarray:
-  """A decoded image (`images.read_image`) -> exactly what validation feeds the network."""
+def cached_image(pixels: np.ndarray, config, high_bit: bool):
+  """A decoded image -> what the pipeline caches, as float [0, 255] (S, S, C): what training
+  augments and validation feeds (after `to_model_input`)."""
   tf = tensorflow()
   dtype = cache_dtype(high_bit)
-  cached = quantize(resize(tf.constant(pixels, tf.float32), config), high_bit, dtype)
-  return to_model_input(dequantize(cached), config.value_range).numpy()
+  return dequantize(quantize(resize(tf.constant(pixels, tf.float32), config), high_bit, dtype))
+
+
+def model_input(pixels: np.ndarray, config, high_bit: bool) -> np.ndarray:
+  """A decoded image (`images.read_image`) -> exactly what validation feeds the network."""
+  return to_model_input(cached_image(pixels, config, high_bit), config.value_range).numpy()
 
 
 def pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.ndarray]:

@@ -513,3 +513,27 @@ def test_evaluate_reports_intervals_calibration_and_the_operating_point_predict_
     assert "--threshold" in capsys.readouterr().err
   assert cli.main(["evaluate", "--workdir", str(workdir), "--target-sensitivity", "2"]) == 2
   assert "--target-sensitivity 2.0: expected 0 < value <= 1" in capsys.readouterr().err
+
+
+def test_predict_with_test_time_augmentation(trained, tiny_data, capsys):
+  import copy
+
+  from radjax import predict
+
+  val = tiny_data / "VAL"
+  plain, _ = predict.predict_files(trained, [val], "latest")
+  off = copy.deepcopy(run_lib.load(trained, "latest").config.augment)
+  off.enabled = False
+  same, _ = predict.predict_files(trained, [val], "latest", tta=3, augment_config=off)
+  for a, b in zip(plain, same, strict=True):  # no augmentation: N copies of the plain input
+    assert b.probability == pytest.approx(a.probability, abs=1e-5) and b.probability_sd < 1e-6
+  args = ["predict", "--workdir", str(trained), "--checkpoint", "latest", "--json", "--tta", "4"]
+  runs = []
+  for seed in ("0", "0", "1"):
+    assert cli.main(args + ["--seed", seed, str(val)]) == 0
+    runs.append([(p["probability"], p["probability_sd"])
+                 for p in json.loads(capsys.readouterr().out)["predictions"]])
+  assert runs[0] == runs[1] and runs[0] != runs[2]  # seeded
+  assert any(sd > 1e-4 for _, sd in runs[0])  # the augmented copies really differ
+  assert cli.main(["predict", "--workdir", str(trained), "--tta", "-1", str(val)]) == 2
+  assert "--tta -1: expected" in capsys.readouterr().err
