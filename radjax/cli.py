@@ -5,6 +5,7 @@ Start with the tutorial's data:
   radjax train --config hello_world --workdir runs/hello --config.data_dir=DATA
   radjax evaluate --workdir runs/hello   metrics, confusion matrix, ROC curve
   radjax predict --workdir runs/hello scan.dcm more_scans/
+  radjax cv --config hello_world --workdir runs/cv --folds 5 --config.data_dir=DATA
 
 DATA holds TRAIN/ and VAL/ (optional TEST/), each with one folder per class.
 Every training setting is listed in configs/default.py; `radjax COMMAND --help` for details.
@@ -69,6 +70,17 @@ def _train(args) -> int:
     return 1
   print(f"Curves: {args.workdir}/curves.png  checkpoints: {args.workdir}/checkpoints\n"
         f"Next: radjax evaluate --workdir {args.workdir}")
+  return 0
+
+
+def _cv(args) -> int:
+  from radjax import config as config_lib, cv
+
+  config = config_lib.load_config(args.config, args.overrides)
+  summary = cv.cross_validate(config, args.workdir, args.folds, args.seeds, args.manifest)
+  print(cv.format_summary(summary))
+  print(f"Wrote {args.workdir}/{cv.SUMMARY}, {cv.ROC_FIGURE}, {cv.PREDICTIONS_CSV}; each fold's "
+        f"run in {args.workdir}/seed_S/fold_K")
   return 0
 
 
@@ -177,6 +189,26 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--workdir", required=True, help="run folder: checkpoints, metrics, curves")
   p.set_defaults(func=_train)
 
+  p = sub.add_parser(
+      "cv", help="stratified k-fold cross-validation; each fold a resumable training run",
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+      description="Cross-validates a config over every labelled image (TRAIN/ and VAL/ pooled,\n"
+                  "or one folder per class; TEST/ is left out). Duplicates and one patient's\n"
+                  "images stay in one fold. Rerunning continues unfinished folds.\n"
+                  "Settings as for train: --config.NAME=VALUE.",
+      epilog="Example: radjax cv --config hello_world --workdir runs/cv --folds 5 \\\n"
+             "          --config.data_dir=DATA --config.weights=none")
+  p.add_argument("--config", required=True, help="config file or a shipped config's name")
+  p.add_argument("--workdir", required=True, help="folder for the fold runs and the summary")
+  p.add_argument("--folds", type=int, default=0, metavar="K",
+                 help="number of folds (with --manifest: its folds)")
+  p.add_argument("--seeds", type=int, default=1, metavar="S",
+                 help="repeat with S seeds (config.seed, +1, ...): new folds and training seed; "
+                      "mean and sd over seeds (default 1)")
+  p.add_argument("--manifest", metavar="CSV",
+                 help="use the folds of a `radjax split --folds` manifest.csv instead")
+  p.set_defaults(func=_cv)
+
   p = sub.add_parser("evaluate", help="metrics, confusion matrix and ROC of a trained run")
   p.add_argument("--workdir", required=True, help="the training run's folder")
   p.add_argument("--data", help="dataset folder (default: the one the run trained on)")
@@ -221,7 +253,7 @@ def main(argv=None) -> int:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   parser = build_parser()
   args, unknown = parser.parse_known_args(argv)
-  if args.command == "train":
+  if args.command in ("train", "cv"):
     args.overrides = unknown  # --config.NAME=VALUE words, checked against the config
   elif unknown:
     parser.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -1,0 +1,446 @@
+"""`radjax cv`: stratified k-fold cross-validation, every fold a normal, resumable training run.
+
+    WORKDIR/plan.json                    which image is held out in which fold, per seed
+    WORKDIR/data/seed_S/fold_K/          TRAIN/ and VAL/ class folders of symbolic links
+    WORKDIR/seed_S/fold_K/               a `radjax train` run (evaluate, predict, explain work on it)
+    WORKDIR/seed_S/fold_K/held_out.json  its final-epoch predictions on the held-out fold
+    WORKDIR/cv.json, cv_roc.png, held_out.csv   the summary
+
+The images are every labelled image of the data directory: TRAIN/ and VAL/ pooled (TEST/ stays
+untouched, for a final test), or one folder per class; or the folds of a `radjax split --folds`
+manifest. Images that are exact duplicates (same bytes), near duplicates (perceptual hash within
+`audit.NEAR_DUPLICATE_MAX_DISTANCE` bits) or of one patient (DICOM PatientID) form one group, and a
+group is never split over folds (scikit-learn's StratifiedGroupKFold), so no fold is validated on
+an image its model was trained on.
+
+Each seed S repeats the whole cross-validation with its own fold assignment and training seed.
+The held-out predictions come from each fold's final epoch, never from its best checkpoint: that
+one was chosen on the held-out images themselves and would flatter them. The headline is the
+out-of-fold pooled ROC AUC (every image scored once, by the model that did not train on it) with
+a stratified bootstrap interval, and its mean and spread over seeds.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import sys
+
+import numpy as np
+
+from radjax import data, images, metrics, workdir as workdir_lib
+from radjax.errors import UserError
+
+PLAN = "plan.json"
+SUMMARY = "cv.json"
+ROC_FIGURE = "cv_roc.png"
+PREDICTIONS_CSV = "held_out.csv"
+HELD_OUT = "held_out.json"
+MIN_FOLDS = 2
+POOLED_SPLITS = ("train", "val")  # TEST/ is never pooled: it is the final, untouched test
+
+
+def fold_name(seed: int, fold: int) -> str:
+  return f"seed_{seed}/fold_{fold}"
+
+
+# ----------------------------------------------------------------------------------------------
+# The images, their groups and the folds
+# ----------------------------------------------------------------------------------------------
+
+def labelled_images(data_dir, dicom_voi: str = "auto"):
+  """(class names, [(path relative to data_dir, label)], note) of every labelled image: TRAIN/
+  and VAL/ pooled, or the class folders of an unsplit folder. Unreadable files are skipped by the
+  listing with a warning naming them."""
+  root = pathlib.Path(data_dir)
+  present = data.find_splits(root)  # raises for a missing directory
+  if present:
+    folders = data.list_folders(root, splits=POOLED_SPLITS, dicom_voi=dicom_voi)
+    examples = [e for split in POOLED_SPLITS for e in folders.splits[split]]
+    note = ("TRAIN/ and VAL/ pooled" + (f"; {present['test'].name}/ left out (the final test)"
+                                        if "test" in present else ""))
+    class_names = folders.class_names
+    found = [(pathlib.Path(e.path).relative_to(root).as_posix(), e.label) for e in examples]
+  else:
+    dirs = data.class_dirs(root)
+    class_names = [d.name for d in dirs]
+    if len(class_names) < 2:
+      raise UserError(f"{root}: found neither TRAIN/ and VAL/ nor two class folders "
+                      f"({class_names}); cross-validation needs labelled images")
+    data.check_binary(class_names, root)
+    found = []
+    for label, d in enumerate(dirs):
+      files, others = images.list_image_files(d)
+      for path, reason in others:
+        print(f"radjax cv: skipped {path}: {reason}", file=sys.stderr)
+      found += [(pathlib.Path(p).relative_to(root).as_posix(), label) for p in files]
+    note = "the class folders"
+  return class_names, sorted(found), note
+
+
+def manifest_images(manifest):
+  """(class names, [(path relative to the manifest's folder, label)], {path: fold}) from a
+  `radjax split --folds` manifest: its rows with a fold (the TRAIN images)."""
+  from radjax import split as split_lib
+
+  manifest = pathlib.Path(manifest)
+  if not manifest.is_file():
+    raise UserError(f"--manifest {manifest}: no such file")
+  with manifest.open(newline="") as f:
+    reader = csv.DictReader(f)
+    missing = [c for c in split_lib.MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+      raise UserError(f"{manifest}: not a `radjax split` manifest (no column {missing[0]!r})")
+    rows = [r for r in reader if r["fold"].strip()]
+  if not rows:
+    raise UserError(f"{manifest}: no row has a fold; write one with `radjax split --folds K`")
+  class_names = sorted({r["class"] for r in rows})
+  data.check_binary(class_names, manifest)
+  found, fold_of = [], {}
+  for line, r in enumerate(rows, start=2):
+    path = manifest.parent / r["path"]
+    if not path.is_file():
+      raise UserError(f"{manifest}: row {r['path']}: no such file {path}")
+    try:
+      fold_of[r["path"]] = int(r["fold"])
+    except ValueError:
+      raise UserError(f"{manifest}: row {r['path']}: fold {r['fold']!r} is not a number") from None
+    found.append((r["path"], class_names.index(r["class"])))
+  return class_names, sorted(found), fold_of
+
+
+def _identity(path: pathlib.Path, dicom_voi: str) -> tuple[str, int, str]:
+  """(SHA-256 of the bytes, perceptual hash, DICOM PatientID or "") of one image."""
+  from radjax import audit
+
+  sha = hashlib.sha256(path.read_bytes()).hexdigest()
+  phash = audit.perceptual_hash(images.read_image(path, dicom_voi))
+  patient = ""
+  if images.describe(path)["format"] == "DICOM":
+    import pydicom
+
+    patient = str(pydicom.dcmread(path, stop_before_pixels=True).get("PatientID", "")).strip()
+  return sha, phash, patient
+
+
+def groups_of(root, paths: list[str], dicom_voi: str = "auto") -> tuple[list[int], list[list[str]]]:
+  """Group index of every path: exact duplicates, near duplicates and one patient's images are
+  joined (transitively). Also returns the groups of more than one image, for the report."""
+  from radjax import audit
+  from tqdm import tqdm
+
+  identity = [_identity(pathlib.Path(root) / p, dicom_voi)
+              for p in tqdm(paths, desc="radjax cv: grouping duplicates", unit="image",
+                            file=sys.stderr, leave=False, disable=None)]  # None: only on a terminal
+  parent = list(range(len(paths)))
+
+  def find(i):
+    while parent[i] != i:
+      parent[i] = parent[parent[i]]
+      i = parent[i]
+    return i
+
+  def join(i, j):
+    parent[find(i)] = find(j)
+
+  first = {}
+  for i, (sha, _, patient) in enumerate(identity):
+    for key in (("sha", sha), ("patient", patient)) if patient else (("sha", sha),):
+      if key in first:
+        join(i, first[key])
+      first.setdefault(key, i)
+  for i, j, _ in audit.hamming_pairs([h for _, h, _ in identity],
+                                     audit.NEAR_DUPLICATE_MAX_DISTANCE):
+    join(i, j)
+  roots = [find(i) for i in range(len(paths))]
+  index = {r: k for k, r in enumerate(dict.fromkeys(roots))}
+  members = collections.defaultdict(list)
+  for p, r in zip(paths, roots):
+    members[index[r]].append(p)
+  return [index[r] for r in roots], [m for m in members.values() if len(m) > 1]
+
+
+def assign_folds(labels, groups, folds: int, seed: int) -> list[int]:
+  """Fold 1..folds of every image: stratified by label, groups kept whole, shuffled by `seed`."""
+  from sklearn.model_selection import StratifiedGroupKFold
+
+  fold_of = np.zeros(len(labels), int)
+  splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+  for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+    fold_of[held_out] = k + 1
+  return fold_of.tolist()
+
+
+def _check_folds(fold_of: list[int], labels: list[int], folds: int, class_names, where: str):
+  """Every fold must hold out, and train on, both classes: otherwise it has no AUC."""
+  for k in range(1, folds + 1):
+    held = [lab for f, lab in zip(fold_of, labels) if f == k]
+    rest = [lab for f, lab in zip(fold_of, labels) if f != k]
+    for name, part in (("holds out", held), ("trains on", rest)):
+      missing = [class_names[c] for c in range(len(class_names)) if c not in part]
+      if missing:
+        raise UserError(f"{where}: fold {k} {name} no {', '.join(missing)} image; every fold "
+                        "needs both classes (lower --folds, or add images)")
+
+
+def make_plan(data_dir, folds: int, seeds: list[int], dicom_voi: str = "auto",
+              manifest=None) -> dict:
+  """Which image is held out in which fold, for every seed; and the duplicate groups."""
+  if manifest is not None:
+    class_names, found, manifest_folds = manifest_images(manifest)
+    root, note = pathlib.Path(manifest).parent.resolve(), f"the folds of {manifest}"
+    used = sorted(set(manifest_folds.values()))
+    if folds and folds != len(used):
+      raise UserError(f"--folds {folds}: {manifest} has {len(used)} folds ({used})")
+    folds = len(used)
+    renumber = {f: k + 1 for k, f in enumerate(used)}
+  else:
+    if folds < MIN_FOLDS:
+      raise UserError(f"--folds {folds}: cross-validation needs at least {MIN_FOLDS} folds")
+    root = pathlib.Path(data_dir).resolve()
+    class_names, found, note = labelled_images(root, dicom_voi)
+  paths, labels = [p for p, _ in found], [lab for _, lab in found]
+  counts = collections.Counter(labels)
+  for c, name in enumerate(class_names):
+    if counts[c] < folds:
+      raise UserError(f"{root}: class {name} has {counts[c]} image(s), fewer than --folds {folds}")
+  groups, joined = groups_of(root, paths, dicom_voi)
+  assignment = {}
+  for seed in seeds:
+    if manifest is not None:  # the manifest's folds for every seed; seeds vary the training
+      fold_of = [renumber[manifest_folds[p]] for p in paths]
+      position = {p: i for i, p in enumerate(paths)}
+      for g in [g for g in joined if len({fold_of[position[p]] for p in g}) > 1]:
+        print(f"radjax cv: warning: {manifest}: duplicates or one patient's images in different "
+              f"folds: {', '.join(g)}", file=sys.stderr)
+    else:
+      fold_of = assign_folds(labels, groups, folds, seed)
+    _check_folds(fold_of, labels, folds, class_names, str(manifest or root))
+    assignment[str(seed)] = fold_of
+  return {"data_dir": str(root), "source": note, "manifest": str(manifest or ""),
+          "class_names": class_names, "folds": folds, "paths": paths, "labels": labels,
+          "groups": joined, "assignment": assignment}
+
+
+def _check_plan(stored: dict, plan: dict, workdir) -> None:
+  """A rerun must continue the same cross-validation: same images, labels and folds."""
+  for key in ("data_dir", "manifest", "class_names", "folds", "paths", "labels"):
+    if stored[key] != plan[key]:
+      what = "images" if key == "paths" else key
+      raise UserError(f"{workdir}: holds a cross-validation with different {what} (its "
+                      f"{PLAN} was made for another dataset or setting); use a new --workdir")
+  for seed, fold_of in plan["assignment"].items():
+    if seed in stored["assignment"] and stored["assignment"][seed] != fold_of:
+      raise UserError(f"{workdir}: seed {seed}'s folds differ from the stored {PLAN}; "
+                      "use a new --workdir")
+
+
+# ----------------------------------------------------------------------------------------------
+# The fold runs
+# ----------------------------------------------------------------------------------------------
+
+def _fold_data(plan: dict, seed: str, fold: int, target: pathlib.Path) -> pathlib.Path:
+  """TRAIN/ and VAL/ class folders of symbolic links to the fold's images (kept at their paths
+  below the class folder, so equal names never collide). Built once, atomically."""
+  if target.is_dir():
+    return target
+  building = target.with_name(target.name + ".partial")
+  shutil.rmtree(building, ignore_errors=True)
+  root = pathlib.Path(plan["data_dir"])
+  for path, label, f in zip(plan["paths"], plan["labels"], plan["assignment"][seed]):
+    split = "VAL" if f == fold else "TRAIN"
+    link = building / split / plan["class_names"][label] / path
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(root / path, link)
+  building.rename(target)
+  return target
+
+
+def _source_path(fold_data: pathlib.Path, path: str) -> str:
+  """The data-dir-relative path of a fold's linked image (below VAL/<class>/)."""
+  return pathlib.Path(*pathlib.Path(path).relative_to(fold_data).parts[2:]).as_posix()
+
+
+def held_out_predictions(fold_dir, epoch: int) -> dict:
+  """The logits of the fold's checkpoint of `epoch` on its held-out (VAL) images."""
+  from radjax import run as run_lib
+
+  trained = run_lib.load(fold_dir, str(epoch))
+  fold_data = pathlib.Path(trained.meta["data_dir"])
+  folders = data.list_folders(fold_data, splits=("val",), dicom_voi=trained.config.dicom_voi)
+  pipeline = data.Pipeline(folders, trained.config)
+  logits, labels = trained.steps.logits_of(
+      trained.variables, pipeline.eval_batches("val", trained.config.eval_batch_size))
+  return {"epoch": epoch,
+          "paths": [_source_path(fold_data, e.path) for e in pipeline.examples["val"]],
+          "labels": [int(x) for x in labels], "logits": [float(x) for x in logits]}
+
+
+def _fold_config(config, fold_data: pathlib.Path, seed: int):
+  fold_config = config.copy_and_resolve_references()
+  fold_config.data_dir = str(fold_data)
+  fold_config.seed = seed
+  return fold_config
+
+
+def run_fold(config, workdir: pathlib.Path, plan: dict, seed: int, fold: int) -> dict:
+  """Trains (or resumes, or skips) one fold and returns its held-out predictions."""
+  from radjax import train
+
+  fold_dir = workdir / fold_name(seed, fold)
+  done = fold_dir / HELD_OUT
+  if done.is_file():
+    result = json.loads(done.read_text())
+    if result["epoch"] == config.num_epochs:
+      print(f"radjax cv: {fold_name(seed, fold)}: done (epoch {result['epoch']})")
+      return result
+  fold_data = _fold_data(plan, str(seed), fold, workdir / "data" / fold_name(seed, fold))
+  held = plan["assignment"][str(seed)].count(fold)
+  print(f"radjax cv: {fold_name(seed, fold)}: training on {len(plan['paths']) - held} images, "
+        f"{held} held out -> {fold_dir}", flush=True)
+  train.train_and_evaluate(_fold_config(config, fold_data, seed), fold_dir)
+  result = held_out_predictions(fold_dir, config.num_epochs)
+  done.write_text(json.dumps(result, indent=1))
+  return result
+
+
+# ----------------------------------------------------------------------------------------------
+# The summary
+# ----------------------------------------------------------------------------------------------
+
+FOLD_METRICS = ("auc", "accuracy", "sensitivity", "specificity")
+
+
+def _mean_sd(values) -> dict:
+  values = [v for v in values if not np.isnan(v)]
+  if not values:
+    return {"mean": float("nan"), "sd": float("nan"), "n": 0}
+  return {"mean": float(np.mean(values)),
+          "sd": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
+          "n": len(values)}
+
+
+def summarize(plan: dict, results: dict[int, dict[int, dict]], bootstrap_seed: int = 0) -> dict:
+  """Per-fold metrics, the pooled out-of-fold metrics of every seed with bootstrap intervals,
+  and their mean and spread over seeds."""
+  per_seed = {}
+  for seed, by_fold in results.items():
+    folds = {}
+    for fold, r in sorted(by_fold.items()):
+      m = metrics.binary_metrics(r["logits"], r["labels"])
+      folds[str(fold)] = {k: m[k] for k in FOLD_METRICS + ("count",)}
+    logits = np.concatenate([r["logits"] for r in by_fold.values()])
+    labels = np.concatenate([r["labels"] for r in by_fold.values()])
+    pooled = metrics.binary_metrics(logits, labels)
+    per_seed[str(seed)] = {
+        "folds": folds,
+        "pooled": {k: pooled[k] for k in FOLD_METRICS + ("loss", "count", "confusion_matrix")},
+        "intervals": metrics.bootstrap_intervals(logits, labels, seed=bootstrap_seed)}
+  fold_values = [f for s in per_seed.values() for f in s["folds"].values()]
+  return {
+      "data_dir": plan["data_dir"], "source": plan["source"], "class_names": plan["class_names"],
+      "folds": plan["folds"], "seeds": [int(s) for s in per_seed], "images": len(plan["paths"]),
+      "groups_kept_whole": plan["groups"],
+      "predictions_from": "each fold's final epoch (not its best checkpoint, which was chosen "
+                          "on the held-out images)",
+      "per_seed": per_seed,
+      "pooled_over_seeds": {k: _mean_sd([s["pooled"][k] for s in per_seed.values()])
+                            for k in FOLD_METRICS},
+      "per_fold_over_all": {k: _mean_sd([f[k] for f in fold_values]) for k in FOLD_METRICS},
+  }
+
+
+def _cell(x: float) -> str:
+  return "  n/a" if x is None or np.isnan(x) else f"{x:.3f}"
+
+
+def format_summary(summary: dict) -> str:
+  """The per-fold table, then the pooled figures per seed and over seeds."""
+  lines = [f"Cross-validation: {summary['folds']} folds x {len(summary['seeds'])} seed(s), "
+           f"{summary['images']} images ({summary['source']}); "
+           f"{len(summary['groups_kept_whole'])} duplicate/patient group(s) kept whole",
+           f"{'seed':>4} {'fold':>4} {'n':>4}  " + "  ".join(f"{k:>11}" for k in FOLD_METRICS)]
+  for seed, s in summary["per_seed"].items():
+    for fold, m in s["folds"].items():
+      lines.append(f"{seed:>4} {fold:>4} {m['count']:>4}  "
+                   + "  ".join(f"{_cell(m[k]):>11}" for k in FOLD_METRICS))
+    p, ci = s["pooled"], s["intervals"]
+    lines.append(f"{seed:>4} {'all':>4} {p['count']:>4}  "
+                 + "  ".join(f"{_cell(p[k]):>11}" for k in FOLD_METRICS) + "   (pooled)")
+    lines.append(f"{'':>14}  " + "  ".join(f"[{_cell(ci[k][0])},{_cell(ci[k][1])}]"
+                                           .rjust(11) for k in FOLD_METRICS)
+                 + "   (95% bootstrap)")
+  over = summary["pooled_over_seeds"]["auc"]
+  spread = "" if np.isnan(over["sd"]) else f" +- {over['sd']:.3f} (sd over {over['n']} seeds)"
+  lines.append(f"Out-of-fold pooled ROC AUC: {_cell(over['mean'])}{spread}; held-out predictions "
+               "from each fold's final epoch")
+  return "\n".join(lines)
+
+
+def plot_cv_roc(summary: dict, results: dict[int, dict[int, dict]], path) -> None:
+  """The pooled out-of-fold ROC curve of every seed."""
+  from sklearn import metrics as skm
+
+  from radjax.plots import _figure
+
+  names = summary["class_names"]
+  fig = _figure(5, 5)
+  ax = fig.add_subplot()
+  for seed, by_fold in results.items():
+    logits = np.concatenate([r["logits"] for r in by_fold.values()])
+    labels = np.concatenate([r["labels"] for r in by_fold.values()])
+    fpr, tpr, _ = skm.roc_curve(labels, logits)
+    s = summary["per_seed"][str(seed)]
+    lo, hi = s["intervals"]["auc"]
+    ax.plot(fpr, tpr, lw=2, label=f"seed {seed}: AUC {s['pooled']['auc']:.3f} "
+                                  f"[{lo:.3f}, {hi:.3f}]")
+  ax.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="chance")
+  ax.set(xlabel=f"False positive rate (1 - specificity, {names[0]})",
+         ylabel=f"True positive rate (sensitivity, {names[1]})",
+         title=f"{summary['folds']}-fold CV, out-of-fold pooled", xlim=(0, 1), ylim=(0, 1.02))
+  ax.legend(loc="lower right", fontsize="small")
+  fig.savefig(path, dpi=120)
+
+
+def _write_predictions(plan: dict, results, path) -> None:
+  names = plan["class_names"]
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["seed", "fold", "path", "class", f"p_{names[1]}", "logit"])
+    for seed, by_fold in results.items():
+      for fold, r in sorted(by_fold.items()):
+        for p, lab, z in zip(r["paths"], r["labels"], r["logits"]):
+          writer.writerow([seed, fold, p, names[lab], f"{metrics.sigmoid(z):.6f}", f"{z:.6g}"])
+
+
+def cross_validate(config, workdir, folds: int, seeds: int = 1, manifest=None) -> dict:
+  """Runs (or continues) the cross-validation; writes and returns the summary (see module doc).
+
+  `seeds`: how many repetitions, with seeds config.seed, config.seed + 1, ...
+  """
+  if seeds < 1:
+    raise UserError(f"--seeds {seeds}: expected at least 1")
+  seed_list = [config.seed + i for i in range(seeds)]
+  workdir = workdir_lib.prepare(workdir)
+  with workdir_lib.lock(workdir):
+    data_dir = None if manifest else data.resolve_data_dir(config.data_dir)
+    plan = make_plan(data_dir, folds, seed_list, config.dicom_voi, manifest)
+    plan_file = workdir / PLAN
+    if plan_file.is_file():
+      stored = json.loads(plan_file.read_text())
+      _check_plan(stored, plan, workdir)
+      plan["assignment"] = {**stored["assignment"], **plan["assignment"]}
+    plan_file.write_text(json.dumps(plan, indent=1))
+    results = {seed: {fold: run_fold(config, workdir, plan, seed, fold)
+                      for fold in range(1, plan["folds"] + 1)}
+               for seed in seed_list}
+    summary = summarize(plan, results, bootstrap_seed=config.seed)
+    (workdir / SUMMARY).write_text(json.dumps(metrics.json_safe(summary), indent=2))
+    plot_cv_roc(summary, results, workdir / ROC_FIGURE)
+    _write_predictions(plan, results, workdir / PREDICTIONS_CSV)
+  return summary

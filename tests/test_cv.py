@@ -1,0 +1,185 @@
+"""`radjax cv`: folds that keep duplicates and patients whole, resumable fold runs, the summary."""
+
+import csv
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn import metrics as skm
+
+from radjax import cli, cv, split, train
+from radjax.errors import UserError
+from conftest import copy_subset
+from test_shortcuts import _anatomy, _write_dicom
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _labels_by_fold(plan, seed="0"):
+  folds = {}
+  for label, f in zip(plan["labels"], plan["assignment"][seed]):
+    folds.setdefault(f, []).append(label)
+  return folds
+
+
+@pytest.fixture
+def grouped_set(dataset_dir, tmp_path):
+  """Unsplit class folders (8 abd, 8 chest PNGs) plus: an exact copy, a JPEG re-encoding (near
+  duplicate) and 3 DICOM files of one patient with different pixels."""
+  root = tmp_path / "grouped"
+  for cls in ("abd", "chest"):
+    (root / cls).mkdir(parents=True)
+    for src in sorted((dataset_dir / "TRAIN" / cls).glob("*.png"))[:8]:
+      shutil.copy(src, root / cls / src.name)
+  shutil.copy(root / "abd" / "abd0.png", root / "abd" / "copy_of_abd0.png")
+  Image.open(root / "chest" / "chst33.png").convert("L").save(root / "chest" / "chst33_again.jpg",
+                                                              quality=90)
+  rng = np.random.default_rng(0)
+  for i in range(3):
+    _write_dicom(root / "chest" / f"patient_x_{i}.dcm", (_anatomy(rng) * 16).astype(np.uint16),
+                 PatientID="X")
+  return root
+
+
+def test_duplicates_and_one_patients_images_share_a_fold(grouped_set):
+  plan = cv.make_plan(grouped_set, folds=3, seeds=[0, 1, 2])
+  assert len(plan["paths"]) == 21
+  expected = [{"abd/abd0.png", "abd/copy_of_abd0.png"},
+              {"chest/chst33.png", "chest/chst33_again.jpg"},
+              {f"chest/patient_x_{i}.dcm" for i in range(3)}]
+  groups = [set(g) for g in plan["groups"]]
+  for group in expected:
+    assert group in groups
+  fold_of = {seed: dict(zip(plan["paths"], folds)) for seed, folds in plan["assignment"].items()}
+  for seed, folds in fold_of.items():
+    for group in expected:
+      assert len({folds[p] for p in group}) == 1, (seed, group)
+    assert sorted(set(folds.values())) == [1, 2, 3]
+    for labels in _labels_by_fold(plan, seed).values():  # stratified: both classes in every fold
+      assert set(labels) == {0, 1}
+  assert fold_of["0"] != fold_of["1"]  # seeds give new folds
+  assert cv.make_plan(grouped_set, folds=3, seeds=[0])["assignment"]["0"] == plan["assignment"]["0"]
+
+
+def test_split_folders_are_pooled_and_test_is_left_out(dataset_dir, tmp_path):
+  root = copy_subset(dataset_dir, tmp_path / "d", {"TRAIN": 4, "VAL": 2, "TEST": 1})
+  plan = cv.make_plan(root, folds=2, seeds=[0])
+  assert len(plan["paths"]) == 12 and not any(p.startswith("TEST/") for p in plan["paths"])
+  assert "TEST/ left out" in plan["source"]
+  assert plan["class_names"] == ["abd", "chest"]
+
+
+def test_bad_settings_are_refused_in_one_line(grouped_set, tmp_path):
+  with pytest.raises(UserError, match="--folds 1: cross-validation needs at least 2"):
+    cv.make_plan(grouped_set, folds=1, seeds=[0])
+  with pytest.raises(UserError, match="class abd has 9 image.*fewer than --folds 10"):
+    cv.make_plan(grouped_set, folds=10, seeds=[0])
+  with pytest.raises(UserError, match="no such file"):
+    cv.make_plan(None, folds=0, seeds=[0], manifest=tmp_path / "missing.csv")
+  (tmp_path / "bad.csv").write_text("path,label\nx.png,abd\n")
+  with pytest.raises(UserError, match="not a `radjax split` manifest"):
+    cv.make_plan(None, folds=0, seeds=[0], manifest=tmp_path / "bad.csv")
+  (tmp_path / "one").mkdir()
+  (tmp_path / "one" / "abd").mkdir()
+  with pytest.raises(UserError, match="neither TRAIN/ and VAL/ nor two class folders"):
+    cv.make_plan(tmp_path / "one", folds=2, seeds=[0])
+
+
+def test_the_folds_of_a_split_manifest_are_used(grouped_set, tmp_path):
+  dst = tmp_path / "split"
+  split.split_dataset(grouped_set, dst, val=2, seed=0, folds=3)
+  with (dst / split.MANIFEST).open() as f:
+    rows = [r for r in csv.DictReader(f) if r["fold"]]
+  plan = cv.make_plan(None, folds=0, seeds=[0, 1], manifest=dst / split.MANIFEST)
+  assert plan["folds"] == 3 and len(plan["paths"]) == len(rows) == 19
+  by_path = {r["path"]: int(r["fold"]) + 1 for r in rows}  # the manifest counts folds from 0
+  for seed in ("0", "1"):
+    assert dict(zip(plan["paths"], plan["assignment"][seed])) == by_path
+  with pytest.raises(UserError, match="--folds 4: .* has 3 folds"):
+    cv.make_plan(None, folds=4, seeds=[0], manifest=dst / split.MANIFEST)
+
+
+@pytest.fixture(scope="module")
+def small_set(dataset_dir, tmp_path_factory):
+  """6 abd + 6 chest training and 1 + 1 validation images: two folds of 7 (steps of 5)."""
+  return copy_subset(dataset_dir, tmp_path_factory.mktemp("cv"), {"TRAIN": 6, "VAL": 1})
+
+
+def _cv_args(data_dir, workdir, jit_cache, *extra):
+  return ["cv", "--config", str(REPO / "configs" / "smoke.py"), "--workdir", str(workdir),
+          "--folds", "2", f"--config.data_dir={data_dir}", "--config.num_epochs=1",
+          f"--config.compilation_cache={jit_cache}", *extra]
+
+
+def test_cv_end_to_end_resumes_an_interrupted_fold(small_set, tmp_path, monkeypatch, capsys):
+  workdir, jit_cache = tmp_path / "cv", str(tmp_path / "jit")
+  real_train, trained = train.train_and_evaluate, []
+
+  def interrupted_on_fold_2(config, fold_dir):
+    if pathlib.Path(fold_dir).name == "fold_2":
+      raise KeyboardInterrupt
+    trained.append(pathlib.Path(fold_dir).name)
+    return real_train(config, fold_dir)
+
+  monkeypatch.setattr(train, "train_and_evaluate", interrupted_on_fold_2)
+  with pytest.raises(KeyboardInterrupt):
+    cli.main(_cv_args(small_set, workdir, jit_cache))
+  assert trained == ["fold_1"] and (workdir / "seed_0/fold_1" / cv.HELD_OUT).is_file()
+  fold_1 = (workdir / "seed_0/fold_1" / cv.HELD_OUT).read_text()
+
+  def counted(config, fold_dir):
+    trained.append(pathlib.Path(fold_dir).name)
+    return real_train(config, fold_dir)
+
+  monkeypatch.setattr(train, "train_and_evaluate", counted)
+  capsys.readouterr()
+  assert cli.main(_cv_args(small_set, workdir, jit_cache)) == 0
+  out = capsys.readouterr().out
+  assert trained == ["fold_1", "fold_2"]  # the rerun trained only the unfinished fold
+  assert "seed_0/fold_1: done (epoch 1)" in out
+  assert (workdir / "seed_0/fold_1" / cv.HELD_OUT).read_text() == fold_1
+
+  summary = json.loads((workdir / cv.SUMMARY).read_text())
+  assert (workdir / cv.ROC_FIGURE).stat().st_size > 10_000
+  with (workdir / cv.PREDICTIONS_CSV).open() as f:
+    rows = list(csv.DictReader(f))
+  # Every labelled image is held out exactly once, by the fold that did not train on it.
+  plan = json.loads((workdir / cv.PLAN).read_text())
+  assert sorted(r["path"] for r in rows) == plan["paths"] and len(rows) == 14
+  for r in rows:
+    assert int(r["fold"]) == plan["assignment"]["0"][plan["paths"].index(r["path"])]
+    fold_data = workdir / "data/seed_0" / f"fold_{r['fold']}"
+    assert (fold_data / "VAL" / r["class"] / r["path"]).is_symlink()
+    assert not (fold_data / "TRAIN" / r["class"] / r["path"]).exists()
+  labels = [int(r["class"] == "chest") for r in rows]
+  logits = [float(r["logit"]) for r in rows]
+  pooled = summary["per_seed"]["0"]["pooled"]
+  assert pooled["auc"] == pytest.approx(skm.roc_auc_score(labels, logits))
+  assert pooled["count"] == 14
+  low, high = summary["per_seed"]["0"]["intervals"]["auc"]
+  assert low <= pooled["auc"] <= high
+  assert [f["count"] for f in summary["per_seed"]["0"]["folds"].values()] == [7, 7]
+  assert "Out-of-fold pooled ROC AUC" in out
+
+  # Each fold is a normal run: its held-out predictions are its final checkpoint's on its VAL.
+  fold_dir = workdir / "seed_0/fold_2"
+  assert cli.main(["evaluate", "--workdir", str(fold_dir), "--checkpoint", "latest"]) == 0
+  evaluated = json.loads((fold_dir / "metrics.json").read_text())
+  assert evaluated["auc"] == pytest.approx(summary["per_seed"]["0"]["folds"]["2"]["auc"])
+
+  # Another dataset in the same workdir is refused, in one line.
+  capsys.readouterr()
+  assert cli.main(_cv_args(small_set, workdir, jit_cache, "--folds", "3")) == 2
+  err = capsys.readouterr().err
+  assert "holds a cross-validation with different folds" in err and len(err.splitlines()) == 1
+
+
+def test_cli_cv_refuses_one_fold(small_set, tmp_path, capsys):
+  assert cli.main(_cv_args(small_set, tmp_path / "w", str(tmp_path / "jit"), "--folds", "1")) == 2
+  err = capsys.readouterr().err
+  assert err.strip() == "radjax cv: error: --folds 1: cross-validation needs at least 2 folds"
+  assert cli.main(_cv_args(small_set, tmp_path / "w", str(tmp_path / "jit"), "--seeds", "0")) == 2
+  assert "--seeds 0: expected at least 1" in capsys.readouterr().err
