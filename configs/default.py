@@ -34,6 +34,10 @@ def get_config():
   config.augment.horizontal_flip = True
   config.augment.fill_mode = "nearest"     # or "reflect" (the two that match Keras exactly)
   config.augment.interpolation = "bilinear"
+  # Where the augmentation runs: "host" (tf.data, TensorFlow's resampler) or "device" (inside the
+  # jitted train step, radjax/device_augment.py: the host only decodes, caches and batches; needed
+  # to train from pre-decoded .npz arrays without TensorFlow). Same transforms, to float rounding.
+  config.augment_on = "host"
 
   # Model.
   config.weights = "imagenet"      # "imagenet", "none", a Keras .h5 file or a converted directory

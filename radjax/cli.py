@@ -73,6 +73,18 @@ def _train(args) -> int:
   return 0
 
 
+def _export_arrays(args) -> int:
+  from radjax import arrays, config as config_lib
+
+  config = config_lib.load_config(args.config, args.overrides)
+  result = arrays.export(config, args.out)
+  counts = ", ".join(f"{split} {sum(c.values())}" for split, c in result["counts"].items())
+  print(f"Wrote {result['path']} ({result['bytes'] / 2**20:.1f} MiB; {counts} images). Train "
+        f"from it without TensorFlow: --config.data_dir={result['path']} "
+        "--config.augment_on=device")
+  return 0
+
+
 def _cv(args) -> int:
   from radjax import config as config_lib, cv
 
@@ -190,6 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(func=_train)
 
   p = sub.add_parser(
+      "export-arrays", help="decode a dataset once into a .npz that trains without TensorFlow",
+      description="Writes the training pipeline's decoded, resized, quantized images (every "
+                  "split) to one .npz file. `radjax train --config.data_dir=FILE.npz "
+                  "--config.augment_on=device` then needs no TensorFlow (e.g. on a GPU machine). "
+                  "Settings as for train: --config.NAME=VALUE (image_size, resize, "
+                  "resize_method and dicom_voi are stored and must match at training).")
+  p.add_argument("--config", required=True, help="config file or a shipped config's name")
+  p.add_argument("--out", required=True, help="the .npz file to write")
+  p.set_defaults(func=_export_arrays)
+
+  p = sub.add_parser(
       "cv", help="stratified k-fold cross-validation; each fold a resumable training run",
       formatter_class=argparse.RawDescriptionHelpFormatter,
       description="Cross-validates a config over every labelled image (TRAIN/ and VAL/ pooled,\n"
@@ -253,7 +276,7 @@ def main(argv=None) -> int:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   parser = build_parser()
   args, unknown = parser.parse_known_args(argv)
-  if args.command in ("train", "cv"):
+  if args.command in ("train", "cv", "export-arrays"):
     args.overrides = unknown  # --config.NAME=VALUE words, checked against the config
   elif unknown:
     parser.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -28,6 +28,7 @@ CHOICES = {
     # Keras' "constant" and "wrap" fill differ from TensorFlow's at the border: only these two match.
     "augment.fill_mode": ("nearest", "reflect"),
     "augment.interpolation": ("bilinear", "nearest"),
+    "augment_on": ("host", "device"),
 }
 MIN_IMAGE_SIZE = 75  # InceptionV3's smallest input
 AT_LEAST_ONE = ("batch_size", "eval_batch_size", "num_epochs", "hidden_units", "keep_checkpoints")

@@ -159,6 +159,16 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
   return Folders(root, class_names, result, skipped)
 
 
+def open_pipeline(data_dir, config, splits=("train", "val")):
+  """The input pipeline of a class-folder dataset (tf.data) or of pre-decoded arrays (a .npz file
+  written by `radjax export-arrays`: numpy only, no TensorFlow)."""
+  from radjax import arrays
+
+  if arrays.is_arrays(data_dir):
+    return arrays.ArrayPipeline(arrays.load(data_dir), config, splits)
+  return Pipeline(list_folders(data_dir, splits=splits, dicom_voi=config.dicom_voi), config)
+
+
 # The tutorial's own archive (github.com/paras42/Hello_World_Deep_Learning); no hash is published.
 PUBLIC_DATASET_URL = ("https://github.com/paras42/Hello_World_Deep_Learning/raw/master/"
                       "Open_I_abd_vs_CXRs.zip")
@@ -228,6 +238,13 @@ class Pipeline:
                      for split, examples in folders.splits.items()}
     self._cached = {split: self._decoded(examples) for split, examples in self.examples.items()}
 
+  @property
+  def class_names(self) -> list[str]:
+    return self.folders.class_names
+
+  def counts(self) -> dict[str, dict[str, int]]:
+    return self.folders.counts()
+
   def num_examples(self, split: str) -> int:
     return len(self.examples[split])
 
@@ -288,6 +305,8 @@ class Pipeline:
           lambda image, label, index: (image, label, tf.gather(transforms, index)))
 
     def augment(image, label, transform):
+      if config.augment_on == "device":  # the jitted step augments (radjax.device_augment)
+        return {"image": image, "label": label, "transform": transform}
       image = preprocess.dequantize(image)
       if config.augment.enabled:
         image = aug.apply_transform(image, transform, config.augment.fill_mode,
@@ -308,6 +327,8 @@ class Pipeline:
     tf, config = tensorflow(), self.config
 
     def prepare(image, label, index):
+      if config.augment_on == "device":  # cached integers: a quarter of the bytes to the device
+        return {"image": image, "label": label, "index": index}
       return {"image": preprocess.to_model_input(preprocess.dequantize(image), config.value_range),
               "label": label, "index": index}
 

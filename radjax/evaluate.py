@@ -46,14 +46,14 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
   config = trained.config
   data_dir, source = data_dir_of(trained, data_dir)
   split = data.SPLIT_ALIASES.get(split.lower(), split.lower())
-  folders = data.list_folders(data_dir, splits=(split,), dicom_voi=config.dicom_voi)
-  if split not in folders.splits:
+  pipeline = data.open_pipeline(data_dir, config, splits=(split,))
+  if split not in pipeline.examples:
     raise UserError(f"{data_dir}: no {split.upper()} split folder")
-  if folders.class_names != trained.class_names:
-    raise UserError(f"{data_dir}: classes {folders.class_names} differ from the checkpoint's "
+  if pipeline.class_names != trained.class_names:
+    raise UserError(f"{data_dir}: classes {pipeline.class_names} differ from the checkpoint's "
                     f"{trained.class_names}")
   logits, labels = trained.steps.logits_of(
-      trained.variables, data.Pipeline(folders, config).eval_batches(split, config.eval_batch_size))
+      trained.variables, pipeline.eval_batches(split, config.eval_batch_size))
   result = metrics.binary_metrics(logits, labels)
   result["intervals"] = metrics.bootstrap_intervals(logits, labels, seed=config.seed)
   result["exact_intervals"] = metrics.exact_intervals(result)

@@ -8,6 +8,7 @@ TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -66,6 +67,15 @@ def initial_variables(config, model):
   return weights.load_into_classifier(variables, config.weights)
 
 
+def prepare(config):
+  """batch -> model input inside the jitted steps: float batches pass through; cached integer
+  pixels (`augment_on="device"`) are augmented and scaled there (radjax.device_augment)."""
+  from radjax import device_augment
+
+  return functools.partial(device_augment.model_input, augment=config.augment,
+                           value_range=config.value_range)
+
+
 @dataclasses.dataclass
 class Run:
   """Everything the loop needs besides data. `state` is replicated over the mesh."""
@@ -83,7 +93,7 @@ def build(config, devices=None) -> Run:
   model = create_model(config)
   variables, report = initial_variables(config, model)
   tx = make_optimizer(config, variables["params"])
-  steps = steps_lib.Steps(model, tx, steps_lib.make_mesh(devices))
+  steps = steps_lib.Steps(model, tx, steps_lib.make_mesh(devices), prepare(config))
   return Run(config, model, tx, steps, steps.replicate(steps_lib.create_state(variables, tx)),
              report)
 
@@ -108,6 +118,6 @@ def load(workdir, which: str = "best") -> Trained:
   config = config_lib.config_from_dict(meta["config"])
   data.check_binary(meta["class_names"], f"{workdir} (checkpoint of epoch {epoch})")
   model = create_model(config)
-  steps = steps_lib.Steps(model, None, steps_lib.make_mesh())
+  steps = steps_lib.Steps(model, None, steps_lib.make_mesh(), prepare(config))
   return Trained(config, list(meta["class_names"]), meta, epoch, model, steps,
                  steps.replicate(variables))

@@ -38,14 +38,22 @@ def create_state(variables, tx) -> TrainState:
                     batch_stats=variables["batch_stats"], opt_state=tx.init(variables["params"]))
 
 
-def train_step(state: TrainState, batch, rng, *, model: nn.Module, tx) -> tuple[TrainState, dict]:
+def images_of(batch):
+  """A batch's model input when the host prepared it (the default `prepare`)."""
+  return batch["image"]
+
+
+def train_step(state: TrainState, batch, rng, *, model: nn.Module, tx,
+               prepare=images_of) -> tuple[TrainState, dict]:
   """One Adam step on binary cross-entropy. Dropout randomness: fold_in(rng, step), so every step
-  draws new masks and a resumed run draws the masks the uninterrupted one would have."""
+  draws new masks and a resumed run draws the masks the uninterrupted one would have.
+  `prepare(batch)` gives the model input (with `augment_on="device"` it augments cached pixels)."""
   dropout_rng = jax.random.fold_in(rng, state.step)
+  images = prepare(batch)
 
   def loss_fn(params):
     logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                  batch["image"], train=True, rngs={"dropout": dropout_rng},
+                                  images, train=True, rngs={"dropout": dropout_rng},
                                   mutable=["batch_stats"])
     loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"].astype(logits.dtype)).mean()
     return loss, (logits, updates["batch_stats"])
@@ -83,17 +91,20 @@ def make_mesh(devices=None) -> Mesh:
 class Steps:
   """The jitted, sharded functions of one run. Compiled once per input shape."""
 
-  def __init__(self, model: nn.Module, tx, mesh: Mesh):
-    """`tx` may be None when only inference (`logits`) is used."""
+  def __init__(self, model: nn.Module, tx, mesh: Mesh, prepare=images_of):
+    """`tx` may be None when only inference (`logits`) is used. `prepare(batch)` -> model input:
+    batches are dicts with "image" (and "transform" for device augmentation)."""
     self.mesh = mesh
     self.replicated = NamedSharding(mesh, P())
     self.data = NamedSharding(mesh, P("data"))
-    self.train = jax.jit(functools.partial(train_step, model=model, tx=tx),
+    self.train = jax.jit(functools.partial(train_step, model=model, tx=tx, prepare=prepare),
                          in_shardings=(self.replicated, self.data, self.replicated),
                          out_shardings=(self.replicated, self.replicated), donate_argnums=0)
-    self.logits = jax.jit(functools.partial(predict_logits, model=model),
+    self.logits = jax.jit(lambda variables, batch: predict_logits(variables, prepare(batch),
+                                                                  model=model),
                           in_shardings=(self.replicated, self.data), out_shardings=self.replicated)
-    self.moments = jax.jit(functools.partial(batch_moments, model=model),
+    self.moments = jax.jit(lambda variables, batch, rng: batch_moments(variables, prepare(batch),
+                                                                       rng, model=model),
                            in_shardings=(self.replicated, self.data, self.replicated),
                            out_shardings=self.replicated)
 
@@ -110,6 +121,11 @@ class Steps:
 
     return {k: local(v) for k, v in batch.items()}
 
+  def on_device(self, batch: dict) -> dict[str, jax.Array]:
+    """A batch's images as sharded device arrays (already placed ones are kept as they are)."""
+    image = batch["image"]
+    return {"image": image} if isinstance(image, jax.Array) else self.shard({"image": image})
+
   def replicate(self, tree):
     return jax.device_put(tree, self.replicated)
 
@@ -117,7 +133,7 @@ class Steps:
     """(logits, labels) of every real example of padded `batches` (see preprocess.pad_batch)."""
     logits, labels = [], []
     for batch in batches:
-      out = self.logits(variables, self.shard({"image": batch["image"]})["image"])
+      out = self.logits(variables, self.shard({"image": batch["image"]}))
       logits.append(np.asarray(out)[batch["mask"]])
       labels.append(batch["label"][batch["mask"]])
     return np.concatenate(logits), np.concatenate(labels)
@@ -132,8 +148,7 @@ class Steps:
     elsewhere. Both are two-pass (no E[x^2] - mean^2, which loses digits in float32). Layers in
     inference mode (frozen) keep their statistics.
     """
-    per_batch = [self.moments(state.variables, self.shard({"image": b["image"]})["image"], rng)
-                 for b in batches]
+    per_batch = [self.moments(state.variables, self.on_device(b), rng) for b in batches]
     if not per_batch:
       raise UserError("precise BatchNorm needs at least one full training batch "
                       "(batch_size exceeds the training images)")

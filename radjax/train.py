@@ -13,7 +13,6 @@ import pathlib
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from radjax import checkpoints, config as config_lib, data, metrics, report, run as run_lib
@@ -48,13 +47,12 @@ def train_and_evaluate(config, workdir) -> list[dict]:
 def _train(config, workdir: pathlib.Path) -> list[dict]:
   enable_compilation_cache(config.compilation_cache)
   data_dir = data.resolve_data_dir(config.data_dir).resolve()
-  folders = data.list_folders(data_dir, dicom_voi=config.dicom_voi)
-  pipeline = data.Pipeline(folders, config)
+  pipeline = data.open_pipeline(data_dir, config)
   steps_per_epoch = pipeline.steps_per_epoch(config.batch_size)
   if steps_per_epoch == 0:
     raise UserError(f"--config.batch_size={config.batch_size}: exceeds the "
                     f"{pipeline.num_examples('train')} training images")
-  print(f"Data: {data_dir}  classes {folders.class_names}  counts {folders.counts()}")
+  print(f"Data: {data_dir}  classes {pipeline.class_names}  counts {pipeline.counts()}")
 
   run = run_lib.build(config)
   print(run.weights_report)
@@ -63,7 +61,7 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
   resumed = checkpoints.restore_for_resume(mngr, state, workdir)
   if resumed is not None:
     state, meta, latest = resumed
-    changes = _check_resume(meta, config, data_dir, folders.class_names, workdir)
+    changes = _check_resume(meta, config, data_dir, pipeline.class_names, workdir)
     start = latest + 1
     print(f"Resuming from the checkpoint of epoch {latest} in {mngr.directory}")
   reporter = report.Reporter(workdir, config.num_epochs, last_kept=start - 1)
@@ -76,9 +74,12 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
     mngr.close()
     return report.epoch_records(reporter.history)
 
+  recalibration = _recalibration_batches(run, pipeline)
   rng = jax.random.fold_in(jax.random.key(config.seed), TRAIN_STREAM)
-  train_step = _compile_train_step(run, state, rng)
   batches = pipeline.train_batches(config.batch_size, start, config.num_epochs)
+  first = next(batches)  # its shapes and dtypes are the compiled step's
+  train_step = _compile_train_step(run, state, first, rng)
+  batches = itertools.chain([first], batches)
   for epoch in range(start, config.num_epochs + 1):
     started = time.perf_counter()
     state, train_metrics = _train_epoch(run, train_step, state, batches, rng, epoch,
@@ -89,23 +90,42 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
       raise TrainingError(f"training loss became {train_metrics['loss']} in epoch {epoch}; "
                           f"stopped without saving. Last good checkpoint: {kept} in "
                           f"{mngr.directory}.")
-    if config.precise_bn:
-      state = state.replace(batch_stats=run.steps.precise_batch_stats(
-          state, pipeline.recalibration_batches(config.batch_size), rng))
+    if recalibration:
+      state = state.replace(batch_stats=run.steps.precise_batch_stats(state, recalibration, rng))
+    recalibrated = time.perf_counter()
     val_logits, val_labels = run.steps.logits_of(
         state.variables, pipeline.eval_batches("val", config.eval_batch_size))
     val = metrics.binary_metrics(val_logits, val_labels)
+    validated = time.perf_counter()
     record = {"epoch": epoch, **train_metrics,
               "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_auc": val["auc"],
               "images_per_s": steps_per_epoch * config.batch_size / train_seconds,
+              "train_seconds": train_seconds,
+              "precise_bn_seconds": recalibrated - started - train_seconds,
+              "val_seconds": validated - recalibrated,
               "epoch_seconds": time.perf_counter() - started}
     reporter.epoch(record)  # metrics.jsonl first: a resume drops lines after its checkpoint
-    checkpoints.save(mngr, epoch, state, checkpoints.metadata(config, folders.class_names, epoch,
+    checkpoints.save(mngr, epoch, state, checkpoints.metadata(config, pipeline.class_names, epoch,
                                                               record, str(data_dir)))
   reporter.close()
   mngr.close()
-  _final_summary(config.num_epochs, val_logits, val_labels, folders.class_names, config.seed)
+  _final_summary(config.num_epochs, val_logits, val_labels, pipeline.class_names, config.seed)
   return report.epoch_records(reporter.history)
+
+
+def _recalibration_batches(run, pipeline) -> list[dict]:
+  """Precise BN's batches, placed on the devices once: they are the same in every epoch. None when
+  it is off, or when no BatchNorm layer trains (fine_tune="head": every one keeps its statistics,
+  so the pass would change nothing)."""
+  from radjax.models.stages import NUM_STAGES, frozen_stages
+
+  config = run.config
+  if not config.precise_bn:
+    return []
+  if frozen_stages(config.fine_tune) == NUM_STAGES:
+    print("Precise BN: skipped, no BatchNorm layer trains (fine_tune=head)")
+    return []
+  return [run.steps.on_device(b) for b in pipeline.recalibration_batches(config.batch_size)]
 
 
 def _final_summary(epoch: int, logits, labels, class_names, seed: int) -> None:
@@ -120,11 +140,9 @@ def _final_summary(epoch: int, logits, labels, class_names, seed: int) -> None:
         "its calibration and operating point)")
 
 
-def _compile_train_step(run, state, rng):
-  config = run.config
-  image_shape = (config.batch_size, config.image_size, config.image_size, 3)
-  example = {"image": jax.ShapeDtypeStruct(image_shape, jnp.float32, sharding=run.steps.data),
-             "label": jax.ShapeDtypeStruct(image_shape[:1], jnp.int32, sharding=run.steps.data)}
+def _compile_train_step(run, state, batch, rng):
+  example = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=run.steps.data)
+             for k, v in batch.items()}
   started = time.perf_counter()
   compiled = run.steps.train.lower(state, example, rng).compile()
   print(f"Compiled the train step in {time.perf_counter() - started:.1f} s "

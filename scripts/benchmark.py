@@ -320,6 +320,31 @@ def bench_torch_step(device_kind: str, batch: int, mode: str, args) -> None:
        repeats=[t / args.steps * 1e3 for t in times], version=torch.__version__)
 
 
+def bench_compile_cache(device_kind: str, args) -> None:
+  """The batch-5 float32 step's compile time in two fresh processes sharing one persistent
+  compilation cache: cold (empty cache), then warm (what a second `radjax train` pays)."""
+  import subprocess
+
+  with tempfile.TemporaryDirectory() as cache:
+    seconds = []
+    for _ in ("cold", "warm"):
+      out = subprocess.run([sys.executable, __file__, "--compile-once", device_kind, cache,
+                            "--image-size", str(args.image_size)],
+                           capture_output=True, text=True, check=True).stdout
+      seconds.append(json.loads(out.strip().splitlines()[-1])["compile_s"])
+  emit(part="compile_cache", impl="radjax", device=device_kind, batch=5, dtype="float32",
+       cold_s=seconds[0], warm_s=seconds[1])
+
+
+def _compile_once(device_kind: str, cache: str, args) -> None:
+  import jax
+
+  jax.config.update("jax_compilation_cache_dir", cache)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  compile_s = _compiled_radjax_step(device_kind, 5, "float32", args)[-1]
+  print(json.dumps({"compile_s": compile_s}))
+
+
 # ----------------------------------------------------------------------------------------------
 # Input pipeline and end to end
 # ----------------------------------------------------------------------------------------------
@@ -387,21 +412,26 @@ def bench_pipeline(args) -> None:
 
 
 def bench_end_to_end(args) -> None:
-  if not _tensorflow_available("end_to_end"):
-    return
+  """hello_world epochs through `train.train_and_evaluate`, from class folders (tf.data) or, with
+  `--arrays`, from a pre-decoded .npz with device augmentation (no TensorFlow needed)."""
+  augment_on = args.augment_on or ("device" if args.arrays else "host")
+  if not args.arrays and not _tensorflow_available("end_to_end"):
+    return  # skipped: pass --arrays FILE.npz (written by `radjax export-arrays`)
   from radjax import config as config_lib, train
 
+  data_dir = args.arrays or args.data_dir
   config = config_lib.load_config(REPO / "configs" / "hello_world.py", [
-      "--config.weights=none", f"--config.data_dir={args.data_dir}",
+      "--config.weights=none", f"--config.data_dir={data_dir}",
       f"--config.num_epochs={args.e2e_epochs}", f"--config.image_size={args.image_size}",
-      "--config.compilation_cache="])
+      f"--config.augment_on={augment_on}", "--config.compilation_cache="])
   with tempfile.TemporaryDirectory() as workdir:
     start = time.perf_counter()
     history = train.train_and_evaluate(config, workdir)
     total = time.perf_counter() - start
   emit(part="end_to_end", impl="radjax", config="hello_world", epochs=args.e2e_epochs,
        total_s=total, epoch_s=[h["epoch_seconds"] for h in history],
-       train_images_per_s=[h["images_per_s"] for h in history], image_size=args.image_size)
+       train_images_per_s=[h["images_per_s"] for h in history], image_size=args.image_size,
+       augment_on=augment_on, data="arrays" if args.arrays else "folders")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -435,9 +465,14 @@ def table() -> str:
                  f"{r['images_per_s']:.1f} | | {ratio} |")
   for r in RESULTS:
     if r["part"] == "end_to_end" and "skipped" not in r:
-      lines.append(f"| hello_world epoch | radjax | default | 5 | float32 | "
+      lines.append(f"| hello_world epoch ({r['data']}, augment on {r['augment_on']}) | radjax | "
+                   "default | 5 | float32 | "
                    f"{' / '.join(f'{s:.1f} s' for s in r['epoch_s'])} | "
                    f"{' / '.join(f'{s:.1f}' for s in r['train_images_per_s'])} | | |")
+  for r in RESULTS:
+    if r["part"] == "compile_cache":
+      lines.append(f"| first-step compile, fresh process: cold / warm cache | radjax | {r['device']} "
+                   f"| 5 | float32 | | | {r['cold_s']:.1f} / {r['warm_s']:.1f} | |")
   for r in RESULTS:
     if r["part"] == "profile":
       lines += ["", f"Where a {r['device']} train step's time goes (batch {r['batch']}, float32; "
@@ -461,13 +496,23 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
   parser.add_argument("--peers", default="keras,torch", help="comma-separated, or 'none'")
   parser.add_argument("--parts", default="step,pipeline,e2e",
-                      help="comma-separated subset of step,pipeline,e2e,profile (profile: where a "
-                           "batch-5 float32 train step's time goes, by kind of op)")
+                      help="comma-separated subset of step,pipeline,e2e,profile,compile (profile: "
+                           "where a batch-5 float32 train step's time goes, by kind of op; "
+                           "compile: cold and warm-cache compile time in fresh processes)")
   parser.add_argument("--pipeline-epochs", type=int, default=20,
                       help="epochs per timed pipeline run (hello_world trains 20 in one pipeline)")
   parser.add_argument("--e2e-epochs", type=int, default=2)
   parser.add_argument("--data-dir", default=str(DATASET))
+  parser.add_argument("--arrays", help="end to end from this .npz (`radjax export-arrays`), "
+                                       "with device augmentation: no TensorFlow needed")
+  parser.add_argument("--augment-on", choices=["host", "device"],
+                      help="end-to-end augmentation (default: device with --arrays, else host)")
+  parser.add_argument("--compile-once", nargs=2, metavar=("DEVICE", "CACHE"),
+                      help=argparse.SUPPRESS)  # the child process of the compile_cache part
   args = parser.parse_args()
+  if args.compile_once:
+    _compile_once(*args.compile_once, args)
+    return
 
   import jax
 
@@ -489,6 +534,9 @@ def main() -> None:
         if "torch" in peers:
           for mode in ("fp32", "bf16"):
             bench_torch_step(kind, batch, mode, args)
+  if "compile" in parts:
+    for kind in kinds:
+      bench_compile_cache(kind, args)
   if "profile" in parts:
     for kind in kinds:
       profile_radjax_step(kind, 5, args)

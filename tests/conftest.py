@@ -12,6 +12,18 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 DATASET = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "open_i_abd_vs_cxr"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def jit_cache(tmp_path_factory):
+  """One JAX persistent compilation cache for the whole session: every `run.load` or `build` jits
+  new functions, and the many tests that compile the same smoke-size model then compile it once."""
+  import jax
+
+  directory = str(tmp_path_factory.mktemp("jax_cache"))
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  return directory
+
+
 @pytest.fixture(scope="session")
 def dataset_dir():
   if not DATASET.is_dir():

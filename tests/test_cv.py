@@ -114,8 +114,9 @@ def _cv_args(data_dir, workdir, jit_cache, *extra):
           f"--config.compilation_cache={jit_cache}", *extra]
 
 
-def test_cv_end_to_end_resumes_an_interrupted_fold(small_set, tmp_path, monkeypatch, capsys):
-  workdir, jit_cache = tmp_path / "cv", str(tmp_path / "jit")
+def test_cv_end_to_end_resumes_an_interrupted_fold(small_set, jit_cache, tmp_path, monkeypatch,
+                                                   capsys):
+  workdir = tmp_path / "cv"
   real_train, trained = train.train_and_evaluate, []
 
   def interrupted_on_fold_2(config, fold_dir):
@@ -177,9 +178,9 @@ def test_cv_end_to_end_resumes_an_interrupted_fold(small_set, tmp_path, monkeypa
   assert "holds a cross-validation with different folds" in err and len(err.splitlines()) == 1
 
 
-def test_cli_cv_refuses_one_fold(small_set, tmp_path, capsys):
-  assert cli.main(_cv_args(small_set, tmp_path / "w", str(tmp_path / "jit"), "--folds", "1")) == 2
+def test_cli_cv_refuses_one_fold(small_set, jit_cache, tmp_path, capsys):
+  assert cli.main(_cv_args(small_set, tmp_path / "w", jit_cache, "--folds", "1")) == 2
   err = capsys.readouterr().err
   assert err.strip() == "radjax cv: error: --folds 1: cross-validation needs at least 2 folds"
-  assert cli.main(_cv_args(small_set, tmp_path / "w", str(tmp_path / "jit"), "--seeds", "0")) == 2
+  assert cli.main(_cv_args(small_set, tmp_path / "w", jit_cache, "--seeds", "0")) == 2
   assert "--seeds 0: expected at least 1" in capsys.readouterr().err

@@ -26,11 +26,6 @@ def tiny_data(dataset_dir, tmp_path_factory):
   return copy_subset(dataset_dir, tmp_path_factory.mktemp("tiny"), {"TRAIN": 5, "VAL": 2})
 
 
-@pytest.fixture(scope="module")
-def jit_cache(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("jax_cache"))
-
-
 def smoke_args(data_dir, jit_cache, *extra):
   return ["--config", str(REPO / "configs" / "smoke.py"), f"--config.data_dir={data_dir}",
           f"--config.compilation_cache={jit_cache}", *extra]

@@ -1,0 +1,159 @@
+"""Pre-decoded datasets: the input pipeline's cache written once as .npz, trained from without
+TensorFlow (a CUDA machine may have none).
+
+    radjax export-arrays --config hello_world --out hello.npz --config.data_dir=DATA   (needs TF)
+    radjax train --config hello_world --workdir runs/gpu \
+        --config.data_dir=hello.npz --config.augment_on=device                        (no TF)
+
+The file holds, per split, the decoded, resized and quantized images exactly as `data.Pipeline`
+caches them (uint8, or uint16 for high-bit-depth sources; one channel when every image is gray),
+their labels and source paths, the class names, and the settings that made the pixels
+(`PIXEL_SETTINGS`): a run must use the same ones. `ArrayPipeline` serves the batches `Pipeline`
+serves, in numpy: the same per-example augmentation matrices from (seed, epoch, index), applied on
+the device (`augment_on="device"`). Its shuffle is numpy's (`SeedSequence([seed, epoch])`), not
+tf.data's, so a run from arrays is as deterministic and exactly resumable as one from folders,
+but its batch order differs from theirs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Iterator
+
+import numpy as np
+
+from radjax import augment as aug, preprocess
+from radjax.errors import UserError
+
+SUFFIX = ".npz"
+FORMAT = "radjax-arrays-1"
+PIXEL_SETTINGS = ("image_size", "resize", "resize_method", "dicom_voi")
+SPLITS = ("train", "val", "test")
+RECALIBRATION_STREAM = 0  # as data.RECALIBRATION_STREAM: epochs use (seed, epoch >= 1)
+
+
+def is_arrays(path) -> bool:
+  return pathlib.Path(path).suffix == SUFFIX
+
+
+@dataclasses.dataclass
+class Arrays:
+  path: pathlib.Path
+  class_names: list[str]
+  settings: dict
+  images: dict[str, np.ndarray]  # split -> (N, S, S, C) uint8 | uint16
+  labels: dict[str, np.ndarray]
+  paths: dict[str, list[str]]
+
+
+def export(config, out) -> dict:
+  """Decodes the dataset of `config.data_dir` as the training pipeline caches it and writes it to
+  `out` (.npz). Returns {"path", "counts", "bytes"}."""
+  from radjax import data
+
+  out = pathlib.Path(out)
+  if out.suffix != SUFFIX:
+    raise UserError(f"--out {out}: expected a {SUFFIX} file")
+  if not out.parent.is_dir():
+    raise UserError(f"--out {out}: no such folder {out.parent}/")
+  data_dir = data.resolve_data_dir(config.data_dir).resolve()
+  present = data.find_splits(data_dir)
+  folders = data.list_folders(data_dir, splits=tuple(s for s in SPLITS if s in present),
+                              dicom_voi=config.dicom_voi)
+  pipeline = data.Pipeline(folders, config)
+  columns = {"format": np.array(FORMAT), "class_names": np.array(folders.class_names),
+             "settings": np.array(json.dumps({k: config[k] for k in PIXEL_SETTINGS})),
+             "source": np.array(str(data_dir))}
+  for split in folders.splits:
+    cached = list(pipeline._cached[split].as_numpy_iterator())  # (image, label, index), path order
+    columns[f"{split}_images"] = np.stack([c[0] for c in cached])
+    columns[f"{split}_labels"] = np.array([c[1] for c in cached], np.int32)
+    columns[f"{split}_paths"] = np.array([e.path for e in pipeline.examples[split]])
+  partial = out.with_name(out.name + ".partial.npz")
+  np.savez(partial, **columns)
+  partial.rename(out)
+  return {"path": str(out), "counts": folders.counts(), "bytes": out.stat().st_size}
+
+
+def load(path) -> Arrays:
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise UserError(f"{path}: no such arrays file (write one with `radjax export-arrays`)")
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      if "format" not in f or str(f["format"]) != FORMAT:
+        raise UserError(f"{path}: not a radjax arrays file (format {FORMAT})")
+      splits = [s for s in SPLITS if f"{s}_images" in f]
+      return Arrays(path, [str(c) for c in f["class_names"]], json.loads(str(f["settings"])),
+                    {s: f[f"{s}_images"] for s in splits}, {s: f[f"{s}_labels"] for s in splits},
+                    {s: [str(p) for p in f[f"{s}_paths"]] for s in splits})
+  except (OSError, ValueError, KeyError) as e:
+    raise UserError(f"{path}: unreadable arrays file ({type(e).__name__}: {e})") from None
+
+
+class ArrayPipeline:
+  """`data.Pipeline`'s batches from `Arrays`, in numpy: cached integer pixels, augmented on the
+  device. Needs `config.augment_on = "device"` (host augmentation is TensorFlow's)."""
+
+  def __init__(self, arrays: Arrays, config, splits=("train", "val")):
+    for split in splits:
+      if split not in arrays.images:
+        raise UserError(f"{arrays.path}: has no {split} split (it has {list(arrays.images)})")
+    for key in PIXEL_SETTINGS:
+      if arrays.settings[key] != config[key]:
+        raise UserError(f"--config.{key}={config[key]}: {arrays.path} was decoded with "
+                        f"{key}={arrays.settings[key]}; use that, or export the arrays again")
+    if "train" in splits and config.augment_on != "device":
+      raise UserError(f"--config.augment_on={config.augment_on}: training from {arrays.path} "
+                      "augments on the device; set --config.augment_on=device")
+    self.config, self.arrays = config, arrays
+    self.class_names = arrays.class_names
+    self.examples = {s: [_Example(p, int(label)) for p, label in zip(arrays.paths[s],
+                                                                     arrays.labels[s])]
+                     for s in splits}
+
+  def counts(self) -> dict[str, dict[str, int]]:
+    return {s: {name: int(np.sum(self.arrays.labels[s] == i))
+                for i, name in enumerate(self.class_names)} for s in self.examples}
+
+  def num_examples(self, split: str) -> int:
+    return len(self.examples[split])
+
+  def steps_per_epoch(self, batch_size: int) -> int:
+    return self.num_examples("train") // batch_size
+
+  def train_batches(self, batch_size: int, first_epoch: int,
+                    last_epoch: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    config, images = self.config, self.arrays.images["train"]
+    n, size = len(images), config.image_size
+    steps = self.steps_per_epoch(batch_size)
+    for epoch in range(first_epoch, (first_epoch if last_epoch is None else last_epoch) + 1):
+      order = np.random.default_rng(np.random.SeedSequence([config.seed, epoch])).permutation(n)
+      transforms = aug.epoch_transforms(config.seed, epoch, n, config.augment, size, size)
+      for k in range(steps):
+        index = order[k * batch_size:(k + 1) * batch_size]
+        yield {"image": images[index], "label": self.arrays.labels["train"][index],
+               "transform": transforms[index]}
+
+  def eval_batches(self, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    images, labels = self.arrays.images[split], self.arrays.labels[split]
+    for start in range(0, len(images), batch_size):
+      index = np.arange(start, min(start + batch_size, len(images)))
+      yield preprocess.pad_batch({"image": images[index], "label": labels[index],
+                                  "index": index}, batch_size)
+
+  def recalibration_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    images, labels = self.arrays.images["train"], self.arrays.labels["train"]
+    rng = np.random.default_rng(np.random.SeedSequence([self.config.seed, RECALIBRATION_STREAM]))
+    order = rng.permutation(len(images))
+    for k in range(len(images) // batch_size):
+      index = order[k * batch_size:(k + 1) * batch_size]
+      yield {"image": images[index], "label": labels[index], "index": index}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Example:
+  path: str
+  label: int
