@@ -60,6 +60,9 @@ def get_config():
   config.b1 = 0.9
   config.b2 = 0.999
   config.eps = 1e-8
+  # Loss weight per class, as Keras' class_weight: "" (none, the paper), "balanced" (scikit-learn's
+  # n / (classes * n_c) from the training counts) or one weight per class, "w0,w1".
+  config.class_weight = ""
   config.batch_size = 5            # global batch, split over all devices
   config.eval_batch_size = 10
   config.num_epochs = 20

@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from radjax import augment as aug, preprocess
+from radjax import augment as aug, config as config_lib, preprocess
 from radjax.errors import UserError
 
 SUFFIX = ".npz"
@@ -113,6 +113,8 @@ class ArrayPipeline:
     self.examples = {s: [_Example(p, int(label)) for p, label in zip(arrays.paths[s],
                                                                      arrays.labels[s])]
                      for s in splits}
+    self.class_weights = (config_lib.class_weights(config, arrays.labels["train"], self.class_names)
+                          if "train" in splits else None)
 
   def counts(self) -> dict[str, dict[str, int]]:
     return {s: {name: int(np.sum(self.arrays.labels[s] == i))
@@ -134,8 +136,11 @@ class ArrayPipeline:
       transforms = aug.epoch_transforms(config.seed, epoch, n, config.augment, size, size)
       for k in range(steps):
         index = order[k * batch_size:(k + 1) * batch_size]
-        yield {"image": images[index], "label": self.arrays.labels["train"][index],
-               "transform": transforms[index]}
+        labels = self.arrays.labels["train"][index]
+        batch = {"image": images[index], "label": labels, "transform": transforms[index]}
+        if self.class_weights is not None:
+          batch["weight"] = self.class_weights[labels]
+        yield batch
 
   def eval_batches(self, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     images, labels = self.arrays.images[split], self.arrays.labels[split]

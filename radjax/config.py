@@ -157,6 +157,21 @@ def validate(config, device_count: int = 1) -> None:
   if not config.eps > 0:
     bad("eps", "must be positive")
   frozen_stages(config.fine_tune)  # raises for an unknown fine_tune
+  explicit_class_weights(config.class_weight)  # raises for a malformed one
+
+
+def explicit_class_weights(value: str) -> list[float] | None:
+  """The weights of `class_weight="w0,w1,..."` (None for "" and "balanced"); each positive."""
+  if value in ("", "balanced"):
+    return None
+  try:
+    weights = [float(w) for w in value.split(",")]
+  except ValueError:
+    weights = []
+  if len(weights) < 2 or not all(w > 0 and math.isfinite(w) for w in weights):
+    raise UserError(f"--config.class_weight={value}: expected '', 'balanced' or one positive "
+                    "weight per class, comma-separated (e.g. 1,3)")
+  return weights
 
 
 def flatten(values: dict, prefix: str = "") -> dict:
@@ -221,3 +236,21 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
       node[leaf] = _parse(text, current)
     except (ValueError, TypeError, SyntaxError) as e:
       raise UserError(f"--config.{key}={text}: {e}") from None
+
+
+def class_weights(config, labels, class_names) -> np.ndarray | None:
+  """Per-class loss weights (float32, indexed by label) for `config.class_weight`, or None."""
+  import numpy as np
+
+  if not config.class_weight:
+    return None
+  if config.class_weight == "balanced":
+    from sklearn.utils.class_weight import compute_class_weight
+
+    return compute_class_weight("balanced", classes=np.arange(len(class_names)),
+                                y=np.asarray(labels)).astype(np.float32)
+  weights = explicit_class_weights(config.class_weight)
+  if len(weights) != len(class_names):
+    raise UserError(f"--config.class_weight={config.class_weight}: {len(weights)} weights for "
+                    f"{len(class_names)} classes ({', '.join(class_names)})")
+  return np.asarray(weights, np.float32)

@@ -58,6 +58,15 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
   and VAL/ pooled, or the class folders of an unsplit folder. Unreadable files are skipped by the
   listing with a warning naming them."""
   root = pathlib.Path(data_dir)
+  if root.suffix.lower() == ".csv":  # a manifest: its train and val rows, or every row
+    with root.open(newline="") as f:
+      has_split = "split" in (csv.DictReader(f).fieldnames or [])
+    folders = data.list_manifest(root, splits=POOLED_SPLITS if has_split else ("train",),
+                                 dicom_voi=dicom_voi)
+    examples = [e for split in folders.splits.values() for e in split]
+    found = [(pathlib.Path(e.path).relative_to(root.parent).as_posix(), e.label) for e in examples]
+    rows = "train and val rows" if has_split else "rows"
+    return folders.class_names, sorted(found), f"the {rows} of {root.name}"
   present = data.find_splits(root)  # raises for a missing directory
   if present:
     folders = data.list_folders(root, splits=POOLED_SPLITS, dicom_voi=dicom_voi)
@@ -202,8 +211,9 @@ def make_plan(data_dir, folds: int, seeds: list[int], dicom_voi: str = "auto",
   else:
     if folds < MIN_FOLDS:
       raise UserError(f"--folds {folds}: cross-validation needs at least {MIN_FOLDS} folds")
-    root = pathlib.Path(data_dir).resolve()
-    class_names, found, note = labelled_images(root, dicom_voi)
+    source = pathlib.Path(data_dir).resolve()
+    class_names, found, note = labelled_images(source, dicom_voi)
+    root = source.parent if source.suffix.lower() == ".csv" else source  # paths are relative to it
   paths, labels = [p for p, _ in found], [lab for _, lab in found]
   counts = collections.Counter(labels)
   for c, name in enumerate(class_names):
@@ -222,7 +232,8 @@ def make_plan(data_dir, folds: int, seeds: list[int], dicom_voi: str = "auto",
       fold_of = assign_folds(labels, groups, folds, seed)
     _check_folds(fold_of, labels, folds, class_names, str(manifest or root))
     assignment[str(seed)] = fold_of
-  return {"data_dir": str(root), "source": note, "manifest": str(manifest or ""),
+  return {"data_dir": str(root if manifest is not None else source), "root": str(root),
+          "source": note, "manifest": str(manifest or ""),
           "class_names": class_names, "folds": folds, "paths": paths, "labels": labels,
           "groups": joined, "assignment": assignment}
 
@@ -251,7 +262,7 @@ def _fold_data(plan: dict, seed: str, fold: int, target: pathlib.Path) -> pathli
     return target
   building = target.with_name(target.name + ".partial")
   shutil.rmtree(building, ignore_errors=True)
-  root = pathlib.Path(plan["data_dir"])
+  root = pathlib.Path(plan["root"])
   for path, label, f in zip(plan["paths"], plan["labels"], plan["assignment"][seed]):
     split = "VAL" if f == fold else "TRAIN"
     link = building / split / plan["class_names"][label] / path
@@ -340,7 +351,9 @@ def summarize(plan: dict, results: dict[int, dict[int, dict]], bootstrap_seed: i
     per_seed[str(seed)] = {
         "folds": folds,
         "pooled": {k: pooled[k] for k in FOLD_METRICS + ("loss", "count", "confusion_matrix")},
-        "intervals": metrics.bootstrap_intervals(logits, labels, seed=bootstrap_seed)}
+        "intervals": metrics.bootstrap_intervals(logits, labels, seed=bootstrap_seed),
+        # The bootstrap collapses on a perfect result; these do not (accuracy, sens., spec.).
+        "exact_intervals": metrics.exact_intervals(pooled)}
   fold_values = [f for s in per_seed.values() for f in s["folds"].values()]
   return {
       "data_dir": plan["data_dir"], "source": plan["source"], "class_names": plan["class_names"],
@@ -375,6 +388,10 @@ def format_summary(summary: dict) -> str:
     lines.append(f"{'':>14}  " + "  ".join(f"[{_cell(ci[k][0])},{_cell(ci[k][1])}]"
                                            .rjust(11) for k in FOLD_METRICS)
                  + "   (95% bootstrap)")
+    exact = s["exact_intervals"]
+    lines.append(f"{'':>14}  {'':>11}  " + "  ".join(
+        f"[{_cell(exact[k][0])},{_cell(exact[k][1])}]".rjust(11) for k in FOLD_METRICS[1:])
+        + "   (95% exact binomial)")
   over = summary["pooled_over_seeds"]["auc"]
   spread = "" if np.isnan(over["sd"]) else f" +- {over['sd']:.3f} (sd over {over['n']} seeds)"
   lines.append(f"Out-of-fold pooled ROC AUC: {_cell(over['mean'])}{spread}; held-out predictions "

@@ -1,10 +1,12 @@
-"""Class-folder datasets (the paper's Fig. 1 layout) and their tf.data pipelines.
+"""Class-folder datasets (the paper's Fig. 1 layout), CSV manifests, and their tf.data pipelines.
 
     DATA_DIR/TRAIN/<class>/**/*.png|jpg|dcm   (split names case-insensitive; also train, val,
     DATA_DIR/VAL/<class>/...                   validation, test; sub-folders of a class count)
 
+    MANIFEST.csv: path,label[,patient_id][,split]  (paths relative to the CSV; `list_manifest`)
+
 Class names are the sorted folder names of the training split (abd = 0, chest = 1 for the paper's
-data). Every file is checked once when the dataset is listed; files that cannot be read are skipped
+data), or the sorted label values of a manifest. Every file is checked once when the dataset is listed; files that cannot be read are skipped
 with a warning that names them, so no image is silently dropped or mislabelled.
 
 The pipeline follows flax' examples: decode + resize + quantize (radjax.preprocess) -> cache ->
@@ -21,7 +23,7 @@ from typing import Iterator
 
 import numpy as np
 
-from radjax import augment as aug, images, preprocess
+from radjax import augment as aug, config as config_lib, images, preprocess
 from radjax.preprocess import tensorflow
 from radjax.errors import UserError
 
@@ -132,17 +134,12 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
       skipped += others
       reasons = list(others)
       for path in files:
-        gray = high_bit = False
-        if validate:
-          try:
-            gray = is_gray(images.read_image(path, dicom_voi))
-            high_bit = images.bit_depth(path) > 8
-          except images.ImageReadError as e:
-            reason = (path, str(e).removeprefix(f"{path}: "))
-            skipped.append(reason)
-            reasons.append(reason)
-            continue
-        examples.append(Example(path, label, gray, high_bit))
+        example = _checked(path, label, validate, dicom_voi)
+        if isinstance(example, Example):
+          examples.append(example)
+        else:
+          skipped.append(example)
+          reasons.append(example)
       if not any(e.label == label for e in examples):
         detail = "; ".join(f"{pathlib.Path(p).name}: {r}" for p, r in reasons[:5])
         more = f" (and {len(reasons) - 5} more)" if len(reasons) > 5 else ""
@@ -151,22 +148,103 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
     for stray in stray_files(present[split]):
       skipped.append((str(stray), "file outside a class folder"))
     result[split] = examples
+  _warn_skipped(skipped, result)
+  return Folders(root, class_names, result, skipped)
+
+
+def _checked(path: str, label: int, validate: bool, dicom_voi: str):
+  """The file's Example, decoded once when `validate`; or (path, reason) when it is unreadable."""
+  gray = high_bit = False
+  if validate:
+    try:
+      gray = is_gray(images.read_image(path, dicom_voi))
+      high_bit = images.bit_depth(path) > 8
+    except images.ImageReadError as e:
+      return (path, str(e).removeprefix(f"{path}: "))
+  return Example(path, label, gray, high_bit)
+
+
+def _warn_skipped(skipped, result) -> None:
   if skipped:
     for path, reason in skipped:
       log.warning("skipped %s: %s", path, reason)
     total = sum(map(len, result.values())) + len(skipped)
     log.warning("skipped %d of %d files (listed above)", len(skipped), total)
-  return Folders(root, class_names, result, skipped)
 
 
-def open_pipeline(data_dir, config, splits=("train", "val")):
-  """The input pipeline of a class-folder dataset (tf.data) or of pre-decoded arrays (a .npz file
-  written by `radjax export-arrays`: numpy only, no TensorFlow)."""
-  from radjax import arrays
+# A CSV manifest: one row per image. The label column may be called "label" or "class" (what
+# `radjax split` writes); "split" (train/val/test, any alias) and "patient_id" are optional.
+LABEL_COLUMNS = ("label", "class")
 
-  if arrays.is_arrays(data_dir):
-    return arrays.ArrayPipeline(arrays.load(data_dir), config, splits)
-  return Pipeline(list_folders(data_dir, splits=splits, dicom_voi=config.dicom_voi), config)
+
+def list_manifest(csv_path, splits=("train", "val"), validate: bool = True,
+                  dicom_voi: str = "auto") -> Folders:
+  """Lists a CSV manifest (`path,label[,patient_id][,split]`, paths relative to the CSV) as
+  `list_folders` lists class folders: the same Examples, the same rules. Class names are the
+  sorted label values. A row that cannot be trusted (empty path or label, an unknown split, a
+  path listed twice) is an error naming its line; a missing or unreadable file is skipped with a
+  warning naming it, and a class without readable images in a split is an error. Without a split
+  column, every row belongs to the one split asked for."""
+  import csv
+
+  csv_path = pathlib.Path(csv_path)
+  if not csv_path.is_file():
+    raise UserError(f"{csv_path}: no such CSV file")
+  root = csv_path.parent
+  with csv_path.open(newline="") as f:
+    reader = csv.DictReader(f)
+    columns = [c.strip() for c in reader.fieldnames or []]
+    label_column = next((c for c in LABEL_COLUMNS if c in columns), None)
+    if "path" not in columns or label_column is None:
+      raise UserError(f"{csv_path}: needs the columns path and label (or class); found "
+                      f"{', '.join(columns) or 'none'}")
+    rows = [(line, {k.strip(): (v or "").strip() for k, v in row.items() if k})
+            for line, row in enumerate(reader, start=2)]
+  if "split" not in columns and len(splits) > 1:  # one split asked for: every row is in it
+    raise UserError(f"{csv_path}: no split column; {' and '.join(splits)} rows are needed "
+                    "(a column split with train, val or test)")
+  seen: dict[str, int] = {}
+  listed = []  # (line, path, label value, split): every row checked before any file is read
+  for line, r in rows:
+    where = f"{csv_path}:{line}"
+    if not r["path"] or not r[label_column]:
+      raise UserError(f"{where}: empty {'path' if not r['path'] else label_column}; every row "
+                      "needs both")
+    split = SPLIT_ALIASES.get(r.get("split", "").lower()) if "split" in columns else splits[0]
+    if split is None:
+      raise UserError(f"{where}: split {r.get('split')!r} is not one of train, val, test")
+    relative = pathlib.PurePosixPath(r["path"].replace("\\", "/"))
+    if relative.is_absolute() or ".." in relative.parts:
+      raise UserError(f"{where}: path {r['path']} must be relative to the CSV's folder, inside it")
+    if r["path"] in seen:
+      raise UserError(f"{where}: {r['path']} is listed again (first on line {seen[r['path']]})")
+    seen[r["path"]] = line
+    listed.append((r["path"], r[label_column], split))
+  class_names = sorted({label for _, label, _ in listed})
+  if len(class_names) < 2:
+    raise UserError(f"{csv_path}: found {len(class_names)} label value(s) {class_names}; a "
+                    "classifier needs at least two")
+  check_binary(class_names, csv_path)
+  result: dict[str, list[Example]] = {s: [] for s in splits}
+  skipped: list[tuple[str, str]] = []
+  for relative_path, label, split in listed:
+    if split not in result:
+      continue
+    path = str(root / relative_path)
+    if not pathlib.Path(path).is_file():
+      skipped.append((path, "no such file (listed in the CSV)"))
+      continue
+    example = _checked(path, class_names.index(label), validate, dicom_voi)
+    (result[split] if isinstance(example, Example) else skipped).append(example)
+  for split, examples in result.items():
+    if split == "test" and not examples:
+      continue
+    for label, name in enumerate(class_names):
+      if not any(e.label == label for e in examples):
+        raise UserError(f"{csv_path}: no readable {name} image in split {split}; every class "
+                        f"needs images in every split (classes: {', '.join(class_names)})")
+  _warn_skipped(skipped, result)
+  return Folders(root, class_names, {s: e for s, e in result.items() if e}, skipped)
 
 
 # The tutorial's own archive (github.com/paras42/Hello_World_Deep_Learning); no hash is published.
@@ -237,6 +315,8 @@ class Pipeline:
     self.examples = {split: sorted(examples, key=lambda e: e.path)
                      for split, examples in folders.splits.items()}
     self._cached = {split: self._decoded(examples) for split, examples in self.examples.items()}
+    self.class_weights = config_lib.class_weights(
+        config, [e.label for e in self.examples.get("train", [])], folders.class_names)
 
   @property
   def class_names(self) -> list[str]:
@@ -304,14 +384,20 @@ class Pipeline:
       return ds.take(steps * batch_size).map(
           lambda image, label, index: (image, label, tf.gather(transforms, index)))
 
+    weights = self.class_weights
+
     def augment(image, label, transform):
       if config.augment_on == "device":  # the jitted step augments (radjax.device_augment)
-        return {"image": image, "label": label, "transform": transform}
-      image = preprocess.dequantize(image)
-      if config.augment.enabled:
-        image = aug.apply_transform(image, transform, config.augment.fill_mode,
-                                    config.augment.interpolation)
-      return {"image": preprocess.to_model_input(image, config.value_range), "label": label}
+        example = {"image": image, "label": label, "transform": transform}
+      else:
+        image = preprocess.dequantize(image)
+        if config.augment.enabled:
+          image = aug.apply_transform(image, transform, config.augment.fill_mode,
+                                      config.augment.interpolation)
+        example = {"image": preprocess.to_model_input(image, config.value_range), "label": label}
+      if weights is not None:  # the example's loss weight (class_weight)
+        example["weight"] = tf.gather(tf.constant(weights), label)
+      return example
 
     last_epoch = first_epoch if last_epoch is None else last_epoch
     ds = tf.data.Dataset.range(first_epoch, last_epoch + 1).flat_map(epoch_examples)

@@ -13,7 +13,7 @@ import pathlib
 
 OPERATING_POINT = "operating_point.json"
 
-from radjax import data, metrics, plots, run as run_lib
+from radjax import data, datasets, metrics, plots, run as run_lib
 from radjax.errors import UserError
 
 
@@ -46,7 +46,7 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
   config = trained.config
   data_dir, source = data_dir_of(trained, data_dir)
   split = data.SPLIT_ALIASES.get(split.lower(), split.lower())
-  pipeline = data.open_pipeline(data_dir, config, splits=(split,))
+  pipeline = datasets.open_pipeline(data_dir, config, splits=(split,))
   if split not in pipeline.examples:
     raise UserError(f"{data_dir}: no {split.upper()} split folder")
   if pipeline.class_names != trained.class_names:

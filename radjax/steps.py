@@ -55,7 +55,10 @@ def train_step(state: TrainState, batch, rng, *, model: nn.Module, tx,
     logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
                                   images, train=True, rngs={"dropout": dropout_rng},
                                   mutable=["batch_stats"])
-    loss = optax.sigmoid_binary_cross_entropy(logits, batch["label"].astype(logits.dtype)).mean()
+    losses = optax.sigmoid_binary_cross_entropy(logits, batch["label"].astype(logits.dtype))
+    if "weight" in batch:  # class_weight, as Keras: the weighted sum over the batch size
+      losses = losses * batch["weight"]
+    loss = losses.mean()
     return loss, (logits, updates["batch_stats"])
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -15,8 +15,8 @@ import time
 import jax
 import numpy as np
 
-from radjax import checkpoints, config as config_lib, data, metrics, report, run as run_lib
-from radjax import workdir as workdir_lib
+from radjax import checkpoints, config as config_lib, data, datasets, metrics, report
+from radjax import run as run_lib, workdir as workdir_lib
 from radjax.errors import UserError
 
 # Stream of the run's randomness (dropout, recalibration): stream 0 went to the initialisation.
@@ -47,7 +47,7 @@ def train_and_evaluate(config, workdir) -> list[dict]:
 def _train(config, workdir: pathlib.Path) -> list[dict]:
   enable_compilation_cache(config.compilation_cache)
   data_dir = data.resolve_data_dir(config.data_dir).resolve()
-  pipeline = data.open_pipeline(data_dir, config)
+  pipeline = datasets.open_pipeline(data_dir, config)
   steps_per_epoch = pipeline.steps_per_epoch(config.batch_size)
   if steps_per_epoch == 0:
     raise UserError(f"--config.batch_size={config.batch_size}: exceeds the "

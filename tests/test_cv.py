@@ -162,6 +162,9 @@ def test_cv_end_to_end_resumes_an_interrupted_fold(small_set, jit_cache, tmp_pat
   assert pooled["count"] == 14
   low, high = summary["per_seed"]["0"]["intervals"]["auc"]
   assert low <= pooled["auc"] <= high
+  (tn, fp), (fn, tp) = pooled["confusion_matrix"]
+  exact_low, exact_high = summary["per_seed"]["0"]["exact_intervals"]["accuracy"]
+  assert exact_low < (tn + tp) / 14 <= exact_high
   assert [f["count"] for f in summary["per_seed"]["0"]["folds"].values()] == [7, 7]
   assert "Out-of-fold pooled ROC AUC" in out
 
@@ -184,3 +187,14 @@ def test_cli_cv_refuses_one_fold(small_set, jit_cache, tmp_path, capsys):
   assert err.strip() == "radjax cv: error: --folds 1: cross-validation needs at least 2 folds"
   assert cli.main(_cv_args(small_set, tmp_path / "w", jit_cache, "--seeds", "0")) == 2
   assert "--seeds 0: expected at least 1" in capsys.readouterr().err
+
+
+def test_a_csv_manifest_is_cross_validated_over_its_rows(grouped_set):
+  rows = [f"{p.relative_to(grouped_set).as_posix()},{p.parent.name}"
+          for p in sorted(grouped_set.rglob("*")) if p.is_file()]
+  manifest = grouped_set / "labels.csv"
+  manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
+  plan = cv.make_plan(manifest, folds=3, seeds=[0])
+  assert len(plan["paths"]) == 21 and plan["root"] == str(grouped_set.resolve())
+  assert plan["source"] == "the rows of labels.csv"
+  assert {"abd/abd0.png", "abd/copy_of_abd0.png"} in [set(g) for g in plan["groups"]]

@@ -268,3 +268,130 @@ def test_high_bit_depth_png_equals_the_dicom_without_window_and_keeps_16_bits(tm
   levels = (deep + 1.0) * 127.5
   assert np.abs(levels - np.round(levels)).max() > 0.1
   assert np.abs(deep - shallow).max() <= 0.5 / 127.5 + 1e-6
+
+
+def _write_manifest(root, rows, header="path,label,split"):
+  path = root / "manifest.csv"
+  path.write_text(header + "\n" + "".join(",".join(r) + "\n" for r in rows))
+  return path
+
+
+def _rows_of(folder_root):
+  rows = []
+  for split in ("TRAIN", "VAL"):
+    for cls in ("abd", "chest"):
+      for p in sorted((folder_root / split / cls).glob("*.png")):
+        rows.append([p.relative_to(folder_root).as_posix(), cls, split.lower()])
+  return rows
+
+
+def test_a_csv_manifest_lists_like_the_class_folders(small_dataset):
+  from radjax import datasets
+
+  manifest = _write_manifest(small_dataset, _rows_of(small_dataset))
+  from_csv, from_folders = datasets.list_dataset(manifest), data.list_folders(small_dataset)
+  assert from_csv.class_names == from_folders.class_names == ["abd", "chest"]
+  for split in ("train", "val"):
+    assert [(e.path, e.label, e.gray) for e in sorted(from_csv.splits[split], key=lambda e: e.path)] \
+        == [(e.path, e.label, e.gray) for e in sorted(from_folders.splits[split],
+                                                      key=lambda e: e.path)]
+  # Without a split column, every row is in the one split asked for (cross-validation pools).
+  plain = _write_manifest(small_dataset, [r[:2] for r in _rows_of(small_dataset)], "path,label")
+  assert data.list_manifest(plain, splits=("train",)).counts() == {"train": {"abd": 4, "chest": 4}}
+
+
+def test_radjax_splits_manifest_trains(dataset_dir, tmp_path):
+  from radjax import split
+
+  src = tmp_path / "flat"
+  for cls in ("abd", "chest"):
+    (src / cls).mkdir(parents=True)
+    for p in sorted((dataset_dir / "TRAIN" / cls).glob("*.png"))[:4]:
+      shutil.copy(p, src / cls / p.name)
+  split.split_dataset(src, tmp_path / "split", val=2, seed=0)
+  listed = data.list_manifest(tmp_path / "split" / split.MANIFEST)
+  assert listed.counts() == {"train": {"abd": 3, "chest": 3}, "val": {"abd": 1, "chest": 1}}
+
+
+@pytest.mark.parametrize("rows,header,message", [
+    ([["TRAIN/abd/abd0.png", "abd", "train"]], "path,kind,split",
+     "needs the columns path and label \\(or class\\); found path, kind, split"),
+    ([["TRAIN/abd/abd0.png", "", "train"]], "path,label,split", "manifest.csv:2: empty label"),
+    ([["TRAIN/abd/abd0.png", "abd", "training set"]], "path,label,split",
+     "manifest.csv:2: split 'training set' is not one of train, val, test"),
+    ([["TRAIN/abd/abd0.png", "abd", "train"], ["TRAIN/abd/abd0.png", "chest", "train"]],
+     "path,label,split", "manifest.csv:3: TRAIN/abd/abd0.png is listed again \\(first on line 2\\)"),
+    ([["../abd0.png", "abd", "train"]], "path,label,split",
+     "manifest.csv:2: path ../abd0.png must be relative to the CSV's folder"),
+    ([["TRAIN/abd/abd0.png", "abd"]], "path,label", "no split column; train and val rows"),
+    ([["TRAIN/abd/abd0.png", "abd", "train"]], "path,label,split", "found 1 label value"),
+    ([["TRAIN/abd/abd0.png", "abd", "train"], ["TRAIN/chest/chst33.png", "chest", "train"],
+      ["VAL/abd/abd0.png", "abd", "val"]], "path,label,split",
+     "no readable chest image in split val"),
+])
+def test_bad_manifests_are_refused_naming_the_line(small_dataset, rows, header, message):
+  with pytest.raises(UserError, match=message):
+    data.list_manifest(_write_manifest(small_dataset, rows, header))
+
+
+def test_a_missing_file_in_a_manifest_is_skipped_and_named(small_dataset, caplog):
+  rows = _rows_of(small_dataset) + [["TRAIN/abd/gone.png", "abd", "train"]]
+  with caplog.at_level(logging.WARNING, logger="radjax"):
+    listed = data.list_manifest(_write_manifest(small_dataset, rows))
+  assert listed.counts()["train"] == {"abd": 3, "chest": 3}
+  assert "gone.png: no such file (listed in the CSV)" in caplog.text
+  assert "skipped 1 of 9 files" in caplog.text
+
+
+def test_class_weights_balanced_explicit_and_refused():
+  from radjax import config as config_lib
+
+  config = _config()
+  assert config_lib.class_weights(config, [0, 0, 0, 1], ["a", "b"]) is None
+  config.class_weight = "balanced"
+  np.testing.assert_allclose(config_lib.class_weights(config, [0, 0, 0, 1], ["a", "b"]),
+                             [4 / 6, 2.0], rtol=1e-6)  # n / (classes * n_c), scikit-learn's
+  config.class_weight = "1,3"
+  np.testing.assert_array_equal(config_lib.class_weights(config, [0, 1], ["a", "b"]), [1, 3])
+  config.class_weight = "1,3,2"
+  with pytest.raises(UserError, match="class_weight=1,3,2: 3 weights for 2 classes"):
+    config_lib.class_weights(config, [0, 1], ["a", "b"])
+  for bad in ("heavy", "1,-2", "2"):
+    config.class_weight = bad
+    with pytest.raises(UserError, match=f"--config.class_weight={bad}: expected"):
+      config_lib.validate(config)
+
+
+def test_weighted_loss_is_keras_class_weight(small_dataset):
+  """The pipeline gives each training example its class' weight; the step's loss is the weighted
+  sum over the batch size (Keras' class_weight)."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  from radjax import steps
+
+  config = _config()
+  config.class_weight = "1,3"
+  batch = next(data.Pipeline(data.list_folders(small_dataset), config).train_batches(6, 1))
+  np.testing.assert_array_equal(batch["weight"], np.where(batch["label"] == 1, 3.0, 1.0))
+
+  class Linear(nn.Module):  # the smallest model train_step accepts
+    @nn.compact
+    def __call__(self, x, train):
+      self.variable("batch_stats", "unused", jnp.zeros, ())
+      return nn.Dense(1)(x.reshape(len(x), -1))[:, 0]
+
+  model = Linear()
+  variables = model.init(jax.random.key(0), batch["image"], train=False)
+  state = steps.create_state(variables, optax.sgd(0.0))
+  _, metrics = steps.train_step(state, batch, jax.random.key(0), model=model, tx=optax.sgd(0.0))
+  logits = model.apply(variables, batch["image"], train=False)
+  expected = np.mean(batch["weight"] * optax.sigmoid_binary_cross_entropy(
+      logits, batch["label"].astype(np.float32)))
+  assert float(metrics["loss"]) == pytest.approx(float(expected), rel=1e-6)
+  unweighted = dict(batch)
+  del unweighted["weight"]
+  _, plain = steps.train_step(state, unweighted, jax.random.key(0), model=model, tx=optax.sgd(0.0))
+  assert float(plain["loss"]) != pytest.approx(float(metrics["loss"]))

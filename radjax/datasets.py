@@ -1,0 +1,30 @@
+"""Which data source a `data_dir` names, and its input pipeline:
+
+    DIR            class folders, TRAIN/ and VAL/ (optional TEST/)  -> data.list_folders + tf.data
+    FILE.csv       a manifest: path,label[,patient_id][,split]      -> data.list_manifest + tf.data
+    FILE.npz       pre-decoded arrays (`radjax export-arrays`)      -> arrays.ArrayPipeline (no TF)
+
+Every pipeline serves the same batches: `train_batches`, `eval_batches`, `recalibration_batches`,
+with `class_names`, `counts()`, `examples` and `class_weights`.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from radjax import arrays, data
+
+
+def list_dataset(data_dir, splits=("train", "val"), validate: bool = True,
+                 dicom_voi: str = "auto") -> data.Folders:
+  """A CSV manifest or class folders, listed (`data.list_manifest` / `data.list_folders`)."""
+  lister = data.list_manifest if pathlib.Path(data_dir).suffix.lower() == ".csv" \
+      else data.list_folders
+  return lister(data_dir, splits=splits, validate=validate, dicom_voi=dicom_voi)
+
+
+def open_pipeline(data_dir, config, splits=("train", "val")):
+  """The input pipeline of the data source `data_dir` names (see the module docstring)."""
+  if arrays.is_arrays(data_dir):
+    return arrays.ArrayPipeline(arrays.load(data_dir), config, splits)
+  return data.Pipeline(list_dataset(data_dir, splits=splits, dicom_voi=config.dicom_voi), config)
