@@ -43,7 +43,7 @@ def _split(args) -> int:
   from radjax import split
 
   result = split.split_dataset(args.src, args.dst, val=args.val, seed=args.seed, folds=args.folds,
-                               test=args.test)
+                               test=args.test, group_by=args.group_by or "")
   print(split.format_summary(result, args.dst))
   return 0
 
@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="test images in total (default 0)")
   p.add_argument("--folds", type=int, default=0, metavar="K",
                  help="also give TRAIN images K stratified cross-validation folds (manifest.csv)")
+  p.add_argument("--group-by", choices=["patient_id", "folder"],
+                 help="keep each patient's images in one split and fold: by DICOM PatientID, or "
+                      "by the sub-folder of the class folder (<class>/<patient>/...)")
   p.set_defaults(func=_split)
 
   p = sub.add_parser("augment-preview", help="PNG grid of one image and its training augmentations")

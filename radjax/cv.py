@@ -9,9 +9,9 @@
 The images are every labelled image of the data directory: TRAIN/ and VAL/ pooled (TEST/ stays
 untouched, for a final test), or one folder per class; or the folds of a `radjax split --folds`
 manifest. Images that are exact duplicates (same bytes), near duplicates (perceptual hash within
-`audit.NEAR_DUPLICATE_MAX_DISTANCE` bits) or of one patient (DICOM PatientID) form one group, and a
-group is never split over folds (scikit-learn's StratifiedGroupKFold), so no fold is validated on
-an image its model was trained on.
+`audit.NEAR_DUPLICATE_MAX_DISTANCE` bits) or of one patient (DICOM PatientID, or a manifest's
+patient_id column) form one group, and a group is never split over folds (scikit-learn's
+StratifiedGroupKFold), so no fold is validated on an image its model was trained on.
 
 Each seed S repeats the whole cross-validation with its own fold assignment and training seed.
 The held-out predictions come from each fold's final epoch, never from its best checkpoint: that
@@ -137,9 +137,20 @@ def _identity(path: pathlib.Path, dicom_voi: str) -> tuple[str, int, str]:
   return sha, phash, patient
 
 
-def groups_of(root, paths: list[str], dicom_voi: str = "auto") -> tuple[list[int], list[list[str]]]:
-  """Group index of every path: exact duplicates, near duplicates and one patient's images are
-  joined (transitively). Also returns the groups of more than one image, for the report."""
+def csv_patients(csv_path) -> dict[str, str]:
+  """{path: patient_id} of a CSV manifest's non-empty patient_id cells ({} without the column)."""
+  from radjax.split import GROUP_COLUMN
+
+  with pathlib.Path(csv_path).open(newline="") as f:
+    return {r["path"].strip(): r[GROUP_COLUMN].strip() for r in csv.DictReader(f)
+            if (r.get(GROUP_COLUMN) or "").strip()}
+
+
+def groups_of(root, paths: list[str], dicom_voi: str = "auto",
+              patients: dict[str, str] | None = None) -> tuple[list[int], list[list[str]]]:
+  """Group index of every path: exact duplicates, near duplicates and one patient's images (DICOM
+  PatientID, or `patients`: a manifest's patient_id column) are joined (transitively). Also
+  returns the groups of more than one image, for the report."""
   from radjax import audit
   from tqdm import tqdm
 
@@ -159,6 +170,7 @@ def groups_of(root, paths: list[str], dicom_voi: str = "auto") -> tuple[list[int
 
   first = {}
   for i, (sha, _, patient) in enumerate(identity):
+    patient = (patients or {}).get(paths[i]) or patient
     for key in (("sha", sha), ("patient", patient)) if patient else (("sha", sha),):
       if key in first:
         join(i, first[key])
@@ -219,7 +231,9 @@ def make_plan(data_dir, folds: int, seeds: list[int], dicom_voi: str = "auto",
   for c, name in enumerate(class_names):
     if counts[c] < folds:
       raise UserError(f"{root}: class {name} has {counts[c]} image(s), fewer than --folds {folds}")
-  groups, joined = groups_of(root, paths, dicom_voi)
+  csv_file = manifest if manifest is not None else (
+      source if source.suffix.lower() == ".csv" else None)
+  groups, joined = groups_of(root, paths, dicom_voi, csv_patients(csv_file) if csv_file else None)
   assignment = {}
   for seed in seeds:
     if manifest is not None:  # the manifest's folds for every seed; seeds vary the training

@@ -1,9 +1,11 @@
 """Dataset audit, stratified split and augmentation preview (audit, split, augment-preview)."""
 
+import collections
 import csv
 import hashlib
 import itertools
 import json
+import pathlib
 import shutil
 
 import numpy as np
@@ -285,3 +287,55 @@ def test_load_default_config_reads_configs_default():
   config = default_config()
   assert config.image_size == default.get_config().image_size == 299
   assert config.augment.to_dict() == default.get_config().augment.to_dict()
+
+
+def _patients_source(dataset_dir, root):
+  """abd/ and chest/ with 4 images in each of 6 patient sub-folders; patients P0 and P1 have
+  films in both classes (one patient's chest and abdomen films)."""
+  sources = {c: sorted((dataset_dir / "TRAIN" / c).glob("*.png")) for c in ("abd", "chest")}
+  for cls, names in (("abd", ["P0", "P1", "A2", "A3", "A4", "A5"]),
+                     ("chest", ["P0", "P1", "C2", "C3", "C4", "C5"])):
+    for k, patient in enumerate(names):
+      (root / cls / patient).mkdir(parents=True)
+      for i in range(4):
+        src = sources[cls][(4 * k + i) % len(sources[cls])]
+        shutil.copy(src, root / cls / patient / f"{i}_{src.name}")
+  return root
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_split_group_by_keeps_each_patient_in_one_split_and_fold(dataset_dir, tmp_path, seed):
+  src = _patients_source(dataset_dir, tmp_path / "src")
+  result = split.split_dataset(src, tmp_path / "dst", val=8, seed=seed, folds=2, group_by="folder")
+  rows = _manifest(tmp_path / "dst")
+  assert len(rows) == 48 and result["groups"] == 10  # P0 and P1 span both classes
+  where, fold = {}, {}
+  for r in rows:
+    patient = r[split.GROUP_COLUMN]
+    assert patient == pathlib.PurePosixPath(r["path"]).parts[2]  # TRAIN/<class>/<patient>/...
+    where.setdefault(patient, set()).add(r["split"])
+    if r["split"] == "train":
+      fold.setdefault(patient, set()).add(r["fold"])
+  assert all(len(s) == 1 for s in where.values()), where
+  assert all(len(f) == 1 for f in fold.values()), fold
+  val = collections.Counter(r["class"] for r in rows if r["split"] == "val")
+  assert sum(val.values()) <= 8 and set(val) == {"abd", "chest"}
+
+
+def test_split_group_by_patient_id_reads_dicom(tmp_path):
+  from test_shortcuts import _anatomy, _write_dicom
+
+  rng = np.random.default_rng(0)
+  for cls in ("abd", "chest"):
+    (tmp_path / "src" / cls).mkdir(parents=True)
+    for i in range(6):
+      _write_dicom(tmp_path / "src" / cls / f"{i}.dcm", (_anatomy(rng) * 16).astype(np.uint16),
+                   PatientID=f"{cls}-{i // 2}")
+  split.split_dataset(tmp_path / "src", tmp_path / "dst", val=4, seed=0, group_by="patient_id")
+  rows = _manifest(tmp_path / "dst")
+  by_patient = {}
+  for r in rows:
+    by_patient.setdefault(r[split.GROUP_COLUMN], set()).add(r["split"])
+  assert len(by_patient) == 6 and all(len(s) == 1 for s in by_patient.values())
+  with pytest.raises(UserError, match="--group-by ward: expected one of patient_id, folder"):
+    split.split_dataset(tmp_path / "src", tmp_path / "x", val=4, seed=0, group_by="ward")

@@ -190,11 +190,18 @@ def test_cli_cv_refuses_one_fold(small_set, jit_cache, tmp_path, capsys):
 
 
 def test_a_csv_manifest_is_cross_validated_over_its_rows(grouped_set):
-  rows = [f"{p.relative_to(grouped_set).as_posix()},{p.parent.name}"
+  # abd1 and chst34 belong to one patient (its patient_id column), nothing else links them.
+  patient = {"abd/abd1.png": "P7", "chest/chst34.png": "P7"}
+  rows = [f"{p.relative_to(grouped_set).as_posix()},{p.parent.name},"
+          f"{patient.get(p.relative_to(grouped_set).as_posix(), '')}"
           for p in sorted(grouped_set.rglob("*")) if p.is_file()]
   manifest = grouped_set / "labels.csv"
-  manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
+  manifest.write_text("path,label,patient_id\n" + "\n".join(rows) + "\n")
   plan = cv.make_plan(manifest, folds=3, seeds=[0])
   assert len(plan["paths"]) == 21 and plan["root"] == str(grouped_set.resolve())
   assert plan["source"] == "the rows of labels.csv"
-  assert {"abd/abd0.png", "abd/copy_of_abd0.png"} in [set(g) for g in plan["groups"]]
+  groups = [set(g) for g in plan["groups"]]
+  assert {"abd/abd0.png", "abd/copy_of_abd0.png"} in groups
+  assert {"abd/abd1.png", "chest/chst34.png"} in groups
+  folds = dict(zip(plan["paths"], plan["assignment"]["0"]))
+  assert folds["abd/abd1.png"] == folds["chest/chst34.png"]
