@@ -126,16 +126,19 @@ class ArrayPipeline:
   def steps_per_epoch(self, batch_size: int) -> int:
     return self.num_examples("train") // batch_size
 
-  def train_batches(self, batch_size: int, first_epoch: int,
-                    last_epoch: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  def train_batches(self, batch_size: int, first_epoch: int, last_epoch: int | None = None,
+                    shard: tuple[int, int] = (0, 1)) -> Iterator[dict[str, np.ndarray]]:
+    """As `data.Pipeline.train_batches` (with `shard`, this process's rows of each batch)."""
     config, images = self.config, self.arrays.images["train"]
+    rows = batch_size // shard[1]
+    mine = slice(shard[0] * rows, (shard[0] + 1) * rows)
     n, size = len(images), config.image_size
     steps = self.steps_per_epoch(batch_size)
     for epoch in range(first_epoch, (first_epoch if last_epoch is None else last_epoch) + 1):
       order = np.random.default_rng(np.random.SeedSequence([config.seed, epoch])).permutation(n)
       transforms = aug.epoch_transforms(config.seed, epoch, n, config.augment, size, size)
       for k in range(steps):
-        index = order[k * batch_size:(k + 1) * batch_size]
+        index = order[k * batch_size:(k + 1) * batch_size][mine]
         labels = self.arrays.labels["train"][index]
         batch = {"image": images[index], "label": labels, "transform": transforms[index]}
         if self.class_weights is not None:

@@ -355,8 +355,13 @@ class Pipeline:
     ds = tf.data.Dataset.from_tensor_slices(columns)
     return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
 
-  def train_dataset(self, batch_size: int, first_epoch: int, last_epoch: int | None = None):
+  def train_dataset(self, batch_size: int, first_epoch: int, last_epoch: int | None = None,
+                    shard: tuple[int, int] = (0, 1)):
     """Augmented, shuffled batches of epochs first_epoch..last_epoch (default: first_epoch only).
+
+    `shard=(i, n)`: process i of n gets rows [i * b, (i + 1) * b) of every global batch of
+    `batch_size`, with b = batch_size / n, and augments only those: the global order is the same
+    in every process, so the n processes together see exactly the one-process batches.
 
     Each epoch is a pure function of (seed, epoch): its order and its transforms are computed on
     the host from those two numbers, so a resumed run sees the same batches as an uninterrupted
@@ -401,13 +406,18 @@ class Pipeline:
 
     last_epoch = first_epoch if last_epoch is None else last_epoch
     ds = tf.data.Dataset.range(first_epoch, last_epoch + 1).flat_map(epoch_examples)
+    index, count = shard
+    rows = batch_size // count
+    if count > 1:  # this process's rows of each global batch, before the costly augmentation
+      ds = ds.enumerate().filter(lambda k, example: (k % batch_size) // rows == index) \
+          .map(lambda k, example: example)
     ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(rows, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
-  def train_batches(self, batch_size: int, first_epoch: int,
-                    last_epoch: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+  def train_batches(self, batch_size: int, first_epoch: int, last_epoch: int | None = None,
+                    shard: tuple[int, int] = (0, 1)) -> Iterator[dict[str, np.ndarray]]:
     """`train_dataset` as numpy: steps_per_epoch(batch_size) batches per epoch, in order."""
-    return self.train_dataset(batch_size, first_epoch, last_epoch).as_numpy_iterator()
+    return self.train_dataset(batch_size, first_epoch, last_epoch, shard).as_numpy_iterator()
 
   def _eval_dataset(self, split: str):
     tf, config = tensorflow(), self.config

@@ -67,21 +67,39 @@ def bootstrap_intervals(logits, labels, threshold_logit: float = THRESHOLD_LOGIT
   """Percentile bootstrap intervals {metric: [low, high]} of AUC, accuracy, sensitivity and
   specificity. Stratified: each resample draws the positives and the negatives separately, with
   replacement, so it keeps the split's class counts (and AUC stays defined). Seeded: the same
-  call gives the same interval. With 10 validation images the interval is wide, as it should be."""
+  call gives the same interval. With 10 validation images the interval is wide, as it should be.
+
+  The resamples are scored together (`_resampled_metrics`), with the figures `binary_metrics`
+  gives each of them (tested): calling scikit-learn 1,000 times took 8 s per summary."""
   logits, labels = np.asarray(logits, np.float64), np.asarray(labels).astype(int)
   rng = np.random.default_rng(seed)
   positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-  values = {name: [] for name in INTERVAL_METRICS}
-  for _ in range(resamples):
-    index = np.concatenate([rng.choice(group, len(group)) for group in (positives, negatives)
-                            if len(group)])
-    result = binary_metrics(logits[index], labels[index], threshold_logit)
-    for name in INTERVAL_METRICS:
-      values[name].append(result[name])
+  index = np.stack([np.concatenate([rng.choice(group, len(group)) for group in
+                                    (positives, negatives) if len(group)])
+                    for _ in range(resamples)])
+  values = _resampled_metrics(logits[index], labels[index], threshold_logit)
   tail = (1 - level) / 2 * 100
   return {name: ([float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
                  if np.all(np.isfinite(v)) else [float("nan"), float("nan")])
           for name, v in values.items()}
+
+
+def _resampled_metrics(logits: np.ndarray, labels: np.ndarray, threshold_logit: float) -> dict:
+  """`binary_metrics`' AUC, accuracy, sensitivity and specificity of every row of (R, n) logits
+  and labels. AUC is the Mann-Whitney statistic from average ranks: ties count one half, as in
+  scikit-learn's roc_auc_score."""
+  from scipy.stats import rankdata
+
+  positive = labels == 1
+  predicted = logits > threshold_logit
+  n_pos, n_neg = positive.sum(1), (~positive).sum(1)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    ranks = rankdata(logits, axis=1)
+    auc = ((ranks * positive).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return {"auc": np.where((n_pos > 0) & (n_neg > 0), auc, np.nan),
+            "accuracy": (predicted == positive).mean(1),
+            "sensitivity": (predicted & positive).sum(1) / n_pos,
+            "specificity": (~predicted & ~positive).sum(1) / n_neg}
 
 
 def exact_intervals(result: dict, level: float = 0.95) -> dict:

@@ -32,19 +32,25 @@ class Reporter:
   """Writes a run's per-epoch records. `history` starts as what `workdir` holds up to `epoch`
   `last_kept` (a resume drops records of epochs after its checkpoint)."""
 
-  def __init__(self, workdir, num_epochs: int, last_kept: int = 0):
+  def __init__(self, workdir, num_epochs: int, last_kept: int = 0, write: bool = True):
+    """`write=False` (every process but the first of a multi-process run) keeps the history in
+    memory and writes nothing."""
     self.workdir = pathlib.Path(workdir)
     self.num_epochs = num_epochs
+    self.write = write
     self.history = [h for h in read_history(self.workdir) if h["epoch"] <= last_kept]
     self._tensorboard = None
 
   def event(self, record: dict) -> None:
     """A non-metric line in the history (e.g. settings changed at a resume)."""
     self.history.append(record)
-    self._write_history()
+    if self.write:
+      self._write_history()
 
   def epoch(self, record: dict) -> None:
     self.history.append(record)
+    if not self.write:
+      return
     self._write_history()
     self._write_tensorboard(record)
     plots.plot_curves(epoch_records(self.history), self.workdir / "curves.png")

@@ -8,7 +8,9 @@ numbers in `radjax.metrics`, what is written per epoch in `radjax.report`, check
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import pathlib
 import time
 
@@ -36,10 +38,19 @@ def enable_compilation_cache(directory: str) -> None:
 
 def train_and_evaluate(config, workdir) -> list[dict]:
   """Trains per `config` in `workdir`, resuming from its latest intact checkpoint; returns the
-  history (metrics.jsonl's records). Only one training process may use a workdir at a time."""
+  history (metrics.jsonl's records). Only one training run may use a workdir at a time.
+
+  Several processes (hosts): every process calls this after `jax.distributed.initialize()` (or
+  with `config.distributed`, which calls it). Each prepares and augments only its share of every
+  training batch; the first process holds the workdir's lock and writes the reports and the
+  console output for all of them; Orbax writes the checkpoints together.
+  """
   if config.distributed:
     jax.distributed.initialize()
   workdir = workdir_lib.prepare(workdir)
+  if jax.process_index() != 0:  # one run, one lock, one report: the first process's
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+      return _train(config, workdir)
   with workdir_lib.lock(workdir):
     return _train(config, workdir)
 
@@ -64,7 +75,8 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
     changes = _check_resume(meta, config, data_dir, pipeline.class_names, workdir)
     start = latest + 1
     print(f"Resuming from the checkpoint of epoch {latest} in {mngr.directory}")
-  reporter = report.Reporter(workdir, config.num_epochs, last_kept=start - 1)
+  reporter = report.Reporter(workdir, config.num_epochs, last_kept=start - 1,
+                             write=jax.process_index() == 0)
   if changes:
     reporter.event({"epoch": start - 1, "event": "resumed with changed settings",
                     "changes": changes})
@@ -76,7 +88,9 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
 
   recalibration = _recalibration_batches(run, pipeline)
   rng = jax.random.fold_in(jax.random.key(config.seed), TRAIN_STREAM)
-  batches = pipeline.train_batches(config.batch_size, start, config.num_epochs)
+  # This process's rows of every global batch (all of them with one process).
+  batches = pipeline.train_batches(config.batch_size, start, config.num_epochs,
+                                   shard=(jax.process_index(), jax.process_count()))
   first = next(batches)  # its shapes and dtypes are the compiled step's
   train_step = _compile_train_step(run, state, first, rng)
   batches = itertools.chain([first], batches)
@@ -92,6 +106,7 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
                           f"{mngr.directory}.")
     if recalibration:
       state = state.replace(batch_stats=run.steps.precise_batch_stats(state, recalibration, rng))
+      jax.block_until_ready(state.batch_stats)  # so that its time is its own, not validation's
     recalibrated = time.perf_counter()
     val_logits, val_labels = run.steps.logits_of(
         state.variables, pipeline.eval_batches("val", config.eval_batch_size))
@@ -141,8 +156,9 @@ def _final_summary(epoch: int, logits, labels, class_names, seed: int) -> None:
 
 
 def _compile_train_step(run, state, batch, rng):
-  example = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=run.steps.data)
-             for k, v in batch.items()}
+  """Compiles the step for the global batch of which `batch` is this process's rows."""
+  example = {k: jax.ShapeDtypeStruct((len(v) * jax.process_count(), *v.shape[1:]), v.dtype,
+                                     sharding=run.steps.data) for k, v in batch.items()}
   started = time.perf_counter()
   compiled = run.steps.train.lower(state, example, rng).compile()
   print(f"Compiled the train step in {time.perf_counter() - started:.1f} s "
@@ -156,9 +172,10 @@ def _train_epoch(run, train_step, state, batches, rng, epoch: int, steps_per_epo
 
   fetched = []
   bar = tqdm(itertools.islice(batches, steps_per_epoch), total=steps_per_epoch,
-             desc=f"epoch {epoch}/{run.config.num_epochs}", unit="step", leave=False)
+             desc=f"epoch {epoch}/{run.config.num_epochs}", unit="step", leave=False,
+             disable=jax.process_index() != 0)
   for batch in bar:
-    state, step_metrics = train_step(state, run.steps.shard(batch), rng)
+    state, step_metrics = train_step(state, run.steps.shard(batch, process_local=True), rng)
     if fetched:  # keep one step queued, so the bar's rate is the device's, not dispatch speed
       jax.block_until_ready(fetched[-1])
     fetched.append(step_metrics)

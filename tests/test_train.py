@@ -133,8 +133,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, jit_cache,
                                                            monkeypatch):
   original = data.Pipeline.train_batches
 
-  def poisoned(self, batch_size, first_epoch, last_epoch=None):
-    batches = original(self, batch_size, first_epoch, last_epoch)
+  def poisoned(self, batch_size, first_epoch, last_epoch=None, **kwargs):
+    batches = original(self, batch_size, first_epoch, last_epoch, **kwargs)
     for step, batch in enumerate(batches):
       if first_epoch + step // self.steps_per_epoch(batch_size) == 2:
         batch = dict(batch, image=np.full_like(batch["image"], np.nan))
@@ -532,3 +532,18 @@ def test_predict_with_test_time_augmentation(trained, tiny_data, capsys):
   assert any(sd > 1e-4 for _, sd in runs[0])  # the augmented copies really differ
   assert cli.main(["predict", "--workdir", str(trained), "--tta", "-1", str(val)]) == 2
   assert "--tta -1: expected" in capsys.readouterr().err
+
+
+def test_resampled_metrics_equal_binary_metrics_of_each_resample():
+  """The vectorised bootstrap scores each resample as `binary_metrics` (scikit-learn) does."""
+  rng = np.random.default_rng(1)
+  labels = np.array([1] * 9 + [0] * 14)
+  logits = np.round(rng.normal(0, 1, 23) + labels, 1)  # rounded: ties, which AUC counts as 1/2
+  index = rng.integers(0, 23, (50, 23))
+  index[0] = np.arange(23)
+  index[1] = np.flatnonzero(labels == 0)[rng.integers(0, 14, 23)]  # no positive: AUC undefined
+  batch = metrics._resampled_metrics(logits[index], labels[index], 0.3)
+  for r in range(50):
+    expected = metrics.binary_metrics(logits[index[r]], labels[index[r]], 0.3)
+    for name in metrics.INTERVAL_METRICS:
+      np.testing.assert_allclose(batch[name][r], expected[name], rtol=1e-12, equal_nan=True)

@@ -1,0 +1,96 @@
+"""Several processes (hosts): each prepares only its rows of every batch, and two CPU processes
+joined by `jax.distributed` train exactly what one process with two devices trains."""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from radjax import arrays, config as config_lib, data
+from conftest import copy_subset
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(dataset_dir, tmp_path_factory):
+  return copy_subset(dataset_dir, tmp_path_factory.mktemp("tiny"), {"TRAIN": 5, "VAL": 2})
+
+
+def test_process_shards_of_the_training_batches_make_up_the_global_batches(tiny_data, tmp_path):
+  config = config_lib.load_config("smoke", [f"--config.data_dir={tiny_data}"])
+  pipeline = data.Pipeline(data.list_folders(tiny_data), config)
+  npz = tmp_path / "tiny.npz"
+  arrays.export(config, npz)
+  device = config_lib.load_config("smoke", [f"--config.data_dir={npz}",
+                                            "--config.augment_on=device"])
+  for source in (pipeline, arrays.ArrayPipeline(arrays.load(npz), device)):
+    whole = list(source.train_batches(4, 1, 2))
+    parts = [list(source.train_batches(4, 1, 2, shard=(i, 2))) for i in range(2)]
+    assert len(whole) == len(parts[0]) == len(parts[1]) == 4  # 2 steps of 4 per epoch
+    for batch, first, second in zip(whole, *parts):
+      for key in batch:
+        assert first[key].shape[0] == second[key].shape[0] == 2
+        np.testing.assert_array_equal(batch[key], np.concatenate([first[key], second[key]]))
+
+
+RUN = """
+import json, sys
+who, port, data_dir, workdir, cache = sys.argv[1:6]
+import jax
+if who != "single":  # one of two processes, one CPU device each
+  jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=int(who))
+from radjax import config as config_lib, train
+config = config_lib.load_config("smoke", [
+    f"--config.data_dir={data_dir}", "--config.num_epochs=1", "--config.batch_size=4",
+    "--config.eval_batch_size=4", f"--config.compilation_cache={cache}"])
+history = train.train_and_evaluate(config, workdir)
+print("HISTORY " + json.dumps(history))
+"""
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _history(output: str) -> list[dict]:
+  line = next(l for l in output.splitlines() if l.startswith("HISTORY "))
+  return json.loads(line.removeprefix("HISTORY "))
+
+
+def test_two_processes_train_what_one_process_with_two_devices_trains(tiny_data, jit_cache,
+                                                                      tmp_path):
+  env = {**os.environ, "PYTHONPATH": str(REPO / "tests")}
+  port = _free_port()
+  args = [str(port), str(tiny_data), str(tmp_path / "distributed"), jit_cache]
+  processes = [subprocess.Popen([sys.executable, "-c", RUN, str(i), *args], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in range(2)]
+  outputs = [p.communicate(timeout=600) for p in processes]
+  for p, (out, err) in zip(processes, outputs):
+    assert p.returncode == 0, err[-3000:]
+  single = subprocess.run(
+      [sys.executable, "-c", RUN, "single", "0", str(tiny_data), str(tmp_path / "single"),
+       jit_cache], env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+      capture_output=True, text=True, timeout=600)
+  assert single.returncode == 0, single.stderr[-3000:]
+
+  expected = _history(single.stdout)
+  assert "Data:" in outputs[0][0] and "Data:" not in outputs[1][0]  # the first process reports
+  for out, _ in outputs:
+    got = _history(out)
+    assert len(got) == len(expected) == 1
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "val_auc"):
+      assert got[0][key] == pytest.approx(expected[0][key], rel=1e-5), key
+  # One report, written by the first process; the checkpoint written together, complete.
+  written = [json.loads(l) for l in (tmp_path / "distributed" / "metrics.jsonl").read_text()
+             .splitlines()]
+  assert [r["epoch"] for r in written] == [1]
+  assert (tmp_path / "distributed" / "checkpoints" / "1").is_dir()
