@@ -6,8 +6,10 @@ Start with the tutorial's data:
   radjax evaluate --workdir runs/hello   metrics, confusion matrix, ROC curve
   radjax predict --workdir runs/hello scan.dcm more_scans/
   radjax cv --config hello_world --workdir runs/cv --folds 5 --config.data_dir=DATA
+  radjax export-arrays --config hello_world --out data.npz --config.data_dir=DATA   (for TF-less GPUs)
 
-DATA holds TRAIN/ and VAL/ (optional TEST/), each with one folder per class.
+DATA holds TRAIN/ and VAL/ (optional TEST/), each with one folder per class; or it is a CSV
+manifest (path,label,split) or a .npz from export-arrays.
 Every training setting is listed in configs/default.py; `radjax COMMAND --help` for details.
 """
 

@@ -58,6 +58,9 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
   and VAL/ pooled, or the class folders of an unsplit folder. Unreadable files are skipped by the
   listing with a warning naming them."""
   root = pathlib.Path(data_dir)
+  if root.suffix.lower() == ".npz":
+    raise UserError(f"{root}: cross-validation reads class folders or a CSV manifest (each fold "
+                    "links the image files), not pre-decoded arrays")
   if root.suffix.lower() == ".csv":  # a manifest: its train and val rows, or every row
     with root.open(newline="") as f:
       has_split = "split" in (csv.DictReader(f).fieldnames or [])

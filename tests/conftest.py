@@ -8,6 +8,10 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# As flax' examples test: XLA's optimisation passes cost more than they save on smoke-size runs
+# (a third of the compile time). Subprocesses inherit it. The numerical parity tests against
+# Keras and TensorFlow switch it off (`optimized_xla`), so they check what users run.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 DATASET = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "open_i_abd_vs_cxr"
 
@@ -22,6 +26,17 @@ def jit_cache(tmp_path_factory):
   jax.config.update("jax_compilation_cache_dir", directory)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   return directory
+
+
+@pytest.fixture
+def optimized_xla():
+  """The XLA programs users run, optimisation passes on, for one test."""
+  import jax
+
+  before = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", False)
+  yield
+  jax.config.update("jax_disable_most_optimizations", before)
 
 
 @pytest.fixture(scope="session")

@@ -82,6 +82,8 @@ def test_bad_settings_are_refused_in_one_line(grouped_set, tmp_path):
   (tmp_path / "bad.csv").write_text("path,label\nx.png,abd\n")
   with pytest.raises(UserError, match="not a `radjax split` manifest"):
     cv.make_plan(None, folds=0, seeds=[0], manifest=tmp_path / "bad.csv")
+  with pytest.raises(UserError, match="x.npz: cross-validation reads class folders or a CSV"):
+    cv.make_plan(tmp_path / "x.npz", folds=2, seeds=[0])
   (tmp_path / "one").mkdir()
   (tmp_path / "one" / "abd").mkdir()
   with pytest.raises(UserError, match="neither TRAIN/ and VAL/ nor two class folders"):

@@ -14,6 +14,7 @@ from radjax.models import Classifier
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.usefixtures("optimized_xla")
 def test_gradcam_equals_tensorflow_gradient_tape(keras_notop):
   import tensorflow as tf
   import tf_keras

@@ -11,6 +11,7 @@ from radjax.models.inception_v3 import window_max_pool
 
 
 @pytest.mark.parametrize("shape,strides", [((2, 36, 35, 3), (2, 2)), ((1, 9, 10, 2), (1, 1))])
+@pytest.mark.usefixtures("optimized_xla")
 def test_window_max_pool_matches_tensorflow_value_and_gradient(shape, strides):
   import tensorflow as tf
 
@@ -30,6 +31,7 @@ def test_window_max_pool_matches_tensorflow_value_and_gradient(shape, strides):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.usefixtures("optimized_xla")
 def test_batch_norm_matches_flax_values_statistics_and_gradients(dtype):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((4, 7, 5, 6)) * 3 + 2, dtype)
@@ -71,6 +73,7 @@ def test_batch_norm_matches_flax_values_statistics_and_gradients(dtype):
       np.asarray(flax_bn.apply(variables, x, use_running_average=True), np.float32), rtol=tol)
 
 
+@pytest.mark.usefixtures("optimized_xla")
 def test_running_statistics_update_like_keras_batch_normalization():
   import tf_keras
 

@@ -40,6 +40,7 @@ def test_layer_order_matches_keras(keras_notop):
 
 @pytest.mark.parametrize("size,conv_impl", [((299, 299), "xla"), ((96, 131), "xla"),
                                             ((96, 131), "gemm")])
+@pytest.mark.usefixtures("optimized_xla")
 def test_backbone_parity_with_keras(keras_notop, size, conv_impl):
   model, path = keras_notop
   variables = weights.keras_h5_to_variables(path)
@@ -50,6 +51,7 @@ def test_backbone_parity_with_keras(keras_notop, size, conv_impl):
   assert _relative_error(got, expected) <= 1e-4
 
 
+@pytest.mark.usefixtures("optimized_xla")
 def test_classifier_parity_with_keras(keras_notop):
   import tf_keras
 
