@@ -67,7 +67,7 @@ def export(config, out) -> dict:
              "settings": np.array(json.dumps({k: config[k] for k in PIXEL_SETTINGS})),
              "source": np.array(str(data_dir))}
   for split in folders.splits:
-    cached = list(pipeline._cached[split].as_numpy_iterator())  # (image, label, index), path order
+    cached = list(pipeline.cached(split))  # (image, label, index), path order
     columns[f"{split}_images"] = np.stack([c[0] for c in cached])
     columns[f"{split}_labels"] = np.array([c[1] for c in cached], np.int32)
     columns[f"{split}_paths"] = np.array([e.path for e in pipeline.examples[split]])

@@ -328,6 +328,11 @@ class Pipeline:
   def num_examples(self, split: str) -> int:
     return len(self.examples[split])
 
+  def cached(self, split: str):
+    """(image, label, index) of every example of `split` in path order: the decoded, resized,
+    quantized cache itself (what `radjax export-arrays` writes)."""
+    return self._cached[split].as_numpy_iterator()
+
   def steps_per_epoch(self, batch_size: int) -> int:
     return self.num_examples("train") // batch_size
 
