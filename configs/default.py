@@ -53,6 +53,9 @@ def get_config():
   # batch_size) before each validation and checkpoint ("precise BN"); with 13 steps per epoch,
   # momentum 0.99 averages lag far behind. False: Keras' running averages.
   config.precise_bn = True
+  # Precise BN's batches are the same every epoch: kept on the devices when they fit in this many
+  # MiB, else read again each epoch (a large training set would fill the accelerator's memory).
+  config.precise_bn_cache_mb = 2048
   config.fine_tune = "all"         # "all" (the paper), "head", or "from:mixedN"
 
   # Optimisation: Adam as in the paper (Keras defaults).

@@ -35,7 +35,7 @@ RECALIBRATION_STREAM = 0  # as data.RECALIBRATION_STREAM: epochs use (seed, epoc
 
 
 def is_arrays(path) -> bool:
-  return pathlib.Path(path).suffix == SUFFIX
+  return pathlib.Path(path).suffix.lower() == SUFFIX
 
 
 @dataclasses.dataclass

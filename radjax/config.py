@@ -32,6 +32,7 @@ CHOICES = {
 }
 MIN_IMAGE_SIZE = 75  # InceptionV3's smallest input
 AT_LEAST_ONE = ("batch_size", "eval_batch_size", "num_epochs", "hidden_units", "keep_checkpoints")
+NON_NEGATIVE_SETTINGS = ("precise_bn_cache_mb",)
 NON_NEGATIVE = ("augment.rotation_range", "augment.width_shift_range",
                 "augment.height_shift_range", "augment.shear_range", "augment.zoom_range")
 
@@ -44,7 +45,7 @@ MUST_MATCH_ON_RESUME = ("image_size", "resize", "resize_method", "value_range", 
 # uninterrupted one would have been) holds only when nothing changed. These differ without
 # changing the run at all:
 IRRELEVANT_ON_RESUME = ("num_epochs", "compilation_cache", "keep_checkpoints", "distributed",
-                        "weights", "data_dir")
+                        "weights", "data_dir", "precise_bn_cache_mb")
 
 
 def shipped_config(name: str) -> pathlib.Path:
@@ -85,10 +86,20 @@ def load_config(path, overrides=(), device_count: int | None = None) -> ml_colle
   if device_count is None:
     import jax
 
-    device_count = jax.device_count()
+    if config.get("distributed"):
+      initialize_distributed()  # before anything starts JAX' backend (device_count does)
+    device_count = jax.device_count()  # every process's devices together
   validate(config, device_count)
   config.lock()
   return config
+
+
+def initialize_distributed() -> None:
+  """`jax.distributed.initialize()` once per process (it finds SLURM, Open MPI, Kubernetes...)."""
+  import jax
+
+  if not jax.distributed.is_initialized():
+    jax.distributed.initialize()
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -142,7 +153,7 @@ def validate(config, device_count: int = 1) -> None:
       bad(name, f"must be divisible by the number of devices ({device_count})")
   if config.image_size < MIN_IMAGE_SIZE:
     bad("image_size", f"InceptionV3 needs at least {MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} pixels")
-  for name in NON_NEGATIVE:
+  for name in NON_NEGATIVE + NON_NEGATIVE_SETTINGS:
     if _get(config, name) < 0:
       bad(name, "cannot be negative")
   if not 0 <= config.dropout_rate < 1:

@@ -62,8 +62,7 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
     raise UserError(f"{root}: cross-validation reads class folders or a CSV manifest (each fold "
                     "links the image files), not pre-decoded arrays")
   if root.suffix.lower() == ".csv":  # a manifest: its train and val rows, or every row
-    with root.open(newline="") as f:
-      has_split = "split" in (csv.DictReader(f).fieldnames or [])
+    has_split = "split" in data.read_manifest(root)[0]
     folders = data.list_manifest(root, splits=POOLED_SPLITS if has_split else ("train",),
                                  dicom_voi=dicom_voi)
     examples = [e for split in folders.splits.values() for e in split]
@@ -88,9 +87,12 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
     found = []
     for label, d in enumerate(dirs):
       files, others = images.list_image_files(d)
+      checked = [data.checked_example(p, label, True, dicom_voi) for p in files]
+      others += [c for c in checked if not isinstance(c, data.Example)]
       for path, reason in others:
         print(f"radjax cv: skipped {path}: {reason}", file=sys.stderr)
-      found += [(pathlib.Path(p).relative_to(root).as_posix(), label) for p in files]
+      found += [(pathlib.Path(c.path).relative_to(root).as_posix(), label) for c in checked
+                if isinstance(c, data.Example)]
     note = "the class folders"
   return class_names, sorted(found), note
 
@@ -103,26 +105,28 @@ def manifest_images(manifest):
   manifest = pathlib.Path(manifest)
   if not manifest.is_file():
     raise UserError(f"--manifest {manifest}: no such file")
-  with manifest.open(newline="") as f:
-    reader = csv.DictReader(f)
-    missing = [c for c in split_lib.MANIFEST_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-      raise UserError(f"{manifest}: not a `radjax split` manifest (no column {missing[0]!r})")
-    rows = [r for r in reader if r["fold"].strip()]
+  columns, all_rows = data.read_manifest(manifest)
+  missing = [c for c in split_lib.MANIFEST_COLUMNS if c not in columns]
+  if missing:
+    raise UserError(f"{manifest}: not a `radjax split` manifest (no column {missing[0]!r})")
+  rows = [r for _, r in all_rows if r["fold"]]
   if not rows:
     raise UserError(f"{manifest}: no row has a fold; write one with `radjax split --folds K`")
   class_names = sorted({r["class"] for r in rows})
   data.check_binary(class_names, manifest)
   found, fold_of = [], {}
-  for line, r in enumerate(rows, start=2):
-    path = manifest.parent / r["path"]
+  for r in rows:
+    relative = data.manifest_path(r["path"])
+    path = manifest.parent / relative
     if not path.is_file():
       raise UserError(f"{manifest}: row {r['path']}: no such file {path}")
+    if relative in fold_of:
+      raise UserError(f"{manifest}: row {r['path']}: listed twice")
     try:
-      fold_of[r["path"]] = int(r["fold"])
+      fold_of[relative] = int(r["fold"])
     except ValueError:
       raise UserError(f"{manifest}: row {r['path']}: fold {r['fold']!r} is not a number") from None
-    found.append((r["path"], class_names.index(r["class"])))
+    found.append((relative, class_names.index(r["class"])))
   return class_names, sorted(found), fold_of
 
 
@@ -144,9 +148,8 @@ def csv_patients(csv_path) -> dict[str, str]:
   """{path: patient_id} of a CSV manifest's non-empty patient_id cells ({} without the column)."""
   from radjax.split import GROUP_COLUMN
 
-  with pathlib.Path(csv_path).open(newline="") as f:
-    return {r["path"].strip(): r[GROUP_COLUMN].strip() for r in csv.DictReader(f)
-            if (r.get(GROUP_COLUMN) or "").strip()}
+  return {data.manifest_path(r["path"]): r[GROUP_COLUMN]
+          for _, r in data.read_manifest(csv_path)[1] if r.get(GROUP_COLUMN) and r.get("path")}
 
 
 def groups_of(root, paths: list[str], dicom_voi: str = "auto",
@@ -193,6 +196,11 @@ def assign_folds(labels, groups, folds: int, seed: int) -> list[int]:
   """Fold 1..folds of every image: stratified by label, groups kept whole, shuffled by `seed`."""
   from sklearn.model_selection import StratifiedGroupKFold
 
+  distinct = collections.Counter(groups)
+  if len(distinct) < folds:
+    raise UserError(f"--folds {folds}: the images form only {len(distinct)} group(s) of "
+                    "duplicates or one patient (the largest holds "
+                    f"{max(distinct.values())} images); lower --folds, or check the patient ids")
   fold_of = np.zeros(len(labels), int)
   splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
   for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):

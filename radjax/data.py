@@ -134,7 +134,7 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
       skipped += others
       reasons = list(others)
       for path in files:
-        example = _checked(path, label, validate, dicom_voi)
+        example = checked_example(path, label, validate, dicom_voi)
         if isinstance(example, Example):
           examples.append(example)
         else:
@@ -152,7 +152,7 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
   return Folders(root, class_names, result, skipped)
 
 
-def _checked(path: str, label: int, validate: bool, dicom_voi: str):
+def checked_example(path: str, label: int, validate: bool, dicom_voi: str):
   """The file's Example, decoded once when `validate`; or (path, reason) when it is unreadable."""
   gray = high_bit = False
   if validate:
@@ -177,6 +177,23 @@ def _warn_skipped(skipped, result) -> None:
 LABEL_COLUMNS = ("label", "class")
 
 
+def read_manifest(csv_path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+  """(column names, [(line number, {column: value})]) of a CSV, names and values stripped."""
+  import csv
+
+  with pathlib.Path(csv_path).open(newline="") as f:
+    reader = csv.DictReader(f)
+    columns = [c.strip() for c in reader.fieldnames or []]
+    rows = [(line, {k.strip(): (v or "").strip() for k, v in row.items() if k})
+            for line, row in enumerate(reader, start=2)]
+  return columns, rows
+
+
+def manifest_path(text: str) -> str:
+  """A manifest's path as one spelling: "/" separators, no "./" (so duplicates are found)."""
+  return pathlib.PurePosixPath(text.strip().replace("\\", "/")).as_posix()
+
+
 def list_manifest(csv_path, splits=("train", "val"), validate: bool = True,
                   dicom_voi: str = "auto") -> Folders:
   """Lists a CSV manifest (`path,label[,patient_id][,split]`, paths relative to the CSV) as
@@ -185,21 +202,15 @@ def list_manifest(csv_path, splits=("train", "val"), validate: bool = True,
   path listed twice) is an error naming its line; a missing or unreadable file is skipped with a
   warning naming it, and a class without readable images in a split is an error. Without a split
   column, every row belongs to the one split asked for."""
-  import csv
-
   csv_path = pathlib.Path(csv_path)
   if not csv_path.is_file():
     raise UserError(f"{csv_path}: no such CSV file")
   root = csv_path.parent
-  with csv_path.open(newline="") as f:
-    reader = csv.DictReader(f)
-    columns = [c.strip() for c in reader.fieldnames or []]
-    label_column = next((c for c in LABEL_COLUMNS if c in columns), None)
-    if "path" not in columns or label_column is None:
-      raise UserError(f"{csv_path}: needs the columns path and label (or class); found "
-                      f"{', '.join(columns) or 'none'}")
-    rows = [(line, {k.strip(): (v or "").strip() for k, v in row.items() if k})
-            for line, row in enumerate(reader, start=2)]
+  columns, rows = read_manifest(csv_path)
+  label_column = next((c for c in LABEL_COLUMNS if c in columns), None)
+  if "path" not in columns or label_column is None:
+    raise UserError(f"{csv_path}: needs the columns path and label (or class); found "
+                    f"{', '.join(columns) or 'none'}")
   if "split" not in columns and len(splits) > 1:  # one split asked for: every row is in it
     raise UserError(f"{csv_path}: no split column; {' and '.join(splits)} rows are needed "
                     "(a column split with train, val or test)")
@@ -213,13 +224,13 @@ def list_manifest(csv_path, splits=("train", "val"), validate: bool = True,
     split = SPLIT_ALIASES.get(r.get("split", "").lower()) if "split" in columns else splits[0]
     if split is None:
       raise UserError(f"{where}: split {r.get('split')!r} is not one of train, val, test")
-    relative = pathlib.PurePosixPath(r["path"].replace("\\", "/"))
-    if relative.is_absolute() or ".." in relative.parts:
+    relative = manifest_path(r["path"])
+    if pathlib.PurePosixPath(relative).is_absolute() or ".." in relative.split("/"):
       raise UserError(f"{where}: path {r['path']} must be relative to the CSV's folder, inside it")
-    if r["path"] in seen:
-      raise UserError(f"{where}: {r['path']} is listed again (first on line {seen[r['path']]})")
-    seen[r["path"]] = line
-    listed.append((r["path"], r[label_column], split))
+    if relative in seen:  # also "./a.png" after "a.png": one image in two rows, maybe two splits
+      raise UserError(f"{where}: {r['path']} is listed again (first on line {seen[relative]})")
+    seen[relative] = line
+    listed.append((relative, r[label_column], split))
   class_names = sorted({label for _, label, _ in listed})
   if len(class_names) < 2:
     raise UserError(f"{csv_path}: found {len(class_names)} label value(s) {class_names}; a "
@@ -234,7 +245,7 @@ def list_manifest(csv_path, splits=("train", "val"), validate: bool = True,
     if not pathlib.Path(path).is_file():
       skipped.append((path, "no such file (listed in the CSV)"))
       continue
-    example = _checked(path, class_names.index(label), validate, dicom_voi)
+    example = checked_example(path, class_names.index(label), validate, dicom_voi)
     (result[split] if isinstance(example, Example) else skipped).append(example)
   for split, examples in result.items():
     if split == "test" and not examples:
@@ -315,8 +326,9 @@ class Pipeline:
     self.examples = {split: sorted(examples, key=lambda e: e.path)
                      for split, examples in folders.splits.items()}
     self._cached = {split: self._decoded(examples) for split, examples in self.examples.items()}
-    self.class_weights = config_lib.class_weights(
-        config, [e.label for e in self.examples.get("train", [])], folders.class_names)
+    self.class_weights = (config_lib.class_weights(
+        config, [e.label for e in self.examples["train"]], folders.class_names)
+        if "train" in self.examples else None)  # evaluation pipelines have no training labels
 
   @property
   def class_names(self) -> list[str]:

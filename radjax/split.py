@@ -82,6 +82,10 @@ def _group_folds(train: dict[str, list[str]], group_of: dict[str, str], folds: i
 
   paths = [p for cls in sorted(train) for p in train[cls]]
   labels = [cls for cls in sorted(train) for _ in train[cls]]
+  groups = {group_of[p] for p in paths}
+  if len(groups) < folds:
+    raise UserError(f"--folds {folds}: the training images form only {len(groups)} group(s); "
+                    "lower --folds")
   splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
   fold_of = {}
   for k, (_, held) in enumerate(splitter.split(np.zeros(len(paths)), labels,

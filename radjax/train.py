@@ -46,7 +46,7 @@ def train_and_evaluate(config, workdir) -> list[dict]:
   console output for all of them; Orbax writes the checkpoints together.
   """
   if config.distributed:
-    jax.distributed.initialize()
+    config_lib.initialize_distributed()  # already done by load_config, unless built in code
   workdir = workdir_lib.prepare(workdir)
   if jax.process_index() != 0:  # one run, one lock, one report: the first process's
     with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
@@ -105,7 +105,8 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
                           f"stopped without saving. Last good checkpoint: {kept} in "
                           f"{mngr.directory}.")
     if recalibration:
-      state = state.replace(batch_stats=run.steps.precise_batch_stats(state, recalibration, rng))
+      placed = recalibration() if callable(recalibration) else recalibration
+      state = state.replace(batch_stats=run.steps.precise_batch_stats(state, placed, rng))
       jax.block_until_ready(state.batch_stats)  # so that its time is its own, not validation's
     recalibrated = time.perf_counter()
     val_logits, val_labels = run.steps.logits_of(
@@ -128,10 +129,11 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
   return report.epoch_records(reporter.history)
 
 
-def _recalibration_batches(run, pipeline) -> list[dict]:
-  """Precise BN's batches, placed on the devices once: they are the same in every epoch. None when
-  it is off, or when no BatchNorm layer trains (fine_tune="head": every one keeps its statistics,
-  so the pass would change nothing)."""
+def _recalibration_batches(run, pipeline):
+  """Precise BN's batches. They are the same in every epoch: placed on the devices once when they
+  fit in `precise_bn_cache_mb`, else read again each epoch (a callable gives them). [] when it is
+  off, or when no BatchNorm layer trains (fine_tune="head": every one keeps its statistics, so
+  the pass would change nothing)."""
   from radjax.models.stages import NUM_STAGES, frozen_stages
 
   config = run.config
@@ -140,7 +142,15 @@ def _recalibration_batches(run, pipeline) -> list[dict]:
   if frozen_stages(config.fine_tune) == NUM_STAGES:
     print("Precise BN: skipped, no BatchNorm layer trains (fine_tune=head)")
     return []
-  return [run.steps.on_device(b) for b in pipeline.recalibration_batches(config.batch_size)]
+  placed, size = [], 0
+  for batch in pipeline.recalibration_batches(config.batch_size):
+    size += batch["image"].nbytes
+    if size > config.precise_bn_cache_mb * 2**20:
+      print(f"Precise BN: its batches exceed --config.precise_bn_cache_mb="
+            f"{config.precise_bn_cache_mb}; they are read again each epoch")
+      return lambda: pipeline.recalibration_batches(config.batch_size)
+    placed.append(run.steps.on_device(batch))
+  return placed
 
 
 def _final_summary(epoch: int, logits, labels, class_names, seed: int) -> None:

@@ -207,3 +207,19 @@ def test_a_csv_manifest_is_cross_validated_over_its_rows(grouped_set):
   assert {"abd/abd1.png", "chest/chst34.png"} in groups
   folds = dict(zip(plan["paths"], plan["assignment"]["0"]))
   assert folds["abd/abd1.png"] == folds["chest/chst34.png"]
+
+
+def test_too_few_groups_an_unreadable_file_and_dot_paths(grouped_set):
+  with pytest.raises(UserError, match="--folds 3: the images form only 1 group"):
+    cv.assign_folds([0, 1, 0, 1], [7, 7, 7, 7], folds=3, seed=0)
+  (grouped_set / "chest" / "broken.png").write_bytes(b"\x89PNG not really")
+  plan = cv.make_plan(grouped_set, folds=3, seeds=[0])
+  assert "chest/broken.png" not in plan["paths"] and len(plan["paths"]) == 21
+  # A manifest's patient_id is found however its path is spelt ("./abd/abd1.png").
+  manifest = grouped_set / "labels.csv"
+  manifest.write_text("path , label , patient_id\n./abd/abd1.png,abd,P7\nchest/chst34.png,chest,P7\n"
+                      + "".join(f"{p.relative_to(grouped_set).as_posix()},{p.parent.name},\n"
+                                for p in sorted(grouped_set.rglob("*.png"))
+                                if p.name not in ("abd1.png", "chst34.png", "broken.png")))
+  plan = cv.make_plan(manifest, folds=3, seeds=[0])
+  assert {"abd/abd1.png", "chest/chst34.png"} in [set(g) for g in plan["groups"]]

@@ -395,3 +395,51 @@ def test_weighted_loss_is_keras_class_weight(small_dataset):
   del unweighted["weight"]
   _, plain = steps.train_step(state, unweighted, jax.random.key(0), model=model, tx=optax.sgd(0.0))
   assert float(plain["loss"]) != pytest.approx(float(metrics["loss"]))
+
+
+def test_one_image_spelt_twice_in_a_manifest_is_refused(small_dataset):
+  rows = _rows_of(small_dataset)
+  rows.append(["./" + rows[0][0], rows[0][1], "val"])  # the same file, in another split
+  with pytest.raises(UserError, match="manifest.csv:10: ./TRAIN/abd/.* is listed again "
+                                      r"\(first on line 2\)"):
+    data.list_manifest(_write_manifest(small_dataset, rows))
+  rows = _rows_of(small_dataset)
+  rows[0][0] = rows[0][0].replace("/", "\\")  # Windows separators
+  assert data.list_manifest(_write_manifest(small_dataset, rows)).counts()["train"]["abd"] == 3
+
+
+def test_evaluation_pipelines_need_no_training_labels_for_class_weights(small_dataset):
+  config = _config()
+  config.class_weight = "balanced"
+  pipeline = data.Pipeline(data.list_folders(small_dataset, splits=("val",)), config)
+  assert pipeline.class_weights is None and len(list(pipeline.eval_batches("val", 2))) == 1
+
+
+def test_precise_bn_batches_stream_above_their_memory_budget(small_dataset):
+  import types
+
+  from radjax import train
+
+  config = _config()
+  pipeline = data.Pipeline(data.list_folders(small_dataset), config)
+  run = types.SimpleNamespace(config=config, steps=types.SimpleNamespace(on_device=lambda b: b))
+  placed = train._recalibration_batches(run, pipeline)
+  assert isinstance(placed, list) and len(placed) == 1  # 6 images, batches of 5
+  config.precise_bn_cache_mb = 0
+  again = train._recalibration_batches(run, pipeline)
+  assert callable(again)
+  np.testing.assert_array_equal(next(iter(again()))["image"], placed[0]["image"])
+
+
+def test_distributed_is_initialised_before_jax_starts_its_backend(monkeypatch):
+  import jax
+
+  from radjax import config as config_lib
+
+  calls = []
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append("initialize"))
+  real_count = jax.device_count
+  monkeypatch.setattr(jax, "device_count", lambda: calls.append("device_count") or real_count())
+  config_lib.load_config("smoke", ["--config.distributed=True"])
+  assert calls == ["initialize", "device_count"]
