@@ -76,10 +76,12 @@ def _train(args) -> int:
 
 
 def _export_arrays(args) -> int:
-  from radjax import arrays, config as config_lib
+  from radjax import arrays, config as config_lib, data, datasets
 
   config = config_lib.load_config(args.config, args.overrides)
-  result = arrays.export(config, args.out)
+  folders = datasets.list_every_split(data.resolve_data_dir(config.data_dir).resolve(),
+                                      config.dicom_voi)
+  result = arrays.export(config, args.out, folders)
   counts = ", ".join(f"{split} {sum(c.values())}" for split, c in result["counts"].items())
   print(f"Wrote {result['path']} ({result['bytes'] / 2**20:.1f} MiB; {counts} images). Train "
         f"from it without TensorFlow: --config.data_dir={result['path']} "

@@ -28,3 +28,15 @@ def open_pipeline(data_dir, config, splits=("train", "val")):
   if arrays.is_arrays(data_dir):
     return arrays.ArrayPipeline(arrays.load(data_dir), config, splits)
   return data.Pipeline(list_dataset(data_dir, splits=splits, dicom_voi=config.dicom_voi), config)
+
+
+def list_every_split(data_dir, dicom_voi: str = "auto") -> data.Folders:
+  """Every split a dataset has: the split folders present, or a manifest's train, val and test
+  rows (all rows as "train" without a split column). For `radjax export-arrays`."""
+  path = pathlib.Path(data_dir)
+  if path.suffix.lower() == ".csv":
+    splits = arrays.SPLITS if "split" in data.read_manifest(path)[0] else ("train",)
+    return data.list_manifest(path, splits=splits, dicom_voi=dicom_voi)
+  present = data.find_splits(path)
+  return data.list_folders(path, splits=tuple(s for s in arrays.SPLITS if s in present),
+                           dicom_voi=dicom_voi)

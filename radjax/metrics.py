@@ -60,6 +60,7 @@ def binary_metrics(logits, labels, threshold_logit: float = THRESHOLD_LOGIT) -> 
 
 INTERVAL_METRICS = ("auc", "accuracy", "sensitivity", "specificity")
 BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_CHUNK = 100  # resamples scored together
 
 
 def bootstrap_intervals(logits, labels, threshold_logit: float = THRESHOLD_LOGIT,
@@ -74,10 +75,13 @@ def bootstrap_intervals(logits, labels, threshold_logit: float = THRESHOLD_LOGIT
   logits, labels = np.asarray(logits, np.float64), np.asarray(labels).astype(int)
   rng = np.random.default_rng(seed)
   positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-  index = np.stack([np.concatenate([rng.choice(group, len(group)) for group in
-                                    (positives, negatives) if len(group)])
-                    for _ in range(resamples)])
-  values = _resampled_metrics(logits[index], labels[index], threshold_logit)
+  chunks = []  # BOOTSTRAP_CHUNK resamples at a time: memory ~ chunk x images, not 1000 x images
+  for start in range(0, resamples, BOOTSTRAP_CHUNK):
+    index = np.stack([np.concatenate([rng.choice(group, len(group)) for group in
+                                      (positives, negatives) if len(group)])
+                      for _ in range(min(BOOTSTRAP_CHUNK, resamples - start))])
+    chunks.append(_resampled_metrics(logits[index], labels[index], threshold_logit))
+  values = {name: np.concatenate([c[name] for c in chunks]) for name in INTERVAL_METRICS}
   tail = (1 - level) / 2 * 100
   return {name: ([float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
                  if np.all(np.isfinite(v)) else [float("nan"), float("nan")])

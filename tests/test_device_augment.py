@@ -188,3 +188,17 @@ def test_arrays_bad_inputs_are_named(tiny_data, jit_cache, tmp_path):
     arrays.load(tmp_path / "missing.npz")
   with pytest.raises(UserError, match="--out .*x.zip: expected a .npz file"):
     arrays.export(config_lib.load_config("smoke", base), tmp_path / "x.zip")
+
+
+def test_export_arrays_reads_a_csv_manifest(tiny_data, jit_cache, tmp_path):
+  rows = [f"{p.relative_to(tiny_data).as_posix()},{p.parent.name},{p.parent.parent.name.lower()}"
+          for p in sorted(tiny_data.rglob("*.png"))]
+  manifest = tiny_data / "labels.csv"
+  manifest.write_text("path,label,split\n" + "\n".join(rows) + "\n")
+  npz = tmp_path / "from_csv.npz"
+  assert cli.main(["export-arrays", "--out", str(npz), *_args(manifest, jit_cache)]) == 0
+  loaded = arrays.load(npz)
+  assert {s: len(v) for s, v in loaded.labels.items()} == {"train": 10, "val": 4}
+  folders_npz = tmp_path / "from_folders.npz"
+  assert cli.main(["export-arrays", "--out", str(folders_npz), *_args(tiny_data, jit_cache)]) == 0
+  np.testing.assert_array_equal(loaded.images["val"], arrays.load(folders_npz).images["val"])

@@ -428,13 +428,16 @@ def test_predicted_class_names_follow_the_probability(trained, tiny_data, capsys
     assert p["label"] == ("chest" if p["probability"] > result["threshold"] else "abd"), p
 
 
-def test_bootstrap_intervals_are_seeded_stratified_and_contain_the_estimate():
+def test_bootstrap_intervals_are_seeded_stratified_and_contain_the_estimate(monkeypatch):
   rng = np.random.default_rng(0)
   labels = np.array([1] * 12 + [0] * 18)
   logits = rng.normal(0, 1, 30) + 1.2 * labels
   point = metrics.binary_metrics(logits, labels)
   intervals = metrics.bootstrap_intervals(logits, labels, seed=3)
   assert intervals == metrics.bootstrap_intervals(logits, labels, seed=3)
+  monkeypatch.setattr(metrics, "BOOTSTRAP_CHUNK", 7)  # scored in other chunks: the same draws
+  assert intervals == metrics.bootstrap_intervals(logits, labels, seed=3)
+  monkeypatch.undo()
   assert intervals != metrics.bootstrap_intervals(logits, labels, seed=4)
   for name in metrics.INTERVAL_METRICS:
     low, high = intervals[name]
