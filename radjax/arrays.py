@@ -48,10 +48,9 @@ class Arrays:
   paths: dict[str, list[str]]
 
 
-def export(config, out, folders=None) -> dict:
-  """Decodes a listed dataset (`folders`, default: the class folders of `config.data_dir`, every
-  split) as the training pipeline caches it and writes it to `out` (.npz). Returns {"path",
-  "counts", "bytes"}."""
+def export(config, out, folders) -> dict:
+  """Decodes a listed dataset (`datasets.list_every_split`) as the training pipeline caches it
+  and writes it to `out` (.npz). Returns {"path", "counts", "bytes"}."""
   from radjax import data
 
   out = pathlib.Path(out)
@@ -59,16 +58,10 @@ def export(config, out, folders=None) -> dict:
     raise UserError(f"--out {out}: expected a {SUFFIX} file")
   if not out.parent.is_dir():
     raise UserError(f"--out {out}: no such folder {out.parent}/")
-  if folders is None:
-    data_dir = data.resolve_data_dir(config.data_dir).resolve()
-    present = data.find_splits(data_dir)
-    folders = data.list_folders(data_dir, splits=tuple(s for s in SPLITS if s in present),
-                                dicom_voi=config.dicom_voi)
-  data_dir = folders.root
   pipeline = data.Pipeline(folders, config)
   columns = {"format": np.array(FORMAT), "class_names": np.array(folders.class_names),
              "settings": np.array(json.dumps({k: config[k] for k in PIXEL_SETTINGS})),
-             "source": np.array(str(data_dir))}
+             "source": np.array(str(folders.root))}
   for split in folders.splits:
     cached = list(pipeline.cached(split))  # (image, label, index), path order
     columns[f"{split}_images"] = np.stack([c[0] for c in cached])

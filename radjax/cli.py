@@ -156,6 +156,13 @@ def _explain(args) -> int:
   return 1 if errors or not done else 0
 
 
+def _config_argument(p) -> None:
+  """--config of the commands that take a config and --config.NAME=VALUE overrides."""
+  p.add_argument("--config", required=True,
+                 help="config file (e.g. configs/hello_world.py) or a shipped config's name "
+                      "(default, hello_world, smoke)")
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="radjax", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -202,9 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "override any of them as --config.NAME=VALUE (nested: --config.augment.zoom_range=0.1).",
       epilog="Example: radjax train --config configs/hello_world.py --workdir runs/hello \\\n"
              "          --config.data_dir=DATA --config.num_epochs=5")
-  p.add_argument("--config", required=True,
-                 help="config file (e.g. configs/hello_world.py) or a shipped config's name "
-                      "(default, hello_world, smoke)")
+  _config_argument(p)
   p.add_argument("--workdir", required=True, help="run folder: checkpoints, metrics, curves")
   p.set_defaults(func=_train)
 
@@ -215,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "--config.augment_on=device` then needs no TensorFlow (e.g. on a GPU machine). "
                   "Settings as for train: --config.NAME=VALUE (image_size, resize, "
                   "resize_method and dicom_voi are stored and must match at training).")
-  p.add_argument("--config", required=True, help="config file or a shipped config's name")
+  _config_argument(p)
   p.add_argument("--out", required=True, help="the .npz file to write")
   p.set_defaults(func=_export_arrays)
 
@@ -228,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "Settings as for train: --config.NAME=VALUE.",
       epilog="Example: radjax cv --config hello_world --workdir runs/cv --folds 5 \\\n"
              "          --config.data_dir=DATA --config.weights=none")
-  p.add_argument("--config", required=True, help="config file or a shipped config's name")
+  _config_argument(p)
   p.add_argument("--workdir", required=True, help="folder for the fold runs and the summary")
   p.add_argument("--folds", type=int, default=0, metavar="K",
                  help="number of folds (with --manifest: its folds)")

@@ -88,3 +88,38 @@ def keras_notop(tmp_path_factory):
   path = tmp_path_factory.mktemp("keras") / "inception_v3_notop.h5"
   model.save_weights(str(path))
   return model, path
+
+
+def write_dicom(path, pixels, photometric="MONOCHROME2", bits_stored=None, signed=False,
+                frames=None, **attributes):
+  """A Secondary Capture Part 10 file, Explicit VR Little Endian, whose Pixel Data is the bytes of
+  `pixels` ((frames,) rows, columns (, samples)); its dtype sets Bits Allocated."""
+  from pydicom.dataset import Dataset, FileMetaDataset
+  from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+  meta = FileMetaDataset()
+  meta.TransferSyntaxUID = ExplicitVRLittleEndian
+  meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+  meta.MediaStorageSOPInstanceUID = generate_uid()
+  ds = Dataset()
+  ds.file_meta = meta
+  ds.SOPClassUID = meta.MediaStorageSOPClassUID
+  ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+  ds.Modality = "OT"
+  shape = pixels.shape[1:] if frames else pixels.shape
+  ds.Rows, ds.Columns = shape[:2]
+  ds.SamplesPerPixel = shape[2] if len(shape) == 3 else 1
+  if ds.SamplesPerPixel > 1:
+    ds.PlanarConfiguration = 0
+  if frames:
+    ds.NumberOfFrames = frames
+  ds.PhotometricInterpretation = photometric
+  ds.BitsAllocated = pixels.dtype.itemsize * 8
+  ds.BitsStored = bits_stored or ds.BitsAllocated
+  ds.HighBit = ds.BitsStored - 1
+  ds.PixelRepresentation = int(signed)
+  for keyword, value in attributes.items():
+    setattr(ds, keyword, value)
+  ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
+  ds.save_as(path, enforce_file_format=True)
+  return path

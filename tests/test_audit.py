@@ -323,13 +323,14 @@ def test_split_group_by_keeps_each_patient_in_one_split_and_fold(dataset_dir, tm
 
 
 def test_split_group_by_patient_id_reads_dicom(tmp_path):
-  from test_shortcuts import _anatomy, _write_dicom
+  from conftest import write_dicom
+  from test_shortcuts import _anatomy
 
   rng = np.random.default_rng(0)
   for cls in ("abd", "chest"):
     (tmp_path / "src" / cls).mkdir(parents=True)
     for i in range(6):
-      _write_dicom(tmp_path / "src" / cls / f"{i}.dcm", (_anatomy(rng) * 16).astype(np.uint16),
+      write_dicom(tmp_path / "src" / cls / f"{i}.dcm", (_anatomy(rng) * 16).astype(np.uint16),
                    PatientID=f"{cls}-{i // 2}")
   split.split_dataset(tmp_path / "src", tmp_path / "dst", val=4, seed=0, group_by="patient_id")
   rows = _manifest(tmp_path / "dst")

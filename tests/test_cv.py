@@ -13,7 +13,8 @@ from sklearn import metrics as skm
 from radjax import cli, cv, split, train
 from radjax.errors import UserError
 from conftest import copy_subset
-from test_shortcuts import _anatomy, _write_dicom
+from conftest import write_dicom
+from test_shortcuts import _anatomy
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,7 @@ def grouped_set(dataset_dir, tmp_path):
                                                               quality=90)
   rng = np.random.default_rng(0)
   for i in range(3):
-    _write_dicom(root / "chest" / f"patient_x_{i}.dcm", (_anatomy(rng) * 16).astype(np.uint16),
+    write_dicom(root / "chest" / f"patient_x_{i}.dcm", (_anatomy(rng) * 16).astype(np.uint16),
                  PatientID="X")
   return root
 

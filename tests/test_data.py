@@ -235,26 +235,15 @@ def test_nearest_resize_is_keras_load_img_pixel_for_pixel(dataset_dir):
 
 
 def test_high_bit_depth_png_equals_the_dicom_without_window_and_keeps_16_bits(tmp_path):
-  import pydicom
   from PIL import Image
-  from pydicom.dataset import FileMetaDataset
-  from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+  from conftest import write_dicom
 
   rng = np.random.default_rng(0)
   values = rng.integers(100, 3900, (80, 90)).astype(np.uint16)  # 12-bit data
   values[0, 0], values[0, 1] = 100, 3900
   Image.fromarray(values).save(tmp_path / "film.png")
-  meta = FileMetaDataset()
-  meta.TransferSyntaxUID = ExplicitVRLittleEndian
-  meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-  meta.MediaStorageSOPInstanceUID = generate_uid()
-  ds = pydicom.Dataset()
-  ds.file_meta = meta
-  ds.Rows, ds.Columns = values.shape
-  ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-  ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-  ds.PixelData = values.tobytes()
-  ds.save_as(tmp_path / "film.dcm", enforce_file_format=True)
+  write_dicom(tmp_path / "film.dcm", values, bits_stored=12)
   png, dcm = images.read_image(tmp_path / "film.png"), images.read_image(tmp_path / "film.dcm")
   # Not 255/65535 of the stored values (a nearly black image): the stored range, as DICOM.
   assert png.max() == pytest.approx(255) and png.min() == 0

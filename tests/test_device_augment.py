@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from radjax import arrays, augment as aug, checkpoints, cli, config as config_lib, data, \
+from radjax import arrays, augment as aug, checkpoints, cli, config as config_lib, data, datasets, \
     device_augment, images
 from radjax.errors import UserError
 from radjax.preprocess import tensorflow
@@ -173,7 +173,8 @@ def test_arrays_train_without_tensorflow_and_resume_exactly(tiny_data, jit_cache
 def test_arrays_bad_inputs_are_named(tiny_data, jit_cache, tmp_path):
   npz = tmp_path / "a.npz"
   base = _args(tiny_data, jit_cache)[2:]
-  arrays.export(config_lib.load_config("smoke", base), npz)
+  arrays.export(config_lib.load_config("smoke", base), npz,
+                datasets.list_every_split(tiny_data))
   loaded = arrays.load(npz)
   with pytest.raises(UserError, match=r"--config.image_size=99: .*a.npz was decoded with "
                                       r"image_size=75"):
@@ -187,7 +188,8 @@ def test_arrays_bad_inputs_are_named(tiny_data, jit_cache, tmp_path):
   with pytest.raises(UserError, match="no such arrays file"):
     arrays.load(tmp_path / "missing.npz")
   with pytest.raises(UserError, match="--out .*x.zip: expected a .npz file"):
-    arrays.export(config_lib.load_config("smoke", base), tmp_path / "x.zip")
+    arrays.export(config_lib.load_config("smoke", base), tmp_path / "x.zip",
+                  datasets.list_every_split(tiny_data))
 
 
 def test_export_arrays_reads_a_csv_manifest(tiny_data, jit_cache, tmp_path):

@@ -19,6 +19,7 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import (MPEG2MPML, ExplicitVRLittleEndian, SecondaryCaptureImageStorage,
                           generate_uid)
 
+from conftest import write_dicom
 from radjax.dicom import VOI_MODES, DicomError, is_dicom, read_dicom
 from radjax.errors import UserError
 
@@ -36,38 +37,6 @@ EXACT = 1e-6  # float32 rounding of values computed in float64
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
-
-def write_dicom(path, pixels, photometric="MONOCHROME2", bits_stored=None, signed=False,
-                frames=None, **attributes):
-  """A Secondary Capture Part 10 file, Explicit VR Little Endian, whose Pixel Data is the bytes of
-  `pixels` ((frames,) rows, columns (, samples)); its dtype sets Bits Allocated."""
-  meta = FileMetaDataset()
-  meta.TransferSyntaxUID = ExplicitVRLittleEndian
-  meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-  meta.MediaStorageSOPInstanceUID = generate_uid()
-  ds = Dataset()
-  ds.file_meta = meta
-  ds.SOPClassUID = meta.MediaStorageSOPClassUID
-  ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-  ds.Modality = "OT"
-  shape = pixels.shape[1:] if frames else pixels.shape
-  ds.Rows, ds.Columns = shape[:2]
-  ds.SamplesPerPixel = shape[2] if len(shape) == 3 else 1
-  if ds.SamplesPerPixel > 1:
-    ds.PlanarConfiguration = 0
-  if frames:
-    ds.NumberOfFrames = frames
-  ds.PhotometricInterpretation = photometric
-  ds.BitsAllocated = pixels.dtype.itemsize * 8
-  ds.BitsStored = bits_stored or ds.BitsAllocated
-  ds.HighBit = ds.BitsStored - 1
-  ds.PixelRepresentation = int(signed)
-  for keyword, value in attributes.items():
-    setattr(ds, keyword, value)
-  ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
-  ds.save_as(path, enforce_file_format=True)
-  return path
-
 
 def bundled(name):
   """Path of one of pydicom's test files, only if it ships with the installed package."""

@@ -98,28 +98,16 @@ def test_maps_of_a_model_that_uses_a_marker_point_at_the_marker(marker_run, tmp_
 
 
 def test_explain_command_writes_figures_and_reads_dicom(marker_run, tmp_path, capsys):
-  import pydicom
   from PIL import Image
-  from pydicom.dataset import FileMetaDataset
-  from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+  from conftest import write_dicom
 
   data, workdir = marker_run
   source = sorted((data / "VAL" / "marked").glob("*.png"))[0]
   pixels = np.asarray(Image.open(source))
-  meta = FileMetaDataset()
-  meta.TransferSyntaxUID = ExplicitVRLittleEndian
-  meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-  meta.MediaStorageSOPInstanceUID = generate_uid()
-  ds = pydicom.Dataset()
-  ds.file_meta = meta
-  ds.Rows, ds.Columns = pixels.shape
-  ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-  ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-  ds.WindowCenter, ds.WindowWidth = 127.5, 256
-  ds.PixelData = pixels.tobytes()
   inputs = tmp_path / "in"
   inputs.mkdir()
-  ds.save_as(inputs / "film.dcm", enforce_file_format=True)
+  write_dicom(inputs / "film.dcm", pixels, WindowCenter=127.5, WindowWidth=256)
   shutil.copy(source, inputs / "film_png.png")
   (inputs / "broken.png").write_text("not an image")
   out = tmp_path / "out"

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from radjax import arrays, config as config_lib, data
+from radjax import arrays, config as config_lib, data, datasets
 from conftest import copy_subset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -26,7 +26,7 @@ def test_process_shards_of_the_training_batches_make_up_the_global_batches(tiny_
   config = config_lib.load_config("smoke", [f"--config.data_dir={tiny_data}"])
   pipeline = data.Pipeline(data.list_folders(tiny_data), config)
   npz = tmp_path / "tiny.npz"
-  arrays.export(config, npz)
+  arrays.export(config, npz, datasets.list_every_split(tiny_data))
   device = config_lib.load_config("smoke", [f"--config.data_dir={npz}",
                                             "--config.augment_on=device"])
   for source in (pipeline, arrays.ArrayPipeline(arrays.load(npz), device)):

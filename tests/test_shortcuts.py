@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
+from conftest import write_dicom
 from radjax import audit
 
 SIDE = 64
@@ -80,28 +80,6 @@ def test_nothing_encodes_the_class(tmp_path):
   assert report["shared_identifiers"] == [] and report["warnings"] == []
 
 
-def _write_dicom(path, pixels, **attributes):
-  meta = FileMetaDataset()
-  meta.TransferSyntaxUID = ExplicitVRLittleEndian
-  meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-  meta.MediaStorageSOPInstanceUID = generate_uid()
-  ds = Dataset()
-  ds.file_meta = meta
-  ds.SOPClassUID = meta.MediaStorageSOPClassUID
-  ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-  ds.Modality = "DX"
-  ds.Rows, ds.Columns = pixels.shape
-  ds.SamplesPerPixel = 1
-  ds.PhotometricInterpretation = "MONOCHROME2"
-  ds.BitsAllocated = ds.BitsStored = 16
-  ds.HighBit = 15
-  ds.PixelRepresentation = 0
-  for keyword, value in attributes.items():
-    setattr(ds, keyword, value)
-  ds.PixelData = pixels.astype("<u2").tobytes()
-  ds.save_as(path, enforce_file_format=True)
-
-
 @pytest.fixture
 def dicom_set(tmp_path):
   """Manufacturer encodes the class; patient P0 of each class has files in TRAIN and VAL."""
@@ -112,7 +90,7 @@ def dicom_set(tmp_path):
       (root / split / cls).mkdir(parents=True)
       for i in range(n):
         patient = f"{cls}-P{i}" if split == "TRAIN" else f"{cls}-P{0 if i == 0 else 100 + i}"
-        _write_dicom(root / split / cls / f"{cls}{i}.dcm", (_anatomy(rng) * 16).astype(np.uint16),
+        write_dicom(root / split / cls / f"{cls}{i}.dcm", (_anatomy(rng) * 16).astype(np.uint16),
                      Manufacturer=("ACME Abdomen" if index == 0 else "Chesterton"),
                      StationName=f"STATION{rng.integers(3)}", PixelSpacing=[0.2, 0.2],
                      PatientID=patient, StudyInstanceUID=generate_uid())
@@ -150,7 +128,7 @@ def test_a_study_uid_shared_across_splits_is_leakage(tmp_path):
       (tmp_path / split / cls).mkdir(parents=True)
       for i in range(3):
         uid = study if (cls, i) == ("abd", 0) else generate_uid()
-        _write_dicom(tmp_path / split / cls / f"{i}.dcm", (_anatomy(rng) * 16).astype(np.uint16),
+        write_dicom(tmp_path / split / cls / f"{i}.dcm", (_anatomy(rng) * 16).astype(np.uint16),
                      PatientID=f"{split}{cls}{i}", StudyInstanceUID=uid)
   report = audit.audit(tmp_path, progress=False)
   assert [(e["attribute"], e["value"]) for e in report["shared_identifiers"]] == [
