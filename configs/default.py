@@ -44,10 +44,14 @@ def get_config():
   config.hidden_units = 256
   config.dropout_rate = 0.5
   config.dtype = "float32"         # compute dtype: "float32" or "bfloat16" (parameters stay float32)
-  # Convolution and max-pool lowering: "xla" (lax.conv, lax.reduce_window), "gemm" (patches @
-  # kernel, max of window slices: a faster backward pass on CPUs, see README "Benchmarks") or
-  # "auto" (gemm on CPU, xla elsewhere). Same parameters and results, up to float rounding.
+  # How the step computes (same parameters and results, up to float rounding; "auto" = what was
+  # measured fastest on the backend, radjax.run.IMPLEMENTATIONS and README "Benchmarks"):
+  # convolutions "xla" (lax.conv) or "gemm" (patches @ kernel); max pooling "xla"
+  # (lax.reduce_window) or "window" (max of window slices, hand-written gradient); BatchNorm's
+  # gradient "closed_form" (hand-written) or "autodiff".
   config.conv_impl = "auto"
+  config.pool_impl = "auto"
+  config.bn_grad = "auto"
   config.bn_momentum = 0.99        # Keras' BatchNormalization default (Bessel-corrected variance)
   # Recompute BatchNorm statistics on the un-augmented training set (seeded mixed-class batches of
   # batch_size) before each validation and checkpoint ("precise BN"); with 13 steps per epoch,

@@ -25,6 +25,8 @@ CHOICES = {
     "dicom_voi": ("auto", "window", "voi_lut", "none"),
     "dtype": ("float32", "bfloat16"),
     "conv_impl": ("auto", "xla", "gemm"),
+    "pool_impl": ("auto", "xla", "window"),
+    "bn_grad": ("auto", "closed_form", "autodiff"),
     # Keras' "constant" and "wrap" fill differ from TensorFlow's at the border: only these two match.
     "augment.fill_mode": ("nearest", "reflect"),
     "augment.interpolation": ("bilinear", "nearest"),

@@ -22,18 +22,30 @@ from radjax.models.stages import frozen_stages, stage_of
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def lowering_name(conv_impl: str) -> str:
-  """"auto" -> "gemm" on CPU (XLA's CPU backend differentiates it faster), "xla" elsewhere."""
-  if conv_impl == "auto":
-    return "gemm" if jax.default_backend() == "cpu" else "xla"
-  return conv_impl
+# What "auto" means per backend, chosen by measurement (README "Benchmarks"): XLA's CPU backend
+# differentiates GEMM convolutions, window-slice max pooling and BatchNorm's closed-form gradient
+# faster than lax.conv, reduce_window and autodiff; on GPUs, cuDNN convolutions win.
+IMPLEMENTATIONS = {
+    "cpu": {"conv_impl": "gemm", "pool_impl": "window", "bn_grad": "closed_form"},
+    "gpu": {"conv_impl": "xla", "pool_impl": "xla", "bn_grad": "closed_form"},
+}
+OTHER_BACKENDS = "gpu"  # TPUs and the rest: XLA's own ops, as on GPUs
+
+
+def implementations(config, backend: str | None = None) -> dict[str, str]:
+  """conv_impl, pool_impl and bn_grad with "auto" resolved for `backend` (default: JAX's)."""
+  backend = backend or jax.default_backend()
+  chosen = IMPLEMENTATIONS.get(backend, IMPLEMENTATIONS[OTHER_BACKENDS])
+  return {key: chosen[key] if config[key] == "auto" else config[key] for key in chosen}
 
 
 def create_model(config) -> Classifier:
+  impl = implementations(config)
   return Classifier(hidden_units=config.hidden_units, dropout_rate=config.dropout_rate,
                     dtype=DTYPES[config.dtype], bn_momentum=config.bn_momentum,
                     frozen_stages=frozen_stages(config.fine_tune),
-                    **lowering(lowering_name(config.conv_impl)))
+                    bn_closed_form_grad=impl["bn_grad"] == "closed_form",
+                    **lowering(impl["conv_impl"], impl["pool_impl"]))
 
 
 def trainable_labels(params, fine_tune: str):

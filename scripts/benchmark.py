@@ -29,11 +29,15 @@ DATASET = REPO.parent / "shared" / "datasets" / "open_i_abd_vs_cxr"
 DEFAULT_BATCHES = {"cpu": "5,32", "gpu": "5,64,256"}
 
 RESULTS: list[dict] = []
+_JSONL = None  # --jsonl: a file every record is appended to as well
 
 
 def emit(**record):
   RESULTS.append(record)
   print(json.dumps(record), flush=True)
+  if _JSONL is not None:
+    _JSONL.write(json.dumps(record) + "\n")
+    _JSONL.flush()
 
 
 def machine() -> dict:
@@ -62,8 +66,14 @@ def timed_repeats(run_once, repeats: int) -> list[float]:
 # radjax train step
 # ----------------------------------------------------------------------------------------------
 
-def _compiled_radjax_step(device_kind: str, batch: int, dtype: str, args):
-  """hello_world's train step on one device of `device_kind`, compiled, with a random batch."""
+def _variant_overrides(variant: str) -> list[str]:
+  """"pool_impl=window,bn_grad=autodiff" -> config overrides ("" = the config's own settings)."""
+  return [f"--config.{setting.strip()}" for setting in variant.split(",") if setting.strip()]
+
+
+def _compiled_radjax_step(device_kind: str, batch: int, dtype: str, args, variant: str = ""):
+  """hello_world's train step on one device of `device_kind`, compiled, with a random batch;
+  also the implementations it uses (conv_impl, pool_impl, bn_grad with "auto" resolved)."""
   import jax
   import numpy as np
 
@@ -73,9 +83,10 @@ def _compiled_radjax_step(device_kind: str, batch: int, dtype: str, args):
   devices = jax.devices(device_kind)[:1]
   config = config_lib.load_config(REPO / "configs" / "hello_world.py", [
       "--config.weights=none", f"--config.dtype={dtype}", f"--config.batch_size={batch}",
-      f"--config.image_size={args.image_size}"], device_count=1)
+      f"--config.image_size={args.image_size}", *_variant_overrides(variant)], device_count=1)
   with jax.default_device(devices[0]):
     run = run_lib.build(config, devices)
+  implementations = run_lib.implementations(config, devices[0].platform)
   steps, state = run.steps, run.state
   rng = np.random.default_rng(0)
   host = {"image": rng.uniform(-1, 1, (batch, args.image_size, args.image_size, 3)).astype(np.float32),
@@ -86,14 +97,14 @@ def _compiled_radjax_step(device_kind: str, batch: int, dtype: str, args):
   start = time.perf_counter()
   compiled = steps.train.lower(state, data, key).compile()
   compile_s = time.perf_counter() - start
-  return devices, compiled, state, data, key, compile_s
+  return devices, compiled, state, data, key, compile_s, implementations
 
 
-def bench_radjax_step(device_kind: str, batch: int, dtype: str, args) -> None:
+def bench_radjax_step(device_kind: str, batch: int, dtype: str, args, variant: str = "") -> None:
   import jax
 
-  devices, compiled, state, data, key, compile_s = _compiled_radjax_step(device_kind, batch, dtype,
-                                                                         args)
+  devices, compiled, state, data, key, compile_s, implementations = _compiled_radjax_step(
+      device_kind, batch, dtype, args, variant)
   holder = {"state": state}
 
   def run(n):
@@ -116,6 +127,7 @@ def bench_radjax_step(device_kind: str, batch: int, dtype: str, args) -> None:
   else:
     peak_kind = "device"
   emit(part="train_step", impl="radjax", device=device_kind, device_name=devices[0].device_kind,
+       variant=variant, implementations=implementations,
        batch=batch, dtype=dtype, image_size=args.image_size, ms_per_step=ms,
        images_per_s=batch * 1e3 / ms, compile_s=compile_s, peak_memory_gb=peak / 2**30,
        peak_memory_kind=peak_kind, repeats=[t / args.steps * 1e3 for t in times])
@@ -191,18 +203,20 @@ def _profile_group(op_name: str, matmul: bool) -> str:
   return f"{direction}: {what}"
 
 
-def profile_radjax_step(device_kind: str, batch: int, args) -> None:
-  """Where a float32 train step's time goes: traced XLA ops grouped by what they compute.
+def profile_radjax_step(device_kind: str, batch: int, dtype: str, args) -> None:
+  """Where a train step's time goes: traced XLA ops grouped by what they compute.
 
-  Op times are summed over the threads that ran them (on CPU two ops can run at once), so the
-  shares are of op time; the step's wall time is given beside them.
+  On CPU, op times are summed over the threads that ran them (two ops can run at once), so the
+  shares are of op time; the step's wall time is given beside them. On a GPU, the ops are the
+  device's "XLA Ops" timeline (kernels run one at a time on one stream), so op time close to the
+  wall time means the GPU was kept busy, and a gap is launch or host overhead.
   """
   import collections
 
   import jax
 
-  devices, compiled, state, data, key, _ = _compiled_radjax_step(device_kind, batch, "float32",
-                                                                 args)
+  devices, compiled, state, data, key, _, implementations = _compiled_radjax_step(
+      device_kind, batch, dtype, args)
   sources = _op_sources(compiled.as_text())
   for _ in range(args.warmup):
     state, metrics = compiled(state, data, key)
@@ -216,16 +230,31 @@ def profile_radjax_step(device_kind: str, batch: int, args) -> None:
     wall_ms = (time.perf_counter() - start) / args.steps * 1e3
     trace = jax.profiler.ProfileData.from_file(
         str(next(pathlib.Path(trace_dir).rglob("*.xplane.pb"))))
-  groups = collections.Counter()
-  for plane in trace.planes:
-    for line in plane.lines:
-      for event in line.events:
-        if event.name in sources:
-          groups[_profile_group(*sources[event.name])] += event.duration_ns / 1e6 / args.steps
+  planes = list(trace.planes)
+  gpu_planes = [pl for pl in planes if pl.name.startswith("/device:GPU")]
+  if device_kind == "gpu" and gpu_planes:
+    # One timeline of HLO ops per GPU; the stream lines hold the same work as kernels.
+    lines = [line for pl in gpu_planes for line in pl.lines if line.name == "XLA Ops"]
+    lines = lines or [line for pl in gpu_planes for line in pl.lines]
+  else:
+    lines = [line for pl in planes for line in pl.lines]
+  groups, ops = collections.Counter(), collections.Counter()
+  for line in lines:
+    for event in line.events:
+      name = event.name if event.name in sources else event.name.replace("_", ".")
+      if name in sources:
+        ms = event.duration_ns / 1e6 / args.steps
+        groups[_profile_group(*sources[name])] += ms
+        ops[name] += ms
   total = sum(groups.values())
-  emit(part="profile", impl="radjax", device=device_kind, batch=batch, dtype="float32",
-       wall_ms_per_step_traced=wall_ms, op_ms_per_step=total,
-       groups={g: round(ms, 1) for g, ms in groups.most_common()})
+  emit(part="profile", impl="radjax", device=device_kind, batch=batch, dtype=dtype,
+       implementations=implementations, wall_ms_per_step_traced=wall_ms, op_ms_per_step=total,
+       ops_per_step=sum(1 for line in lines for e in line.events if e.name in sources) / args.steps,
+       groups={g: round(ms, 2) for g, ms in groups.most_common()},
+       top_ops={f"{n} ({'/'.join(sources[n][0].split('/')[-2:]) or '?'})": round(ms, 3)
+                for n, ms in ops.most_common(12)},
+       timelines=sorted({f"{pl.name}:{line.name}" for pl in (gpu_planes or planes)
+                         for line in pl.lines})[:20])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -314,6 +343,10 @@ def bench_torch_step(device_kind: str, batch: int, mode: str, args) -> None:
   times = timed_repeats(run(args.steps), args.repeats)
   ms = statistics.median(times) / args.steps * 1e3
   peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+  if device.type == "cuda":  # give the memory back for the next JAX measurement
+    del model, opt, images, labels
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
   emit(part="train_step", impl=f"torch-{mode}", device=device_kind, batch=batch,
        dtype="bfloat16" if bf16 else "float32", image_size=args.image_size, ms_per_step=ms,
        images_per_s=batch * 1e3 / ms, first_step_s=compile_s, peak_memory_gb=peak,
@@ -341,7 +374,7 @@ def _compile_once(device_kind: str, cache: str, args) -> None:
 
   jax.config.update("jax_compilation_cache_dir", cache)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  compile_s = _compiled_radjax_step(device_kind, 5, "float32", args)[-1]
+  compile_s = _compiled_radjax_step(device_kind, 5, "float32", args)[5]
   print(json.dumps({"compile_s": compile_s}))
 
 
@@ -428,60 +461,97 @@ def bench_end_to_end(args) -> None:
     start = time.perf_counter()
     history = train.train_and_evaluate(config, workdir)
     total = time.perf_counter() - start
+  import jax
+
   emit(part="end_to_end", impl="radjax", config="hello_world", epochs=args.e2e_epochs,
-       total_s=total, epoch_s=[h["epoch_seconds"] for h in history],
+       device=jax.default_backend(), batch=config.batch_size,
+       steps_per_epoch=round(history[0]["images_per_s"] * history[0]["train_seconds"]
+                             / config.batch_size), total_s=total, epoch_s=[h["epoch_seconds"] for h in history],
+       train_s=[h["train_seconds"] for h in history],
+       precise_bn_s=[h["precise_bn_seconds"] for h in history],
+       val_s=[h["val_seconds"] for h in history],
        train_images_per_s=[h["images_per_s"] for h in history], image_size=args.image_size,
        augment_on=augment_on, data="arrays" if args.arrays else "folders")
 
 
 # ----------------------------------------------------------------------------------------------
 
+def _label(r: dict) -> str:
+  return f"radjax ({r['variant']})" if r["impl"] == "radjax" and r.get("variant") else r["impl"]
+
+
 def table() -> str:
   steps = [r for r in RESULTS if r["part"] == "train_step" and "skipped" not in r]
-  lines = ["| part | impl | device | batch | dtype | ms/step | images/s | compile s | radjax / this |",
-           "|---|---|---|---|---|---|---|---|---|"]
+  base = [r for r in steps if r["impl"] == "radjax" and not r.get("variant")]
+
+  def ours_at(device, batch, dtype):
+    return next((o for o in base if o["device"] == device and o["batch"] == batch
+                 and o["dtype"] == dtype), None)
+
+  lines = ["| part | impl | device | batch | dtype | ms/step | images/s | compile s | peak GiB "
+           "| radjax / this |", "|---|---|---|---|---|---|---|---|---|---|"]
   for r in steps:
-    ours = next((o for o in steps if o["impl"] == "radjax" and o["device"] == r["device"]
-                 and o["batch"] == r["batch"] and o["dtype"] == r["dtype"]), None)
-    if ours is None and r["impl"] != "radjax":  # compare with radjax float32 at this batch
-      ours = next((o for o in steps if o["impl"] == "radjax" and o["device"] == r["device"]
-                   and o["batch"] == r["batch"] and o["dtype"] == "float32"), None)
+    # Peers and variants against radjax at the same batch and dtype (float32 if it has none).
+    ours = ours_at(r["device"], r["batch"], r["dtype"]) or ours_at(r["device"], r["batch"],
+                                                                   "float32")
     ratio = f"{ours['images_per_s'] / r['images_per_s']:.2f}x" if ours and r is not ours else ""
     compile_s = r.get("compile_s", r.get("first_step_s"))
-    lines.append(f"| train step | {r['impl']} | {r['device']} | {r['batch']} | {r['dtype']} | "
-                 f"{r['ms_per_step']:.1f} | {r['images_per_s']:.1f} | {compile_s:.1f} | {ratio} |")
-  for r in steps:
-    if r["impl"] == "radjax" and r["device"] == "gpu":
-      cpu = next((c for c in steps if c["impl"] == "radjax" and c["device"] == "cpu"
-                  and c["batch"] == r["batch"] and c["dtype"] == r["dtype"]), None)
+    peak = f"{r['peak_memory_gb']:.1f}" if r.get("peak_memory_gb") is not None else ""
+    if r.get("peak_memory_kind") == "host RSS":
+      peak += " (RSS)"
+    lines.append(f"| train step | {_label(r)} | {r['device']} | {r['batch']} | {r['dtype']} | "
+                 f"{r['ms_per_step']:.1f} | {r['images_per_s']:.1f} | {compile_s:.1f} | {peak} "
+                 f"| {ratio} |")
+  for r in base:
+    if r["device"] == "gpu":
+      cpu = ours_at("cpu", r["batch"], r["dtype"])
       if cpu:
         lines.append(f"| GPU/CPU | radjax | gpu vs cpu | {r['batch']} | {r['dtype']} | | "
-                     f"{r['images_per_s'] / cpu['images_per_s']:.1f}x | | |")
+                     f"{r['images_per_s'] / cpu['images_per_s']:.1f}x | | | |")
   pipes = {r["impl"]: r for r in RESULTS if r["part"] == "pipeline" and "skipped" not in r}
   for impl, r in pipes.items():
     ratio = (f"{pipes['radjax']['images_per_s'] / r['images_per_s']:.2f}x"
              if impl != "radjax" and "radjax" in pipes else "")
     lines.append(f"| input pipeline | {impl} | cpu | {r['batch']} | float32 | | "
-                 f"{r['images_per_s']:.1f} | | {ratio} |")
-  for r in RESULTS:
-    if r["part"] == "end_to_end" and "skipped" not in r:
-      lines.append(f"| hello_world epoch ({r['data']}, augment on {r['augment_on']}) | radjax | "
-                   "default | 5 | float32 | "
-                   f"{' / '.join(f'{s:.1f} s' for s in r['epoch_s'])} | "
-                   f"{' / '.join(f'{s:.1f}' for s in r['train_images_per_s'])} | | |")
+                 f"{r['images_per_s']:.1f} | | | {ratio} |")
   for r in RESULTS:
     if r["part"] == "compile_cache":
       lines.append(f"| first-step compile, fresh process: cold / warm cache | radjax | {r['device']} "
-                   f"| 5 | float32 | | | {r['cold_s']:.1f} / {r['warm_s']:.1f} | |")
+                   f"| 5 | float32 | | | {r['cold_s']:.1f} / {r['warm_s']:.1f} | | |")
   for r in RESULTS:
-    if r["part"] == "profile":
-      lines += ["", f"Where a {r['device']} train step's time goes (batch {r['batch']}, float32; "
-                f"{r['wall_ms_per_step_traced']:.0f} ms wall, {r['op_ms_per_step']:.0f} ms of ops "
-                "summed over threads):", "", "| ops | ms/step | share |", "|---|---|---|"]
-      lines += [f"| {g} | {ms:.1f} | {100 * ms / r['op_ms_per_step']:.1f}% |"
+    if r["part"] != "end_to_end" or "skipped" in r:
+      continue
+    lines += ["", f"hello_world end to end ({r['data']}, augment on {r['augment_on']}, "
+              f"{r.get('device', 'default')} backend), per epoch:", "",
+              "| epoch | epoch s | train s | precise BN s | validation s | train images/s "
+              "| train s / (steps x step) | epoch s / (steps x step + validation s) |",
+              "|---|---|---|---|---|---|---|---|"]
+    step = ours_at(r.get("device"), r.get("batch"), "float32")
+    for i, epoch_s in enumerate(r["epoch_s"]):
+      train_s = r.get("train_s", [None] * len(r["epoch_s"]))[i]
+      pure = (r["steps_per_epoch"] * step["ms_per_step"] / 1e3
+              if step and r.get("steps_per_epoch") else None)
+      over = f"{train_s / pure:.2f}x" if pure and train_s else ""
+      whole = f"{epoch_s / (pure + r['val_s'][i]):.2f}x" if pure and "val_s" in r else ""
+      phases = [f"{r[k][i]:.3f}" if k in r else "" for k in ("train_s", "precise_bn_s", "val_s")]
+      lines.append(f"| {i + 1} | {epoch_s:.3f} | {' | '.join(phases)} | "
+                   f"{r['train_images_per_s'][i]:.1f} | {over} | {whole} |")
+  for r in RESULTS:
+    if r["part"] == "profile" and "skipped" not in r:
+      impl = ", ".join(f"{k}={v}" for k, v in r.get("implementations", {}).items())
+      lines += ["", f"Where a {r['device']} train step's time goes (batch {r['batch']}, "
+                f"{r.get('dtype', 'float32')}, {impl}; {r['wall_ms_per_step_traced']:.1f} ms wall "
+                f"while tracing, {r['op_ms_per_step']:.1f} ms of ops):", "",
+                "| ops | ms/step | share |", "|---|---|---|"]
+      lines += [f"| {g} | {ms:.2f} | {100 * ms / max(r['op_ms_per_step'], 1e-9):.1f}% |"
                 for g, ms in r["groups"].items()]
-  skipped = [f"{r['part']} {r['impl']}: {r['skipped']}" for r in RESULTS if "skipped" in r]
+  skipped = [f"{r['part']} {r.get('impl', '')}: {r['skipped']}" for r in RESULTS if "skipped" in r]
   return "\n".join(lines + ([""] + [f"skipped: {s}" for s in skipped] if skipped else []))
+
+
+def _points(text: str) -> list[tuple[int, str]]:
+  """"5:float32,256:bfloat16" -> [(5, "float32"), (256, "bfloat16")]."""
+  return [(int(b), d) for b, d in (item.split(":") for item in text.split(",") if item)]
 
 
 def main() -> None:
@@ -496,26 +566,51 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
   parser.add_argument("--peers", default="keras,torch", help="comma-separated, or 'none'")
   parser.add_argument("--parts", default="step,pipeline,e2e",
-                      help="comma-separated subset of step,pipeline,e2e,profile,compile (profile: "
-                           "where a batch-5 float32 train step's time goes, by kind of op; "
-                           "compile: cold and warm-cache compile time in fresh processes)")
+                      help="comma-separated subset of step,e2e,pipeline,compile,profile,variants, "
+                           "run in that order (profile: where a train step's time goes, by kind "
+                           "of op; compile: cold and warm-cache compile time in fresh processes; "
+                           "variants: the train step with other implementations)")
+  parser.add_argument("--profile-at", default="5:float32",
+                      help="batch:dtype points to profile, comma-separated")
+  parser.add_argument("--variants", default="pool_impl=window;bn_grad=autodiff;conv_impl=gemm",
+                      help="semicolon-separated config overrides, each 'name=value,...'")
+  parser.add_argument("--variants-at", default="5:float32",
+                      help="batch:dtype points at which to time each variant")
   parser.add_argument("--pipeline-epochs", type=int, default=20,
                       help="epochs per timed pipeline run (hello_world trains 20 in one pipeline)")
-  parser.add_argument("--e2e-epochs", type=int, default=2)
+  parser.add_argument("--e2e-epochs", type=int, default=3,
+                      help="epochs of the end-to-end run (the first includes compiling)")
   parser.add_argument("--data-dir", default=str(DATASET))
   parser.add_argument("--arrays", help="end to end from this .npz (`radjax export-arrays`), "
                                        "with device augmentation: no TensorFlow needed")
   parser.add_argument("--augment-on", choices=["host", "device"],
                       help="end-to-end augmentation (default: device with --arrays, else host)")
+  parser.add_argument("--deadline", type=float,
+                      help="seconds: start no further measurement after this long (those left "
+                           "are reported as skipped), so a time-limited machine returns a table")
+  parser.add_argument("--jsonl", help="also append every JSON line to this file")
+  parser.add_argument("--table", nargs="+", metavar="JSONL",
+                      help="print the table of earlier runs' JSON lines and exit")
   parser.add_argument("--compile-once", nargs=2, metavar=("DEVICE", "CACHE"),
                       help=argparse.SUPPRESS)  # the child process of the compile_cache part
   args = parser.parse_args()
   if args.compile_once:
     _compile_once(*args.compile_once, args)
     return
+  if args.table:
+    for name in args.table:
+      if not os.path.exists(name):
+        sys.exit(f"benchmark: {name}: no such file (no measurement finished?)")
+      RESULTS.extend(json.loads(line) for line in open(name) if line.startswith("{"))
+    print(table())
+    return
+  if args.jsonl:
+    global _JSONL
+    _JSONL = open(args.jsonl, "a")
 
   import jax
 
+  began = time.perf_counter()
   emit(part="machine", **machine(), jax=jax.__version__,
        devices=[f"{d.platform}:{d.device_kind}" for d in jax.devices()],
        date=time.strftime("%Y-%m-%d"))
@@ -523,27 +618,47 @@ def main() -> None:
   parts, peers = args.parts.split(","), args.peers.split(",")
   if "gpu" in kinds and not any(d.platform == "gpu" for d in jax.devices()):
     sys.exit("benchmark: --device gpu needs a GPU visible to JAX (pip install -e '.[cuda]')")
+
+  def measure(part: str, what: str, fn, *fn_args) -> None:
+    """Runs one measurement unless past --deadline; a failure is reported, not fatal."""
+    if args.deadline is not None and time.perf_counter() - began > args.deadline:
+      emit(part=part, impl=what, skipped=f"--deadline {args.deadline:.0f} s reached")
+      return
+    try:
+      fn(*fn_args)
+    except Exception as e:  # one broken measurement must not lose the others' figures
+      emit(part=part, impl=what, skipped=f"failed: {type(e).__name__}: {str(e)[:300]}")
+
   for kind in kinds:
     batches = [int(b) for b in (args.batch_sizes or DEFAULT_BATCHES[kind]).split(",")]
     if "step" in parts:
       for batch in batches:
         for dtype in args.dtypes.split(","):
-          bench_radjax_step(kind, batch, dtype, args)
+          measure("train_step", f"radjax {kind} {batch} {dtype}", bench_radjax_step, kind, batch,
+                  dtype, args)
         if "keras" in peers and kind == "cpu":
-          bench_keras_step(batch, args)
+          measure("train_step", "keras", bench_keras_step, batch, args)
         if "torch" in peers:
           for mode in ("fp32", "bf16"):
-            bench_torch_step(kind, batch, mode, args)
+            measure("train_step", f"torch-{mode}", bench_torch_step, kind, batch, mode, args)
+  if "e2e" in parts:
+    measure("end_to_end", "radjax", bench_end_to_end, args)
+  if "pipeline" in parts:
+    measure("pipeline", "radjax", bench_pipeline, args)
   if "compile" in parts:
     for kind in kinds:
-      bench_compile_cache(kind, args)
+      measure("compile_cache", f"radjax {kind}", bench_compile_cache, kind, args)
   if "profile" in parts:
     for kind in kinds:
-      profile_radjax_step(kind, 5, args)
-  if "pipeline" in parts:
-    bench_pipeline(args)
-  if "e2e" in parts:
-    bench_end_to_end(args)
+      for batch, dtype in _points(args.profile_at):
+        measure("profile", f"radjax {kind} {batch} {dtype}", profile_radjax_step, kind, batch,
+                dtype, args)
+  if "variants" in parts:
+    for kind in kinds:
+      for batch, dtype in _points(args.variants_at):
+        for variant in filter(None, args.variants.split(";")):
+          measure("train_step", f"radjax ({variant}) {kind} {batch} {dtype}", bench_radjax_step,
+                  kind, batch, dtype, args, variant)
   print()
   print(table())
 

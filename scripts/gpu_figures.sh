@@ -9,10 +9,13 @@
 #      bare CUDA image may lack.
 #   2. On the GPU machine, from the repository root, with .device/ carried along:
 #        bash scripts/gpu_figures.sh run OUT_DIR
-#      installs the wheels without network, reports what is missing, then runs the benchmark:
-#      train step at batch 5/64/256, float32 and bfloat16, cold compile and warm persistent cache,
-#      peak memory, PyTorch peers, the profile, and two end-to-end hello_world epochs from the
-#      arrays with device augmentation. JSON lines and the table go to OUT_DIR/benchmark.txt.
+#      installs the wheels it lacks without network, reports versions, then runs the benchmark:
+#      train step at batch 5/64/256, float32 and bfloat16, with peak memory and PyTorch peers;
+#      three end-to-end hello_world epochs from the arrays with device augmentation; cold and
+#      warm-cache compile; profiles; implementation variants; the CPU step if time is left.
+#      JSON lines go to OUT_DIR/benchmark.jsonl, the table to OUT_DIR/table.md.
+#      GPU_FIGURES_BUDGET (seconds, default 500) bounds the run: no measurement starts in its last
+#      minute, and whatever finished is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE_DIR=.device
@@ -31,23 +34,35 @@ case "${1:-}" in
   run)
     out="${2:?usage: gpu_figures.sh run OUT_DIR}"
     mkdir -p "$out"
-    python -m pip install --no-index --no-deps "$DEVICE_DIR"/wheels/*.whl >/dev/null 2>&1 || true
-    python -m pip install --no-deps --no-build-isolation -e . >/dev/null
-    python - <<'EOF' | tee "$out/environment.txt"
-import importlib, platform
-print("python", platform.python_version())
-for name in ("jax", "flax", "optax", "orbax.checkpoint", "ml_collections", "tqdm", "sklearn",
-             "scipy", "matplotlib", "torch", "torchvision", "tensorflow", "pydicom", "PIL", "h5py"):
-  try:
-    module = importlib.import_module(name)
-    print(name, getattr(module, "__version__", "present"))
-  except Exception as e:
-    print(name, "MISSING", type(e).__name__)
-import jax
-print("devices", jax.devices())
-EOF
-    python scripts/benchmark.py --device both --peers torch --parts step,compile,e2e,profile \
-        --arrays "$DEVICE_DIR/hello299.npz" --e2e-epochs 2 2>&1 | tee "$out/benchmark.txt"
+    began=$SECONDS
+    budget="${GPU_FIGURES_BUDGET:-500}"
+    left() { echo $(( budget - (SECONDS - began) )); }
+    export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
+    # JAX takes device memory as it needs it: its peak figure is then its own, and PyTorch fits.
+    export XLA_PYTHON_CLIENT_PREALLOCATE=false
+    site=/tmp/radjax-site
+    mkdir -p "$site"
+    for wheel in "$DEVICE_DIR"/wheels/*.whl; do   # only what this Python lacks
+      module=$(basename "$wheel" | cut -d- -f1 | sed 's/^absl_py$/absl/; s/^[Pp]y[Yy][Aa][Mm][Ll]$/yaml/')
+      python -c "import $module" 2>/dev/null || \
+        python -m pip install -q --no-index --no-deps --target "$site" "$wheel"
+    done
+    export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    python scripts/environment.py | tee "$out/environment.txt"
+    bench=(python scripts/benchmark.py --jsonl "$out/benchmark.jsonl")
+    # The GPU: train step at 5/64/256 x float32/bfloat16 with PyTorch peers, the end-to-end
+    # hello_world epochs from the arrays, compile cold and warm, profiles, implementation variants.
+    timeout "$(left)" "${bench[@]}" --device gpu --peers torch \
+        --parts step,e2e,compile,profile,variants --arrays "$DEVICE_DIR/hello299.npz" \
+        --profile-at 5:float32,256:bfloat16 --variants-at 256:bfloat16,5:float32 \
+        --variants "bn_grad=autodiff;pool_impl=window" --deadline $(( $(left) - 60 )) \
+        2>&1 | tee "$out/gpu.txt" || true
+    # The same code's CPU step on this machine, for GPU/CPU ratios, if time is left.
+    if [ "$(left)" -gt 90 ]; then
+      timeout "$(left)" "${bench[@]}" --device cpu --batch-sizes 5 --dtypes float32 --peers none \
+          --parts step 2>&1 | tee "$out/cpu.txt" || true
+    fi
+    python scripts/benchmark.py --table "$out/benchmark.jsonl" | tee "$out/table.md"
     ;;
   *)
     echo "usage: bash scripts/gpu_figures.sh prepare | run OUT_DIR" >&2

@@ -25,6 +25,8 @@ HELLO = REPO / "configs" / "hello_world.py"
     ("--config.fine_tune=from:mixed11", "--config.fine_tune=from:mixed11"),
     ("--config.dtype=float16", "--config.dtype=float16: expected one of float32, bfloat16"),
     ("--config.conv_impl=cudnn", "--config.conv_impl=cudnn: expected one of auto, xla, gemm"),
+    ("--config.pool_impl=gemm", "--config.pool_impl=gemm: expected one of auto, xla, window"),
+    ("--config.bn_grad=fused", "--config.bn_grad=fused: expected one of auto, closed_form"),
     ("--config.augment.fill_mode=wrap", "--config.augment.fill_mode=wrap: expected one of nearest"),
     ("--config.augment.fill_mode=constant", "--config.augment.fill_mode=constant"),
     ("--config.augment.interpolation=bicubic", "--config.augment.interpolation=bicubic"),
@@ -78,3 +80,18 @@ def test_resume_changes_split_into_forbidden_and_recorded():
   # A checkpoint written before a setting existed compares it with its default.
   del stored["precise_bn"]
   assert config_lib.resume_changes(stored, config_lib.load_config(HELLO, [], device_count=1)) == ({}, {})
+
+
+def test_auto_implementations_resolve_per_backend_and_explicit_ones_stay():
+  from radjax import run
+
+  config = config_lib.load_config(HELLO, [])
+  assert run.implementations(config, "cpu") == {"conv_impl": "gemm", "pool_impl": "window",
+                                                "bn_grad": "closed_form"}
+  assert run.implementations(config, "tpu") == run.implementations(config, "gpu")
+  config = config_lib.load_config(HELLO, ["--config.pool_impl=xla", "--config.bn_grad=autodiff"])
+  assert run.implementations(config, "cpu") == {"conv_impl": "gemm", "pool_impl": "xla",
+                                                "bn_grad": "autodiff"}
+  model = run.create_model(config)  # this machine's backend is the CPU
+  assert model.conv.__name__ == "GemmConv" and model.max_pool.__name__ == "xla_max_pool"
+  assert model.bn_closed_form_grad is False

@@ -32,7 +32,8 @@ def test_window_max_pool_matches_tensorflow_value_and_gradient(shape, strides):
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.usefixtures("optimized_xla")
-def test_batch_norm_matches_flax_values_statistics_and_gradients(dtype):
+@pytest.mark.parametrize("closed_form_grad", [True, False])
+def test_batch_norm_matches_flax_values_statistics_and_gradients(dtype, closed_form_grad):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((4, 7, 5, 6)) * 3 + 2, dtype)
   weight = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
@@ -42,7 +43,7 @@ def test_batch_norm_matches_flax_values_statistics_and_gradients(dtype):
   variables = {"params": {"bias": bias}, "batch_stats": stats}
   flax_bn = nn.BatchNorm(momentum=0.9, epsilon=1e-3, use_scale=False, use_fast_variance=False,
                          dtype=dtype)
-  ours = BatchNorm(momentum=0.9, epsilon=1e-3, dtype=dtype)
+  ours = BatchNorm(momentum=0.9, epsilon=1e-3, dtype=dtype, closed_form_grad=closed_form_grad)
   assert (jax.tree.map(jnp.shape, flax_bn.init(jax.random.key(0), x, use_running_average=False))
           == jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x, False)))
 

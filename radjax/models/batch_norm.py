@@ -29,6 +29,9 @@ class BatchNorm(nn.Module):
   momentum: float = 0.99
   epsilon: float = 1e-3
   dtype: Any = jnp.float32
+  # False: autodiff through the same forward computation (same values; which is faster depends on
+  # the backend, see radjax.run.IMPLEMENTATIONS).
+  closed_form_grad: bool = True
 
   @nn.compact
   def __call__(self, x, use_running_average: bool):
@@ -39,7 +42,10 @@ class BatchNorm(nn.Module):
     if use_running_average:
       y = (x.astype(jnp.float32) - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
       return (y + bias).astype(self.dtype)
-    y, mean, var = normalize(x, bias, self.epsilon, self.dtype)
+    if self.closed_form_grad:
+      y, mean, var = normalize(x, bias, self.epsilon, self.dtype)
+    else:
+      (y, mean, var), _ = _normalize_fwd(x, bias, self.epsilon, self.dtype)
     if not self.is_initializing():
       n = x.size // features
       unbiased = var * (n / max(n - 1, 1))

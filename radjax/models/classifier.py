@@ -29,12 +29,14 @@ class Classifier(nn.Module):
   frozen_stages: int = 0
   conv: Any = XlaConv  # the lowering, see radjax.models.inception_v3.lowering
   max_pool: Any = xla_max_pool
+  bn_closed_form_grad: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool = False):
     features = InceptionV3(dtype=self.dtype, bn_momentum=self.bn_momentum,
                            frozen_stages=self.frozen_stages, conv=self.conv,
                            max_pool=self.max_pool,
+                           bn_closed_form_grad=self.bn_closed_form_grad,
                            name="backbone")(x, train=train)
     x = jnp.mean(features.astype(jnp.float32), axis=(1, 2))  # GlobalAveragePooling2D
     x = nn.relu(nn.Dense(self.hidden_units, name="hidden", **_DENSE_INIT)(x))

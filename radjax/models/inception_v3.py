@@ -219,8 +219,9 @@ def _window_max_pool_bwd(kernel, strides, in_size, winner, g):
 _window_max_pool.defvjp(_window_max_pool_fwd, _window_max_pool_bwd)
 
 
-# The convolution and max-pool lowerings. Both have the same parameters and results (to float
-# rounding); "gemm" is what XLA's CPU backend differentiates faster (README "Benchmarks").
+# The convolution and max-pool lowerings. Each pair has the same parameters and results (to float
+# rounding); "gemm" and "window" are what XLA's CPU backend differentiates faster (README
+# "Benchmarks"). radjax.run picks them per backend.
 XlaConv = functools.partial(nn.Conv, use_bias=False, kernel_init=_KERNEL_INIT)
 
 
@@ -230,15 +231,19 @@ def xla_max_pool(x, kernel: tuple[int, int], strides: tuple[int, int]):
 
 
 ModuleDef = Any
+CONVS = {"xla": XlaConv, "gemm": GemmConv}
+MAX_POOLS = {"xla": xla_max_pool, "window": window_max_pool}
 
 
-def lowering(name: str) -> dict[str, Any]:
-  """The `conv` module and `max_pool` function of lowering "xla" or "gemm", for InceptionV3."""
-  if name == "xla":
-    return {"conv": XlaConv, "max_pool": xla_max_pool}
-  if name == "gemm":
-    return {"conv": GemmConv, "max_pool": window_max_pool}
-  raise ValueError(f"unknown lowering {name!r}: expected 'xla' or 'gemm'")
+def lowering(conv: str, pool: str | None = None) -> dict[str, Any]:
+  """The `conv` module and `max_pool` function for InceptionV3: conv "xla" or "gemm", pool "xla" or
+  "window" (by default "window" with "gemm", as on CPU, and "xla" with "xla")."""
+  if conv not in CONVS:
+    raise ValueError(f"unknown convolution lowering {conv!r}: expected one of {', '.join(CONVS)}")
+  pool = pool or ("window" if conv == "gemm" else "xla")
+  if pool not in MAX_POOLS:
+    raise ValueError(f"unknown max-pool lowering {pool!r}: expected one of {', '.join(MAX_POOLS)}")
+  return {"conv": CONVS[conv], "max_pool": MAX_POOLS[pool]}
 
 
 class ConvBN(nn.Module):
@@ -247,12 +252,14 @@ class ConvBN(nn.Module):
   dtype: Any = jnp.float32
   bn_momentum: float = 0.99
   bn_epsilon: float = 1e-3
+  bn_closed_form_grad: bool = True
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = self.conv(self.spec.filters, self.spec.kernel, self.spec.strides, self.spec.padding,
                   dtype=self.dtype, name="conv")(x)
-    x = BatchNorm(self.bn_momentum, self.bn_epsilon, self.dtype, name="bn")(x, not train)
+    x = BatchNorm(self.bn_momentum, self.bn_epsilon, self.dtype, self.bn_closed_form_grad,
+                  name="bn")(x, not train)
     return nn.relu(x)
 
 
@@ -279,9 +286,11 @@ class InceptionV3(nn.Module):
   frozen_stages: int = 0  # leading stages (0 = stem, k = mixed{k-1}) whose BN stays in inference mode
   conv: ModuleDef = XlaConv  # see `lowering`
   max_pool: Any = xla_max_pool
+  bn_closed_form_grad: bool = True  # see radjax.models.batch_norm
 
   def _unit(self, spec: Conv, name: str):
-    return ConvBN(spec, self.conv, self.dtype, self.bn_momentum, self.bn_epsilon, name=name)
+    return ConvBN(spec, self.conv, self.dtype, self.bn_momentum, self.bn_epsilon,
+                  self.bn_closed_form_grad, name=name)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
