@@ -47,7 +47,9 @@ case "${1:-}" in
       python -c "import $module" 2>/dev/null || \
         python -m pip install -q --no-index --no-deps --target "$site" "$wheel"
     done
-    export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    # radjax itself, from this checkout (its configs/ become radjax.configs only when installed).
+    python -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target "$site" .
+    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
     python scripts/environment.py | tee "$out/environment.txt"
     bench=(python scripts/benchmark.py --jsonl "$out/benchmark.jsonl")
     # The GPU: train step at 5/64/256 x float32/bfloat16 with PyTorch peers, the end-to-end
