@@ -66,9 +66,22 @@ def timed_repeats(run_once, repeats: int) -> list[float]:
 # radjax train step
 # ----------------------------------------------------------------------------------------------
 
-def _variant_overrides(variant: str) -> list[str]:
-  """"pool_impl=window,bn_grad=autodiff" -> config overrides ("" = the config's own settings)."""
-  return [f"--config.{setting.strip()}" for setting in variant.split(",") if setting.strip()]
+STEP_INPUTS = ("float", "uint8")  # variant "input=uint8": the batch the arrays loop feeds
+
+
+def _variant_overrides(variant: str) -> tuple[list[str], str]:
+  """"pool_impl=window,bn_grad=autodiff" -> (config overrides, step input). "" = the config's own
+  settings and a float batch (host augmentation's model input); "input=uint8" = cached uint8
+  pixels with per-example transforms, augmented and scaled inside the step (augment_on=device)."""
+  overrides, step_input = [], "float"
+  for setting in filter(None, (s.strip() for s in variant.split(","))):
+    if setting.startswith("input="):
+      step_input = setting.split("=", 1)[1]
+      if step_input not in STEP_INPUTS:
+        raise ValueError(f"variant {variant!r}: input must be one of {', '.join(STEP_INPUTS)}")
+    else:
+      overrides.append(f"--config.{setting}")
+  return overrides, step_input
 
 
 def _compiled_radjax_step(device_kind: str, batch: int, dtype: str, args, variant: str = ""):
@@ -80,16 +93,25 @@ def _compiled_radjax_step(device_kind: str, batch: int, dtype: str, args, varian
   from radjax import config as config_lib, run as run_lib
 
   devices = jax.devices(device_kind)[:1]
+  overrides, step_input = _variant_overrides(variant)
   config = config_lib.load_config(REPO / "configs" / "hello_world.py", [
       "--config.weights=none", f"--config.dtype={dtype}", f"--config.batch_size={batch}",
-      f"--config.image_size={args.image_size}", *_variant_overrides(variant)], device_count=1)
+      f"--config.image_size={args.image_size}", *overrides], device_count=1)
   with jax.default_device(devices[0]):
     run = run_lib.build(config, devices)
   implementations = run_lib.implementations(config, devices[0].platform)
   steps, state = run.steps, run.state
   rng = np.random.default_rng(0)
-  host = {"image": rng.uniform(-1, 1, (batch, args.image_size, args.image_size, 3)).astype(np.float32),
-          "label": rng.integers(0, 2, batch).astype(np.int32)}
+  size = (batch, args.image_size, args.image_size, 3)
+  if step_input == "uint8":
+    from radjax import augment
+
+    host = {"image": rng.integers(0, 256, size, dtype=np.uint8),
+            "transform": augment.epoch_transforms(0, 1, batch, config.augment, args.image_size,
+                                                  args.image_size)}
+  else:
+    host = {"image": rng.uniform(-1, 1, size).astype(np.float32)}
+  host["label"] = rng.integers(0, 2, batch).astype(np.int32)
   data = steps.shard(host)
   key = jax.random.key(0)
 
@@ -207,8 +229,9 @@ def profile_radjax_step(device_kind: str, batch: int, dtype: str, args) -> None:
 
   On CPU, op times are summed over the threads that ran them (two ops can run at once), so the
   shares are of op time; the step's wall time is given beside them. On a GPU, the ops are the
-  device's "XLA Ops" timeline (kernels run one at a time on one stream), so op time close to the
-  wall time means the GPU was kept busy, and a gap is launch or host overhead.
+  kernels of its stream (one at a time), mapped to HLO ops by their "hlo_op" stat: op time well
+  below the wall time means the GPU waited (kernel launches, the host). Tracing slows a GPU step
+  several-fold (238 vs 61 ms on an H200): compare shares, not the traced wall time.
   """
   import collections
 
@@ -232,23 +255,33 @@ def profile_radjax_step(device_kind: str, batch: int, dtype: str, args) -> None:
   planes = list(trace.planes)
   gpu_planes = [pl for pl in planes if pl.name.startswith("/device:GPU")]
   if device_kind == "gpu" and gpu_planes:
-    # One timeline of HLO ops per GPU; the stream lines hold the same work as kernels.
-    lines = [line for pl in gpu_planes for line in pl.lines if line.name == "XLA Ops"]
-    lines = lines or [line for pl in gpu_planes for line in pl.lines]
+    # The device's timelines: its streams' kernels (an "XLA Ops" line, where a version has one,
+    # holds the same work again by HLO op; "XLA Modules" the whole program).
+    lines = [line for pl in gpu_planes for line in pl.lines if line.name == "XLA Ops"] or [
+        line for pl in gpu_planes for line in pl.lines if line.name != "XLA Modules"]
   else:
     lines = [line for pl in planes for line in pl.lines]
   groups, ops = collections.Counter(), collections.Counter()
+  events = busy_ns = 0
   for line in lines:
     for event in line.events:
-      name = event.name if event.name in sources else event.name.replace("_", ".")
-      if name in sources:
-        ms = event.duration_ns / 1e6 / args.steps
-        groups[_profile_group(*sources[name])] += ms
-        ops[name] += ms
+      # A kernel or thunk names its HLO instruction in its "hlo_op" stat (GPU kernels are named
+      # by the library: cuDNN, cuBLAS); CPU ops are also named by it.
+      name = dict(event.stats).get("hlo_op", event.name)
+      if name not in sources:
+        continue
+      ms = event.duration_ns / 1e6 / args.steps
+      groups[_profile_group(*sources[name])] += ms
+      ops[name] += ms
+      events += 1
+      busy_ns += event.duration_ns
   total = sum(groups.values())
   emit(part="profile", impl="radjax", device=device_kind, batch=batch, dtype=dtype,
        implementations=implementations, wall_ms_per_step_traced=wall_ms, op_ms_per_step=total,
-       ops_per_step=sum(1 for line in lines for e in line.events if e.name in sources) / args.steps,
+       ops_per_step=events / args.steps,
+       unmatched_events_per_step=sum(1 for line in lines for e in line.events
+                                     if dict(e.stats).get("hlo_op", e.name) not in sources)
+       / args.steps,
        groups={g: round(ms, 2) for g, ms in groups.most_common()},
        top_ops={f"{n} ({'/'.join(sources[n][0].split('/')[-2:]) or '?'})": round(ms, 3)
                 for n, ms in ops.most_common(12)},

@@ -56,8 +56,8 @@ case "${1:-}" in
     # hello_world epochs from the arrays, compile cold and warm, profiles, implementation variants.
     timeout "$(left)" "${bench[@]}" --device gpu --peers torch \
         --parts step,e2e,compile,profile,variants --arrays "$DEVICE_DIR/hello299.npz" \
-        --profile-at 5:float32,256:bfloat16 --variants-at 256:bfloat16,5:float32 \
-        --variants "bn_grad=autodiff;pool_impl=window" --deadline $(( $(left) - 60 )) \
+        --profile-at 5:float32,256:bfloat16 --variants-at 5:float32,256:bfloat16 \
+        --variants "input=uint8;bn_grad=autodiff;pool_impl=window" --deadline $(( $(left) - 60 )) \
         2>&1 | tee "$out/gpu.txt" || true
     # The same code's CPU step on this machine, for GPU/CPU ratios, if time is left.
     if [ "$(left)" -gt 90 ]; then
