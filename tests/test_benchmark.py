@@ -1,0 +1,84 @@
+"""scripts/benchmark.py's bookkeeping (no timing here): variants, the table's ratios from JSON
+lines, and a deadline that skips measurements with a reason instead of losing the run."""
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "benchmark.py"
+
+
+@pytest.fixture
+def bench_script():
+  spec = importlib.util.spec_from_file_location("radjax_benchmark", SCRIPT)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_variants_are_config_overrides_plus_the_step_input(bench_script):
+  assert bench_script._variant_overrides("") == ([], "float")
+  assert bench_script._variant_overrides("pool_impl=window, bn_grad=autodiff") == (
+      ["--config.pool_impl=window", "--config.bn_grad=autodiff"], "float")
+  assert bench_script._variant_overrides("input=uint8,conv_impl=gemm") == (
+      ["--config.conv_impl=gemm"], "uint8")
+  with pytest.raises(ValueError, match="input must be one of float, uint8"):
+    bench_script._variant_overrides("input=jpeg")
+  assert bench_script._points("5:float32,256:bfloat16") == [(5, "float32"), (256, "bfloat16")]
+
+
+def _step(impl, device, batch, dtype, ms, variant=""):
+  return {"part": "train_step", "impl": impl, "device": device, "batch": batch, "dtype": dtype,
+          "variant": variant, "ms_per_step": ms, "images_per_s": batch * 1e3 / ms, "compile_s": 1.0}
+
+
+def test_table_ratios_come_from_the_same_batch_and_dtype(tmp_path):
+  records = [
+      {"part": "machine"},
+      _step("radjax", "gpu", 5, "float32", 12.8),
+      _step("torch-fp32", "gpu", 5, "float32", 42.2),
+      _step("radjax", "gpu", 5, "float32", 16.0, variant="input=uint8"),
+      _step("radjax", "cpu", 5, "float32", 1541.0),
+      {"part": "end_to_end", "impl": "radjax", "device": "gpu", "batch": 5, "steps_per_epoch": 13,
+       "epoch_s": [0.5], "train_s": [0.3328], "precise_bn_s": [0.1], "val_s": [0.0672],
+       "train_images_per_s": [195.3], "data": "arrays", "augment_on": "device"},
+      {"part": "train_step", "impl": "radjax gpu 256 bfloat16", "skipped": "--deadline 10 s reached"},
+  ]
+  path = tmp_path / "results.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  out = subprocess.run([sys.executable, str(SCRIPT), "--table", str(path)], capture_output=True,
+                       text=True, check=True).stdout
+  rows = {line.split("|")[2].strip() + "/" + line.split("|")[3].strip(): line
+          for line in out.splitlines() if line.startswith("| train step")}
+  assert rows["torch-fp32/gpu"].rstrip().endswith("| 3.30x |")  # 42.2 / 12.8
+  assert rows["radjax (input=uint8)/gpu"].rstrip().endswith("| 1.25x |")  # 16.0 / 12.8
+  assert "| GPU/CPU | radjax | gpu vs cpu | 5 | float32 | | 120.4x |" in out  # 1541 / 12.8
+  # 0.3328 s / (13 x 12.8 ms) = 2.00x; 0.5 / (0.1664 + 0.0672) = 2.14x
+  assert "| 1 | 0.500 | 0.333 | 0.100 | 0.067 | 195.3 | 2.00x | 2.14x |" in out
+  assert "skipped: train_step radjax gpu 256 bfloat16: --deadline 10 s reached" in out
+
+
+def test_a_passed_deadline_skips_each_measurement_and_still_prints_the_table(tmp_path):
+  jsonl = tmp_path / "run.jsonl"
+  result = subprocess.run(
+      [sys.executable, str(SCRIPT), "--deadline", "0", "--parts", "step,e2e,compile",
+       "--peers", "none", "--batch-sizes", "5", "--dtypes", "float32", "--jsonl", str(jsonl)],
+      capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+  assert [r["part"] for r in records] == ["machine", "train_step", "end_to_end", "compile_cache"]
+  assert all(r["skipped"] == "--deadline 0 s reached" for r in records[1:])
+  assert "| part | impl | device |" in result.stdout
+
+
+def test_table_of_a_missing_file_is_one_line(tmp_path):
+  result = subprocess.run([sys.executable, str(SCRIPT), "--table", str(tmp_path / "none.jsonl")],
+                          capture_output=True, text=True)
+  assert result.returncode == 1
+  assert result.stderr.strip() == (f"benchmark: {tmp_path / 'none.jsonl'}: no such file "
+                                   "(no measurement finished?)")
