@@ -40,6 +40,9 @@ def get_config():
   config.augment_on = "host"
 
   # Model.
+  # "auto": "binary" (the paper's single sigmoid logit) for two classes, "multiclass" (softmax
+  # over N logits, cross-entropy) for three or more; or name one (radjax.task).
+  config.task = "auto"
   config.weights = "imagenet"      # "imagenet", "none", a Keras .h5 file or a converted directory
   config.hidden_units = 256
   config.dropout_rate = 0.5

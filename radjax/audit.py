@@ -172,8 +172,9 @@ def _class_warnings(counts: dict[str, dict[str, int]], folder: dict[str, str]) -
       warnings.append(f"{name}/ has {len(per_class)} class folder(s); a classifier needs two or "
                       "more")
     elif len(per_class) > 2:
-      warnings.append(f"{name}/ has {len(per_class)} class folders ({', '.join(per_class)}); "
-                      "radjax train, evaluate and predict handle two classes only so far")
+      warnings.append(f"{name}/ has {len(per_class)} class folders ({', '.join(per_class)}): "
+                      "a multiclass task (softmax over every class); radjax cv and the shortcut "
+                      "audit handle two classes only so far")
     largest = max(per_class.values(), default=0)
     for cls, n in per_class.items():
       if n < MIN_CLASS_IMAGES or n < MIN_CLASS_FRACTION * largest:

@@ -85,9 +85,9 @@ def manager(workdir, keep: int | None, *, create: bool = True) -> ocp.Checkpoint
 
 
 def metadata(config, class_names, epoch: int, metrics: dict[str, float],
-             data_dir: str = "") -> dict[str, Any]:
+             data_dir: str = "", task: str = "binary") -> dict[str, Any]:
   """The `meta` item. `data_dir`: the absolute data directory trained on (evaluate's default)."""
-  return {"config": config.to_dict(), "class_names": list(class_names),
+  return {"config": config.to_dict(), "class_names": list(class_names), "task": task,
           "preprocessing": {k: config[k] for k in PREPROCESSING_FIELDS},
           "versions": _versions(), "epoch": epoch, "metrics": metrics, "data_dir": data_dir}
 
@@ -219,6 +219,16 @@ def load_for_inference(workdir, which: str = "best"):
   with manager(workdir, keep=None, create=False) as mngr:
     epoch, restored = _select(mngr, which)
   return jax.tree.map(np.asarray, restored.model), restored.meta, epoch
+
+
+def task_of(workdir, which: str = "best") -> str:
+  """The task ("binary", "multiclass") of a run's checkpoint, from its metadata alone."""
+  directory = pathlib.Path(workdir) / "checkpoints"
+  if not directory.is_dir():
+    raise UserError(f"{workdir}: no checkpoints folder; is this a radjax training workdir?")
+  with manager(workdir, keep=None, create=False) as mngr:
+    _, restored = _select(mngr, which, items=("meta",))
+  return restored.meta.get("task", "binary")  # written before tasks existed: binary
 
 
 def _set_aside(src: pathlib.Path, workdir, epoch: int, reason: str) -> None:

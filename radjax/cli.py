@@ -113,16 +113,23 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
   import pathlib
 
-  from radjax import predict
+  from radjax import checkpoints, predict
   from radjax.errors import UserError
 
   if args.csv:  # checked before any image is decoded
     folder = pathlib.Path(args.csv).parent
     if not folder.is_dir():
       raise UserError(f"--csv {args.csv}: no such folder {folder}/")
-  threshold, source = predict.decision_threshold(args.workdir, args.threshold)
-  print(f"Threshold: probability > {threshold:.4f} calls the second class (from {source})",
-        file=sys.stderr)
+  if checkpoints.task_of(args.workdir, args.checkpoint) == "multiclass":
+    if args.threshold is not None:
+      raise UserError(f"--threshold {args.threshold}: a multiclass run calls the most probable "
+                      "class; thresholds apply to binary runs")
+    threshold = None
+    print("Decision: the most probable class (multiclass run)", file=sys.stderr)
+  else:
+    threshold, source = predict.decision_threshold(args.workdir, args.threshold)
+    print(f"Threshold: probability > {threshold:.4f} calls the second class (from {source})",
+          file=sys.stderr)
   if args.tta < 0:
     raise UserError(f"--tta {args.tta}: expected a number of augmented copies >= 0")
   results, class_names = predict.predict_files(args.workdir, args.inputs, args.checkpoint,
@@ -147,9 +154,12 @@ def _explain(args) -> int:
   from radjax import explain
 
   done, errors, class_names = explain.explain_files(args.workdir, args.inputs, args.out,
-                                                    args.checkpoint, args.layer)
+                                                    args.checkpoint, args.layer, args.target_class)
   for e in done:
-    print(f"{e.path}  p({class_names[1]})={e.probability:.4f}  {e.label}")
+    shown = (f"p({class_names[1]})={e.probability:.4f}" if e.probabilities is None else
+             "  ".join(f"p({n})={p:.4f}" for n, p in e.probabilities.items()))
+    other = f"  (maps: evidence for {e.explained})" if e.explained != e.label else ""
+    print(f"{e.path}  {shown}  {e.label}{other}")
   for path, why in errors:
     print(f"radjax explain: error: {path}: {why}", file=sys.stderr)
   print(f"Wrote {len(done)} figure(s) to {args.out}")
@@ -279,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--layer", default="mixed10", help="block for Grad-CAM: mixed0..mixed10 "
                                                     "(default mixed10)")
   p.add_argument("--checkpoint", default="best", help="best (default), latest or an epoch")
+  p.add_argument("--class", dest="target_class", metavar="NAME",
+                 help="the class whose evidence the maps show (default: each image's predicted "
+                      "class)")
   p.set_defaults(func=_explain)
   return parser
 

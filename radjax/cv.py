@@ -68,6 +68,7 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
     examples = [e for split in folders.splits.values() for e in split]
     found = [(pathlib.Path(e.path).relative_to(root.parent).as_posix(), e.label) for e in examples]
     rows = "train and val rows" if has_split else "rows"
+    check_binary(folders.class_names, root)
     return folders.class_names, sorted(found), f"the {rows} of {root.name}"
   present = data.find_splits(root)  # raises for a missing directory
   if present:
@@ -76,6 +77,7 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
     note = ("TRAIN/ and VAL/ pooled" + (f"; {present['test'].name}/ left out (the final test)"
                                         if "test" in present else ""))
     class_names = folders.class_names
+    check_binary(class_names, root)
     found = [(pathlib.Path(e.path).relative_to(root).as_posix(), e.label) for e in examples]
   else:
     dirs = data.class_dirs(root)
@@ -83,7 +85,7 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
     if len(class_names) < 2:
       raise UserError(f"{root}: found neither TRAIN/ and VAL/ nor two class folders "
                       f"({class_names}); cross-validation needs labelled images")
-    data.check_binary(class_names, root)
+    check_binary(class_names, root)
     found = []
     for label, d in enumerate(dirs):
       files, others = images.list_image_files(d)
@@ -95,6 +97,13 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
                 if isinstance(c, data.Example)]
     note = "the class folders"
   return class_names, sorted(found), note
+
+
+def check_binary(class_names, where) -> None:
+  """Pooled out-of-fold ROC, bootstrap and operating figures are binary ones so far."""
+  if len(class_names) != 2:
+    raise UserError(f"{where}: found {len(class_names)} classes ({', '.join(class_names)}); "
+                    "radjax cv pools two-class (binary) results only so far")
 
 
 def manifest_images(manifest):
@@ -113,7 +122,7 @@ def manifest_images(manifest):
   if not rows:
     raise UserError(f"{manifest}: no row has a fold; write one with `radjax split --folds K`")
   class_names = sorted({r["class"] for r in rows})
-  data.check_binary(class_names, manifest)
+  check_binary(class_names, manifest)
   found, fold_of = [], {}
   for r in rows:
     relative = data.manifest_path(r["path"])

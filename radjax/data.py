@@ -82,13 +82,6 @@ def stray_files(split_dir: pathlib.Path) -> list[pathlib.Path]:
   return sorted(p for p in split_dir.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
-def check_binary(class_names, where) -> None:
-  """radjax' head is the paper's single sigmoid logit: exactly two classes, until multi-class lands."""
-  if len(class_names) != 2:
-    raise UserError(f"{where}: found {len(class_names)} classes ({', '.join(class_names)}); radjax "
-                    "trains two-class (binary) models only so far: keep two class folders")
-
-
 def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
                  dicom_voi: str = "auto") -> Folders:
   """Lists the dataset under `data_dir`; `splits` are required ("test" is optional if absent).
@@ -113,7 +106,6 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
   if len(class_names) < 2:
     raise UserError(f"{reference}: found {len(class_names)} class folder(s) {class_names}; a classifier "
                     "needs at least two (e.g. abd/ and chest/).")
-  check_binary(class_names, reference)
   skipped: list[tuple[str, str]] = []
   result: dict[str, list[Example]] = {}
   for split in splits:
@@ -235,7 +227,6 @@ def list_manifest(csv_path, splits=("train", "val"), validate: bool = True,
   if len(class_names) < 2:
     raise UserError(f"{csv_path}: found {len(class_names)} label value(s) {class_names}; a "
                     "classifier needs at least two")
-  check_binary(class_names, csv_path)
   result: dict[str, list[Example]] = {s: [] for s in splits}
   skipped: list[tuple[str, str]] = []
   for relative_path, label, split in listed:

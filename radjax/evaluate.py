@@ -43,6 +43,9 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
   if target_sensitivity is not None and not 0 < target_sensitivity <= 1:
     raise UserError(f"--target-sensitivity {target_sensitivity}: expected 0 < value <= 1")
   trained = run_lib.load(workdir, which)
+  if trained.task == "multiclass" and target_sensitivity is not None:
+    raise UserError(f"--target-sensitivity {target_sensitivity}: a multiclass run calls the most "
+                    "probable class; operating points are for binary runs")
   config = trained.config
   data_dir, source = data_dir_of(trained, data_dir)
   split = data.SPLIT_ALIASES.get(split.lower(), split.lower())
@@ -54,12 +57,14 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
                     f"{trained.class_names}")
   logits, labels = trained.steps.logits_of(
       trained.variables, pipeline.eval_batches(split, config.eval_batch_size))
+  out = pathlib.Path(out_dir or workdir)
+  out.mkdir(parents=True, exist_ok=True)
+  if trained.task == "multiclass":
+    return _evaluate_multiclass(trained, logits, labels, split, which, data_dir, source, out)
   result = metrics.binary_metrics(logits, labels)
   result["intervals"] = metrics.bootstrap_intervals(logits, labels, seed=config.seed)
   result["exact_intervals"] = metrics.exact_intervals(result)
   result["calibration"] = metrics.calibration(logits, labels)
-  out = pathlib.Path(out_dir or workdir)
-  out.mkdir(parents=True, exist_ok=True)
   written = [out / "metrics.json"]
   if split == "val":
     point = metrics.operating_point(logits, labels, target_sensitivity)
@@ -76,7 +81,7 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
         "intervals": metrics.bootstrap_intervals(logits, labels, point["threshold_logit"],
                                                  seed=config.seed),
         "exact_intervals": metrics.exact_intervals(at_point)}
-  result.update({"split": split, "epoch": trained.epoch, "checkpoint": which,
+  result.update({"task": "binary", "split": split, "epoch": trained.epoch, "checkpoint": which,
                  "data_dir": str(data_dir), "data_dir_from": source,
                  "class_names": trained.class_names})
   plots.plot_roc(logits, labels, trained.class_names, out / "roc.png",
@@ -87,6 +92,37 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
   result["written"] = [str(p) for p in written]
   (out / "metrics.json").write_text(json.dumps(metrics.json_safe(result), indent=2))
   return result
+
+
+def _evaluate_multiclass(trained, logits, labels, split, which, data_dir, source, out) -> dict:
+  """Per-class one-vs-rest figures, their macro means and the confusion matrix; metrics.json and
+  roc.png (a curve per class). No operating point: the decision is the most probable class."""
+  result = metrics.multiclass_metrics(logits, labels)
+  result.update({"task": "multiclass", "split": split, "epoch": trained.epoch,
+                 "checkpoint": which, "data_dir": str(data_dir), "data_dir_from": source,
+                 "class_names": trained.class_names})
+  plots.plot_roc_per_class(logits, labels, trained.class_names, out / "roc.png",
+                           f"{split.upper()} ROC per class, epoch {trained.epoch}")
+  result["written"] = [str(out / "metrics.json"), str(out / "roc.png")]
+  (out / "metrics.json").write_text(json.dumps(metrics.json_safe(result), indent=2))
+  return result
+
+
+def format_per_class(values: dict, class_names) -> str:
+  """One line per class: one-vs-rest AUC, sensitivity and specificity, and its image count."""
+  width = max(len(n) for n in class_names)
+  return "\n".join(
+      f"  {name:<{width}}  AUC {m['auc']:.3f}  sensitivity {m['sensitivity']:.3f}  "
+      f"specificity {m['specificity']:.3f}  ({m['count']} images)"
+      for name, m in zip(class_names, values["per_class"]))
+
+
+def _square_matrix(matrix, class_names) -> str:
+  width = max(10, *(len(n) for n in class_names))
+  rows = [f"  {'':>{width}} " + " ".join(f"{n:>{width}}" for n in class_names)]
+  rows += [f"  {name:>{width}} " + " ".join(f"{v:>{width}}" for v in row)
+           for name, row in zip(class_names, matrix)]
+  return "\n".join(rows)
 
 
 def with_interval(value: float, interval, exact=None) -> str:
@@ -114,6 +150,17 @@ def _matrix(matrix, class_names) -> str:
 
 def format_metrics(result: dict) -> str:
   names = result["class_names"]
+  if result.get("task") == "multiclass":
+    return "\n".join([
+        f"Data: {result['data_dir']} (from {result['data_dir_from']})",
+        f"{result['split'].upper()} ({result['count']} images, checkpoint epoch {result['epoch']}), "
+        f"the most probable class: loss {result['loss']:.4f}  accuracy {result['accuracy']:.3f}  "
+        f"macro AUC {result['auc']:.3f}  macro sensitivity {result['sensitivity']:.3f}  "
+        f"macro specificity {result['specificity']:.3f}",
+        "per class, one vs rest:", format_per_class(result, names),
+        "confusion matrix (rows true, columns predicted):",
+        _square_matrix(result["confusion_matrix"], names),
+        "(multiclass: no bootstrap intervals, calibration or operating point yet)"])
   lines = [f"Data: {result['data_dir']} (from {result['data_dir_from']})",
            f"{result['split'].upper()} ({result['count']} images, checkpoint epoch "
            f"{result['epoch']}), at probability 0.5: loss {result['loss']:.4f}",

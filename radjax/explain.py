@@ -1,13 +1,15 @@
 """`radjax explain`: where in an image the network looks, as Grad-CAM and occlusion maps.
 
-- Grad-CAM (Selvaraju et al. 2017) for the single-logit head: the gradient of the logit with
-  respect to a block's activations (default mixed10), averaged over space per channel, weights the
-  channels; ReLU of the weighted sum is the map of evidence for the predicted class (for the
-  first class, that of the negated logit). The block's activations and their gradient come from
-  InceptionV3's `sow`/"explain" hooks, no-ops in training.
+- Grad-CAM (Selvaraju et al. 2017): the gradient of the explained class' score with respect to a
+  block's activations (default mixed10), averaged over space per channel, weights the channels;
+  ReLU of the weighted sum is the map of evidence for that class. The score is the class' logit
+  (multiclass), or the single logit for the second class and its negation for the first (binary).
+  The explained class is the predicted one unless `--class` names another. The block's activations
+  and their gradient come from InceptionV3's `sow`/"explain" hooks, no-ops in training.
 - Occlusion sensitivity (model-agnostic): a square patch of the image's mean value is slid over
-  a grid; the map is the logit's drop at each position (positive: hiding it lowers the evidence).
-  The occluded copies go through the run's jitted inference in padded batches.
+  a grid; the map is the drop at each position of the binary logit, or of the explained class'
+  log-probability (multiclass): positive where hiding the patch lowers the evidence. The occluded
+  copies go through the run's jitted inference in padded batches.
 Both maps are computed on the network's input and mapped back onto the original image's geometry
 (undoing the squash or the padding of `preprocess.resize`), so they overlay the film as stored.
 """
@@ -33,44 +35,49 @@ LAYERS = tuple(name for name, _ in BLOCKS)
 class Explanation:
   path: str
   pixels: np.ndarray        # the decoded image, float [0, 255], (H, W, 3)
-  probability: float        # of the second class
-  label: str
-  gradcam: np.ndarray       # (H, W), >= 0, evidence for the predicted class, on the original image
-  occlusion: np.ndarray     # (H, W), logit drop, on the original image
+  probability: float        # binary: of the second class; multiclass: of the predicted class
+  label: str                # the predicted class
+  gradcam: np.ndarray       # (H, W), >= 0, evidence for the explained class, on the original image
+  occlusion: np.ndarray     # (H, W), score drop, on the original image
   layer: str
+  explained: str = ""       # the class the maps are about (default: the predicted one)
+  probabilities: dict[str, float] | None = None  # multiclass: every class'
 
 
-def gradcam(model, variables, image: np.ndarray, layer: str = "mixed10", sign: float = 1.0):
+def gradcam(model, variables, image: np.ndarray, layer: str = "mixed10", sign: float = 1.0,
+            target: int = 0):
   """Grad-CAM of one model input (S, S, 3) at block `layer`: (map at the block's resolution,
-  logit). `sign` -1 explains the first class (the negated logit)."""
+  logit). Binary: `sign` -1 explains the first class (the negated logit); multiclass: the logit of
+  class `target` is explained and returned."""
   if layer not in LAYERS:
     raise UserError(f"--layer {layer}: expected one of {', '.join(LAYERS)}")
-  cam, value = _gradcam_fn(model, layer)(variables, jnp.asarray(image)[None], sign)
+  cam, value = _gradcam_fn(model, layer)(variables, jnp.asarray(image)[None], sign, target)
   return np.asarray(cam), float(value)
 
 
 @functools.cache
 def _gradcam_fn(model, layer: str):
   @jax.jit
-  def run(variables, x, sign):
+  def run(variables, x, sign, target):
     _, state = model.apply(variables, x, train=False, mutable=["intermediates"])
     activations = state["intermediates"]["backbone"][layer][0]
 
-    def logit(eps):
-      return sign * model.apply({**variables, "explain": {"backbone": {layer: eps}}}, x,
-                                train=False)[0]
+    def score(eps):
+      out = model.apply({**variables, "explain": {"backbone": {layer: eps}}}, x, train=False)[0]
+      return sign * out if out.ndim == 0 else out[target]
 
-    value, grads = jax.value_and_grad(logit)(jnp.zeros_like(activations))
+    value, grads = jax.value_and_grad(score)(jnp.zeros_like(activations))
     weights = grads[0].mean(axis=(0, 1))  # per channel
     cam = jax.nn.relu(jnp.tensordot(activations[0].astype(jnp.float32), weights, axes=1))
-    return cam, sign * value
+    return cam, value if model.num_outputs > 1 else sign * value
 
   return run
 
 
 def occlusion(logits_of, image: np.ndarray, patch: int, stride: int, batch_size: int):
-  """Logit drop when a `patch`-pixel square of the image's mean value covers each grid position:
-  (rows, columns) map, position (i, j) covering rows i*stride .. i*stride+patch."""
+  """Score drop when a `patch`-pixel square of the image's mean value covers each grid position:
+  (rows, columns) map, position (i, j) covering rows i*stride .. i*stride+patch. `logits_of`
+  gives one score per image (the binary logit, or a class' log-probability)."""
   size = image.shape[0]
   starts = list(range(0, max(size - patch, 0) + 1, stride))
   if starts[-1] + patch < size:
@@ -113,30 +120,44 @@ def to_original(heatmap: np.ndarray, height: int, width: int, config) -> np.ndar
 
 
 def explain_file(trained, path, layer: str = "mixed10", patch_fraction: float = 0.125,
-                 batch_size: int = 16) -> Explanation:
-  """Grad-CAM and occlusion maps of one PNG/JPEG/DICOM file under a trained run (`run.load`)."""
-  config = trained.config
+                 batch_size: int = 16, target_class: str | None = None) -> Explanation:
+  """Grad-CAM and occlusion maps of one PNG/JPEG/DICOM file under a trained run (`run.load`),
+  for `target_class` (default: the predicted class)."""
+  config, names = trained.config, trained.class_names
+  if target_class is not None and target_class not in names:
+    raise UserError(f"--class {target_class}: not a class of this run ({', '.join(names)})")
   pixels = images.read_image(path, config.dicom_voi)
   image = preprocess.model_input(pixels, config, images.bit_depth(path) > 8)
   variables = jax.device_get(trained.variables)
-  cam, logit = gradcam(trained.model, variables, image, layer)
-  predicted = int(metrics.predicted_labels(np.array([logit]))[0])
-  if not predicted:  # explain the predicted class: the first class' evidence is the negated logit
-    cam, _ = gradcam(trained.model, variables, image, layer, sign=-1.0)
   batch_size = max(batch_size // jax.device_count(), 1) * jax.device_count()
 
   def logits_of(batch, size):
     padded = preprocess.pad_batch({"image": batch, "label": np.zeros(len(batch), np.int32)}, size)
     return trained.steps.logits_of(trained.variables, [padded])[0]
 
+  logits = logits_of(image[None], batch_size)[0]
+  probability = metrics.probabilities(logits[None])[0]
+  predicted = int(logits > 0) if np.ndim(logits) == 0 else int(np.argmax(logits))
+  target = predicted if target_class is None else names.index(target_class)
+  # Binary: the first class' evidence is the negated logit. Multiclass: the class' own logit.
+  cam, _ = gradcam(trained.model, variables, image, layer, sign=1.0 if target else -1.0,
+                   target=target)
+  if np.ndim(logits) == 0:
+    score_of = logits_of  # the logit: red hides evidence for the second class
+  else:  # the explained class' log-probability
+    def score_of(batch, size):
+      z = np.asarray(logits_of(batch, size), np.float64)
+      return z[:, target] - np.logaddexp.reduce(z, axis=1)
   patch = max(int(round(config.image_size * patch_fraction)), 1)
-  drop, starts = occlusion(logits_of, image, patch, max(patch // 2, 1), batch_size)
+  drop, starts = occlusion(score_of, image, patch, max(patch // 2, 1), batch_size)
   height, width = pixels.shape[:2]
   occluded = _occlusion_to_input(drop, starts, patch, config.image_size)
-  return Explanation(str(path), pixels, float(metrics.sigmoid(logit)),
-                     trained.class_names[predicted],
-                     to_original(cam, height, width, config),
-                     to_original(occluded, height, width, config), layer)
+  multiclass = np.ndim(logits) == 1
+  return Explanation(str(path), pixels,
+                     float(probability[predicted] if multiclass else probability),
+                     names[predicted], to_original(cam, height, width, config),
+                     to_original(occluded, height, width, config), layer, names[target],
+                     {n: float(p) for n, p in zip(names, probability)} if multiclass else None)
 
 
 def save_figure(explanation: Explanation, class_names, out) -> None:
@@ -145,13 +166,17 @@ def save_figure(explanation: Explanation, class_names, out) -> None:
 
   fig = Figure(figsize=(12, 4.4), layout="constrained")
   shown = np.clip(explanation.pixels, 0, 255).astype(np.uint8)
-  title = (f"{pathlib.Path(explanation.path).name}: p({class_names[1]}) = "
-           f"{explanation.probability:.4f} -> {explanation.label}")
-  fig.suptitle(title)
+  explained = explanation.explained or explanation.label
+  if explanation.probabilities is None:
+    shown_p = f"p({class_names[1]}) = {explanation.probability:.4f}"
+    hidden = f"red hides evidence for {class_names[1]}, blue for {class_names[0]}"
+  else:
+    shown_p = ", ".join(f"p({n}) = {p:.3f}" for n, p in explanation.probabilities.items())
+    hidden = f"red hides evidence for {explained} (its log-probability drops)"
+  fig.suptitle(f"{pathlib.Path(explanation.path).name}: {shown_p} -> {explanation.label}")
   panels = [("image", None),
-            (f"Grad-CAM ({explanation.layer}): evidence for {explanation.label}", explanation.gradcam),
-            (f"occlusion: red hides evidence for {class_names[1]}, blue for {class_names[0]}",
-             explanation.occlusion)]
+            (f"Grad-CAM ({explanation.layer}): evidence for {explained}", explanation.gradcam),
+            (f"occlusion: {hidden}", explanation.occlusion)]
   for k, (name, heat) in enumerate(panels):
     ax = fig.add_subplot(1, 3, k + 1)
     ax.imshow(shown)
@@ -165,14 +190,18 @@ def save_figure(explanation: Explanation, class_names, out) -> None:
   fig.savefig(out, dpi=100)
 
 
-def explain_files(workdir, inputs, out_dir, which: str = "best", layer: str = "mixed10"):
-  """Writes OUT/<name>.explain.png per input; returns (explanations, errors as (path, why),
-  class names)."""
+def explain_files(workdir, inputs, out_dir, which: str = "best", layer: str = "mixed10",
+                  target_class: str | None = None):
+  """Writes OUT/<name>.explain.png per input, the maps for `target_class` (default: each image's
+  predicted class); returns (explanations, errors as (path, why), class names)."""
   from radjax import predict, run as run_lib
 
   if layer not in LAYERS:
     raise UserError(f"--layer {layer}: expected one of {', '.join(LAYERS)}")
   trained = run_lib.load(workdir, which)
+  if target_class is not None and target_class not in trained.class_names:
+    raise UserError(f"--class {target_class}: not a class of this run "
+                    f"({', '.join(trained.class_names)})")
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   done, errors = [], []
@@ -181,7 +210,7 @@ def explain_files(workdir, inputs, out_dir, which: str = "best", layer: str = "m
       errors.append((str(path), error))
       continue
     try:
-      explanation = explain_file(trained, path, layer)
+      explanation = explain_file(trained, path, layer, target_class=target_class)
     except images.ImageReadError as e:
       errors.append((str(path), str(e).removeprefix(f"{path}: ")))
       continue

@@ -58,6 +58,65 @@ def binary_metrics(logits, labels, threshold_logit: float = THRESHOLD_LOGIT) -> 
   }
 
 
+def softmax(logits) -> np.ndarray:
+  logits = np.asarray(logits, np.float64)
+  shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+  return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def probabilities(logits) -> np.ndarray:
+  """(n,) p(second class) of binary logits, or (n, N) class probabilities of multiclass ones."""
+  return sigmoid(logits) if np.ndim(logits) == 1 else softmax(logits)
+
+
+def multiclass_metrics(logits, labels) -> dict:
+  """Loss (softmax cross-entropy), accuracy, the N x N confusion matrix (rows true, columns
+  predicted: the most probable class), and per class, one-vs-rest: ROC AUC, sensitivity (recall)
+  and specificity of the decision. "auc", "sensitivity" and "specificity" are their macro means.
+
+  AUC is scikit-learn's on each class' logit minus the log-sum-exp of the others' (its log-odds,
+  which keeps saturated probabilities apart); NaN for a class absent from, or the only class of,
+  the labels, and the macro mean is over the defined ones.
+  """
+  logits, labels = np.asarray(logits, np.float64), np.asarray(labels).astype(int)
+  n_classes = logits.shape[1]
+  log_norm = np.logaddexp.reduce(logits, axis=1)
+  predicted = np.argmax(logits, axis=1)
+  matrix = skm.confusion_matrix(labels, predicted, labels=np.arange(n_classes))
+  per_class = []
+  for c in range(n_classes):
+    positive = labels == c
+    others = np.delete(logits, c, axis=1)
+    log_odds = logits[:, c] - np.logaddexp.reduce(others, axis=1)
+    tp, fn = matrix[c, c], matrix[c].sum() - matrix[c, c]
+    fp = matrix[:, c].sum() - tp
+    tn = matrix.sum() - tp - fn - fp
+    per_class.append({
+        "auc": float(skm.roc_auc_score(positive, log_odds))
+               if 0 < positive.sum() < len(labels) else float("nan"),
+        "sensitivity": float(tp / (tp + fn)) if tp + fn else float("nan"),
+        "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
+        "count": int(positive.sum())})
+
+  def macro(key):
+    values = [m[key] for m in per_class if not math.isnan(m[key])]
+    return float(np.mean(values)) if values else float("nan")
+
+  return {
+      "loss": float(np.mean(log_norm - logits[np.arange(len(labels)), labels])),
+      "accuracy": float(skm.accuracy_score(labels, predicted)),
+      "auc": macro("auc"), "sensitivity": macro("sensitivity"), "specificity": macro("specificity"),
+      "per_class": per_class,
+      "confusion_matrix": matrix.astype(int).tolist(),
+      "count": int(len(labels)),
+  }
+
+
+def classification_metrics(logits, labels) -> dict:
+  """`binary_metrics` of (n,) logits, `multiclass_metrics` of (n, N) ones."""
+  return binary_metrics(logits, labels) if np.ndim(logits) == 1 else multiclass_metrics(logits, labels)
+
+
 INTERVAL_METRICS = ("auc", "accuracy", "sensitivity", "specificity")
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_CHUNK = 100  # resamples scored together

@@ -1,4 +1,4 @@
-"""Figures (matplotlib, no pyplot state): the training curves and the ROC curve."""
+"""Figures (matplotlib, no pyplot state): the training curves, ROC curves, calibration."""
 
 from __future__ import annotations
 
@@ -21,6 +21,29 @@ def plot_roc(logits, labels, class_names, path, title: str) -> None:
          ylabel=f"True positive rate (sensitivity, {class_names[1]})", title=title,
          xlim=(0, 1), ylim=(0, 1.02))
   ax.legend(loc="lower right")
+  fig.savefig(path, dpi=120)
+
+
+def plot_roc_per_class(logits, labels, class_names, path, title: str) -> None:
+  """One-vs-rest ROC curve of every class present in `labels` (multiclass logits, (n, N))."""
+  import numpy as np
+
+  from radjax import metrics
+
+  logits, labels = np.asarray(logits, np.float64), np.asarray(labels)
+  fig = _figure(5.5, 5.5)
+  ax = fig.add_subplot()
+  per_class = metrics.multiclass_metrics(logits, labels)["per_class"]
+  for c, name in enumerate(class_names):
+    if not 0 < np.sum(labels == c) < len(labels):
+      continue  # no curve without positives and negatives
+    log_odds = logits[:, c] - np.logaddexp.reduce(np.delete(logits, c, axis=1), axis=1)
+    fpr, tpr, _ = skm.roc_curve(labels == c, log_odds)
+    ax.plot(fpr, tpr, lw=2, label=f"{name} vs rest (AUC = {per_class[c]['auc']:.3f})")
+  ax.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="chance")
+  ax.set(xlabel="False positive rate (1 - specificity)", ylabel="True positive rate (sensitivity)",
+         title=title, xlim=(0, 1), ylim=(0, 1.02))
+  ax.legend(loc="lower right", fontsize=8)
   fig.savefig(path, dpi=120)
 
 

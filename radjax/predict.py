@@ -21,10 +21,13 @@ from radjax import images
 @dataclasses.dataclass
 class Prediction:
   path: str
-  probability: float | None = None  # probability of the second class (label 1); with TTA the mean
+  # Binary: the probability of the second class (label 1); multiclass: of the predicted class.
+  # With TTA, the mean over the augmented copies.
+  probability: float | None = None
   label: str | None = None
   error: str | None = None
   probability_sd: float | None = None  # with TTA: the spread over the augmented copies
+  probabilities: dict[str, float] | None = None  # multiclass: every class' probability
 
 
 def expand(inputs) -> list[tuple[pathlib.Path, str | None]]:
@@ -79,19 +82,20 @@ def tta_inputs(pixels, config, high_bit: bool, copies: int, seed: int,
 
 
 def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
-                  threshold: float = 0.5, tta: int = 0, tta_seed: int = 0,
+                  threshold: float | None = 0.5, tta: int = 0, tta_seed: int = 0,
                   augment_config=None) -> tuple[list[Prediction], list[str]]:
-  """Predictions for every input file (errors included) and the checkpoint's class names. An
-  image is called the second class when its probability is above `threshold`. With `tta` N > 0,
+  """Predictions for every input file (errors included) and the checkpoint's class names. A
+  binary run calls an image the second class when its probability is above `threshold`; a
+  multiclass run calls the most probable class (`threshold` does not apply). With `tta` N > 0,
   each image is predicted as N seeded augmented copies (`tta_inputs`): the mean and the standard
   deviation of their probabilities are reported, and the mean decides."""
   import jax
 
   from radjax import metrics, preprocess, run as run_lib
 
-  threshold_logit = metrics.logit(threshold)
   trained = run_lib.load(workdir, which)
   config, class_names = trained.config, trained.class_names
+  threshold = 0.5 if threshold is None else threshold  # binary runs only
   batch_size = max(batch_size // jax.device_count(), 1) * jax.device_count()
   results, pending = [], []
 
@@ -101,11 +105,24 @@ def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
     batch = preprocess.pad_batch({"image": np.stack([image for _, image in pending]),
                                   "label": np.zeros(len(pending), np.int32)}, batch_size)
     logits, _ = trained.steps.logits_of(trained.variables, [batch])
-    labels = metrics.predicted_labels(logits, threshold_logit)
-    for (prediction, _), logit, label in zip(pending, logits, labels):
-      prediction.probability = float(metrics.sigmoid(logit))
-      prediction.label = class_names[label]
+    for (prediction, _), logit in zip(pending, logits):
+      decide(prediction, metrics.probabilities(logit[None])[0])
+      if np.ndim(logit) == 0:  # binary: decided on the logit, which a float sigmoid saturates
+        prediction.label = class_names[int(logit > metrics.logit(threshold))]
     pending.clear()
+
+  def decide(prediction, probability, spread=None):
+    """Fills in a prediction from one image's probability (binary) or probabilities (multiclass),
+    with TTA their mean and the spread of the reported probability."""
+    if np.ndim(probability) == 0:
+      prediction.probability = float(probability)
+      prediction.label = class_names[int(probability > threshold)]
+    else:
+      best = int(np.argmax(probability))
+      prediction.probabilities = {n: float(p) for n, p in zip(class_names, probability)}
+      prediction.probability, prediction.label = float(probability[best]), class_names[best]
+      spread = None if spread is None else spread[best]
+    prediction.probability_sd = None if spread is None else float(spread)
 
   for path, error in expand(inputs):
     prediction = Prediction(str(path), error=error)
@@ -124,10 +141,8 @@ def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
           {"image": copies[k:k + batch_size], "label": np.zeros(len(copies[k:k + batch_size]),
                                                                  np.int32)}, batch_size)])[0]
                                for k in range(0, tta, batch_size)])
-      probabilities = metrics.sigmoid(logits)
-      prediction.probability = float(probabilities.mean())
-      prediction.probability_sd = float(probabilities.std())
-      prediction.label = class_names[int(prediction.probability > threshold)]
+      probabilities = metrics.probabilities(logits)
+      decide(prediction, probabilities.mean(axis=0), probabilities.std(axis=0))
       continue
     pending.append((prediction, preprocess.model_input(pixels, config, high_bit)))
     if len(pending) == batch_size:
@@ -144,11 +159,16 @@ def format_text(results: list[Prediction], class_names) -> str:
       lines.append(f"{r.path:<{width}}  ERROR  {r.error}")
     else:
       spread = "" if r.probability_sd is None else f" +- {r.probability_sd:.4f}"
-      lines.append(f"{r.path:<{width}}  p({class_names[1]})={r.probability:.4f}{spread}  {r.label}")
+      if r.probabilities is None:
+        shown = f"p({class_names[1]})={r.probability:.4f}{spread}"
+      else:  # every class; the spread is the predicted class' probability's
+        shown = "  ".join(f"p({n})={p:.4f}" for n, p in r.probabilities.items()) + spread
+      lines.append(f"{r.path:<{width}}  {shown}  {r.label}")
   return "\n".join(lines)
 
 
-def format_json(results: list[Prediction], class_names, threshold: float = 0.5) -> str:
+def format_json(results: list[Prediction], class_names, threshold: float | None = 0.5) -> str:
+  """`threshold` None: a multiclass run (the most probable class decides)."""
   return json.dumps({"class_names": list(class_names), "threshold": threshold,
                      "predictions": [dataclasses.asdict(r) for r in results]}, indent=2)
 
@@ -156,6 +176,15 @@ def format_json(results: list[Prediction], class_names, threshold: float = 0.5) 
 def format_csv(results: list[Prediction], class_names) -> str:
   out = io.StringIO()
   writer = csv.writer(out)
+  if any(r.probabilities for r in results):  # multiclass: a probability column per class
+    writer.writerow(["path", *(f"probability_{n}" for n in class_names), "class", "error",
+                     "probability_sd"])
+    for r in results:
+      shown = [f"{r.probabilities[n]:.6f}" for n in class_names] if r.probabilities else [
+          ""] * len(class_names)
+      writer.writerow([r.path, *shown, r.label or "", r.error or "",
+                       "" if r.probability_sd is None else f"{r.probability_sd:.6f}"])
+    return out.getvalue()
   writer.writerow(["path", f"probability_{class_names[1]}", "class", "error", "probability_sd"])
   for r in results:
     writer.writerow([r.path, "" if r.probability is None else f"{r.probability:.6f}",

@@ -39,9 +39,11 @@ def implementations(config, backend: str | None = None) -> dict[str, str]:
   return {key: chosen[key] if config[key] == "auto" else config[key] for key in chosen}
 
 
-def create_model(config) -> Classifier:
+def create_model(config, num_outputs: int = 1) -> Classifier:
+  """The classifier: `num_outputs` 1 = the binary sigmoid logit, N = N softmax logits."""
   impl = implementations(config)
   return Classifier(hidden_units=config.hidden_units, dropout_rate=config.dropout_rate,
+                    num_outputs=num_outputs,
                     dtype=DTYPES[config.dtype], bn_momentum=config.bn_momentum,
                     frozen_stages=frozen_stages(config.fine_tune),
                     bn_closed_form_grad=impl["bn_grad"] == "closed_form",
@@ -97,19 +99,23 @@ class Run:
   steps: steps_lib.Steps
   state: steps_lib.TrainState
   weights_report: Any
+  task: str = "binary"
 
 
-def build(config, devices=None) -> Run:
-  """Model, optimizer, initial state (pretrained backbone per `config.weights`) and the jitted
-  steps on a mesh over `devices` (default: all)."""
-  model = create_model(config)
+def build(config, devices=None, class_names=("0", "1")) -> Run:
+  """Model (its task from `config.task` and the classes), optimizer, initial state (pretrained
+  backbone per `config.weights`) and the jitted steps on a mesh over `devices` (default: all)."""
+  from radjax import task as task_lib
+
+  task = task_lib.resolve(config.task, class_names, "the data")
+  model = create_model(config, task_lib.num_outputs(task, class_names))
   variables, report = initial_variables(config, model)
   tx = make_optimizer(config, variables["params"])
   steps = steps_lib.Steps(model, tx, steps_lib.make_mesh(devices), prepare(config))
   # Jitted: one compiled function instead of an eager op (and a compile) per optimizer leaf.
   state = jax.jit(functools.partial(steps_lib.create_state, tx=tx),
                   out_shardings=steps.replicated)(variables)
-  return Run(config, model, tx, steps, state, report)
+  return Run(config, model, tx, steps, state, report, task)
 
 
 @dataclasses.dataclass
@@ -122,16 +128,19 @@ class Trained:
   model: Classifier
   steps: steps_lib.Steps
   variables: Any  # replicated
+  task: str = "binary"
 
 
 def load(workdir, which: str = "best") -> Trained:
   """The checkpoint `which` ("best", "latest" or an epoch) of the run in `workdir`."""
-  from radjax import checkpoints, config as config_lib, data
+  from radjax import checkpoints, config as config_lib, task as task_lib
 
   variables, meta, epoch = checkpoints.load_for_inference(workdir, which)
   config = config_lib.config_from_dict(meta["config"])
-  data.check_binary(meta["class_names"], f"{workdir} (checkpoint of epoch {epoch})")
-  model = create_model(config)
+  where = f"{workdir} (checkpoint of epoch {epoch})"
+  # Checkpoints written before tasks existed are binary: they hold two classes.
+  task = task_lib.resolve(meta.get("task", config.task), meta["class_names"], where)
+  model = create_model(config, task_lib.num_outputs(task, meta["class_names"]))
   steps = steps_lib.Steps(model, None, steps_lib.make_mesh(), prepare(config))
   return Trained(config, list(meta["class_names"]), meta, epoch, model, steps,
-                 steps.replicate(variables))
+                 steps.replicate(variables), task)

@@ -45,9 +45,10 @@ def images_of(batch):
 
 def train_step(state: TrainState, batch, rng, *, model: nn.Module, tx,
                prepare=images_of) -> tuple[TrainState, dict]:
-  """One Adam step on binary cross-entropy. Dropout randomness: fold_in(rng, step), so every step
-  draws new masks and a resumed run draws the masks the uninterrupted one would have.
-  `prepare(batch)` gives the model input (with `augment_on="device"` it augments cached pixels)."""
+  """One Adam step on cross-entropy: binary on a single logit (the paper's), categorical on N
+  logits (multiclass). Dropout randomness: fold_in(rng, step), so every step draws new masks and a
+  resumed run draws the masks the uninterrupted one would have. `prepare(batch)` gives the model
+  input (with `augment_on="device"` it augments cached pixels)."""
   dropout_rng = jax.random.fold_in(rng, state.step)
   images = prepare(batch)
 
@@ -55,7 +56,7 @@ def train_step(state: TrainState, batch, rng, *, model: nn.Module, tx,
     logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
                                   images, train=True, rngs={"dropout": dropout_rng},
                                   mutable=["batch_stats"])
-    losses = optax.sigmoid_binary_cross_entropy(logits, batch["label"].astype(logits.dtype))
+    losses = cross_entropy(logits, batch["label"])
     if "weight" in batch:  # class_weight, as Keras: the weighted sum over the batch size
       losses = losses * batch["weight"]
     loss = losses.mean()
@@ -65,9 +66,23 @@ def train_step(state: TrainState, batch, rng, *, model: nn.Module, tx,
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                         batch_stats=batch_stats, opt_state=opt_state)
-  # A logit of exactly 0 (probability 0.5) is called the first class, as everywhere in radjax.
-  accuracy = jnp.mean((logits > 0) == (batch["label"] > 0))
+  accuracy = jnp.mean(predicted_class(logits) == batch["label"])
   return state, {"loss": loss, "accuracy": accuracy}
+
+
+def cross_entropy(logits, labels):
+  """Per-example loss: binary cross-entropy of (n,) logits, softmax cross-entropy of (n, N)."""
+  if logits.ndim == 1:
+    return optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype))
+  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+
+
+def predicted_class(logits):
+  """The decision at probability 0.5 (a logit of exactly 0 is the first class, as everywhere in
+  radjax), or the most probable of N classes (the first of ties)."""
+  if logits.ndim == 1:
+    return (logits > 0).astype(jnp.int32)
+  return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
 
 def predict_logits(variables, images, *, model: nn.Module):

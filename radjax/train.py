@@ -65,7 +65,9 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
                     f"{pipeline.num_examples('train')} training images")
   print(f"Data: {data_dir}  classes {pipeline.class_names}  counts {pipeline.counts()}")
 
-  run = run_lib.build(config)
+  run = run_lib.build(config, class_names=pipeline.class_names)
+  print(f"Task: {run.task} ({len(pipeline.class_names)} classes"
+        + (", one sigmoid logit)" if run.task == "binary" else ", softmax over their logits)"))
   print(run.weights_report)
   mngr = checkpoints.manager(workdir, config.keep_checkpoints)
   state, start, changes = run.state, 1, {}
@@ -111,7 +113,7 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
     recalibrated = time.perf_counter()
     val_logits, val_labels = run.steps.logits_of(
         state.variables, pipeline.eval_batches("val", config.eval_batch_size))
-    val = metrics.binary_metrics(val_logits, val_labels)
+    val = metrics.classification_metrics(val_logits, val_labels)
     validated = time.perf_counter()
     record = {"epoch": epoch, **train_metrics,
               "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_auc": val["auc"],
@@ -122,7 +124,7 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
               "epoch_seconds": time.perf_counter() - started}
     reporter.epoch(record)  # metrics.jsonl first: a resume drops lines after its checkpoint
     checkpoints.save(mngr, epoch, state, checkpoints.metadata(config, pipeline.class_names, epoch,
-                                                              record, str(data_dir)))
+                                                              record, str(data_dir), run.task))
   reporter.close()
   mngr.close()
   _final_summary(config.num_epochs, val_logits, val_labels, pipeline.class_names, config.seed)
@@ -155,8 +157,15 @@ def _recalibration_batches(run, pipeline):
 
 def _final_summary(epoch: int, logits, labels, class_names, seed: int) -> None:
   """The last epoch's validation figures with their bootstrap intervals: how much 10 images say."""
-  from radjax.evaluate import format_summary
+  from radjax.evaluate import format_per_class, format_summary
 
+  if np.ndim(logits) == 2:
+    values = metrics.multiclass_metrics(logits, labels)
+    print(f"Validation at epoch {epoch} ({len(labels)} images, the most probable class): "
+          f"accuracy {values['accuracy']:.3f}  macro AUC {values['auc']:.3f}\n"
+          + format_per_class(values, class_names)
+          + "\n  (`radjax evaluate` for the best checkpoint and its confusion matrix)")
+    return
   values = metrics.binary_metrics(logits, labels)
   intervals = metrics.bootstrap_intervals(logits, labels, seed=seed)
   print(f"Validation at epoch {epoch} ({len(labels)} images, probability 0.5):\n  "

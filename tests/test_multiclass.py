@@ -1,0 +1,199 @@
+"""Three classes: the softmax head trains, and evaluate, predict and explain report every class."""
+
+import csv
+import json
+import pathlib
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from radjax import checkpoints, cli, explain, metrics, run as run_lib, steps, task
+from radjax.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CLASSES = ("blank", "bottom_right", "top_left")  # sorted: label order
+
+
+def _three_marker_dataset(root: pathlib.Path, size: int = 75, per_class=(10, 4)):
+  """Noise films; a bright square in one corner, or none, decides the class."""
+  from PIL import Image
+
+  rng = np.random.default_rng(0)
+  for split, n in zip(("TRAIN", "VAL"), per_class):
+    for cls in CLASSES:
+      (root / split / cls).mkdir(parents=True)
+      for k in range(n):
+        image = rng.integers(40, 140, (size, size)).astype(np.uint8)
+        if cls == "top_left":
+          image[5:25, 5:25] = 255
+        elif cls == "bottom_right":
+          image[size - 25:size - 5, size - 25:size - 5] = 255
+        Image.fromarray(image).save(root / split / cls / f"{cls}{k}.png")
+  return root
+
+
+@pytest.fixture(scope="module")
+def three_class_run(tmp_path_factory):
+  import contextlib
+  import io
+
+  data = _three_marker_dataset(tmp_path_factory.mktemp("three"))
+  workdir = tmp_path_factory.mktemp("run") / "three"
+  argv = ["train", "--config", str(REPO / "configs" / "smoke.py"), "--workdir", str(workdir),
+          f"--config.data_dir={data}", "--config.image_size=75", "--config.num_epochs=2",
+          "--config.batch_size=5", "--config.learning_rate=0.001",
+          "--config.augment.enabled=false", "--config.compilation_cache="]
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    assert cli.main(argv) == 0
+  return data, workdir, out.getvalue()
+
+
+def test_the_task_follows_from_the_classes_unless_named():
+  assert task.resolve("auto", ["a", "b"], "d") == "binary"
+  assert task.resolve("auto", ["a", "b", "c"], "d") == "multiclass"
+  assert task.resolve("multiclass", ["a", "b"], "d") == "multiclass"  # softmax over two: allowed
+  with pytest.raises(UserError, match="d: --config.task=binary needs exactly two classes, found 3"):
+    task.resolve("binary", ["a", "b", "c"], "d")
+  with pytest.raises(UserError, match="needs at least two"):
+    task.resolve("auto", ["a"], "d")
+  assert task.num_outputs("binary", "ab") == 1 and task.num_outputs("multiclass", "abc") == 3
+
+
+def test_multiclass_metrics_match_scikit_learn_per_class_and_macro():
+  rng = np.random.default_rng(3)
+  labels = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2, 0])
+  logits = rng.normal(size=(10, 3)) + 2.0 * np.eye(3)[labels]
+  got = metrics.multiclass_metrics(logits, labels)
+  probabilities = metrics.softmax(logits)
+  predicted = probabilities.argmax(1)
+  assert got["confusion_matrix"] == skm.confusion_matrix(labels, predicted).tolist()
+  assert got["accuracy"] == skm.accuracy_score(labels, predicted)
+  assert got["loss"] == pytest.approx(skm.log_loss(labels, probabilities))
+  for c in range(3):
+    assert got["per_class"][c]["auc"] == pytest.approx(skm.roc_auc_score(labels == c,
+                                                                         probabilities[:, c]))
+    assert got["per_class"][c]["sensitivity"] == pytest.approx(
+        skm.recall_score(labels == c, predicted == c))
+    assert got["per_class"][c]["specificity"] == pytest.approx(
+        skm.recall_score(labels != c, predicted != c))
+  assert got["auc"] == pytest.approx(skm.roc_auc_score(labels, probabilities, multi_class="ovr"))
+  # A class absent from the labels has no AUC; the macro mean is over the others.
+  two = metrics.multiclass_metrics(logits[labels < 2], labels[labels < 2])
+  assert np.isnan(two["per_class"][2]["auc"])
+  assert two["auc"] == pytest.approx(np.mean([two["per_class"][c]["auc"] for c in (0, 1)]))
+  # Saturated probabilities stay ranked: AUC is computed on log-odds.
+  saturated = metrics.multiclass_metrics(np.array([[0, 50, 0], [0, 60, 0], [0, 0, 70.0]]),
+                                         np.array([0, 1, 2]))
+  assert saturated["per_class"][1]["auc"] == 1.0
+
+
+def test_softmax_cross_entropy_in_the_train_step_loss():
+  import jax.numpy as jnp
+
+  logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 3.0, 0.0]])
+  labels = jnp.array([0, 2])
+  expected = -np.log(metrics.softmax(np.asarray(logits))[[0, 1], [0, 2]])
+  np.testing.assert_allclose(steps.cross_entropy(logits, labels), expected, rtol=1e-6)
+  np.testing.assert_array_equal(steps.predicted_class(logits), [0, 1])
+  np.testing.assert_array_equal(steps.predicted_class(jnp.array([0.0, 0.1])), [0, 1])
+
+
+def test_three_class_folders_train_a_softmax_head_that_learns_the_markers(three_class_run):
+  _, workdir, console = three_class_run
+  assert "Task: multiclass (3 classes, softmax over their logits)" in console
+  assert "Validation at epoch 2 (12 images, the most probable class)" in console
+  assert all(f"  {c}" in console for c in CLASSES)  # a line per class
+  history = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert history[-1]["val_accuracy"] >= 0.75, history[-1]  # 12 images, 4 per class
+  # Far below chance's cross-entropy, ln 3 = 1.10 (training loss is noisy: dropout, batch 5).
+  assert history[-1]["val_loss"] < 0.5, history[-1]
+  trained = run_lib.load(workdir, "latest")
+  assert trained.task == "multiclass" and trained.class_names == list(CLASSES)
+  assert trained.model.num_outputs == 3
+  assert checkpoints.task_of(workdir, "latest") == "multiclass"
+
+
+def test_evaluate_reports_each_class_and_the_confusion_matrix(three_class_run, tmp_path, capsys):
+  data, workdir, _ = three_class_run
+  out = tmp_path / "eval"
+  assert cli.main(["evaluate", "--workdir", str(workdir), "--checkpoint", "latest",
+                   "--out", str(out)]) == 0
+  text = capsys.readouterr().out
+  result = json.loads((out / "metrics.json").read_text())
+  assert result["task"] == "multiclass" and result["count"] == 12
+  matrix = np.array(result["confusion_matrix"])
+  assert matrix.shape == (3, 3) and matrix.sum() == 12 and list(matrix.sum(1)) == [4, 4, 4]
+  assert result["accuracy"] == pytest.approx(np.trace(matrix) / 12)
+  # The per-class AUCs are scikit-learn's on the run's own logits.
+  trained = run_lib.load(workdir, "latest")
+  from radjax import datasets
+
+  pipeline = datasets.open_pipeline(data, trained.config, splits=("val",))
+  logits, labels = trained.steps.logits_of(trained.variables, pipeline.eval_batches("val", 8))
+  assert logits.shape == (12, 3)
+  for c, name in enumerate(CLASSES):
+    expected = skm.roc_auc_score(labels == c, metrics.softmax(logits)[:, c])
+    assert result["per_class"][c]["auc"] == pytest.approx(expected), name
+    assert name in text
+  assert "confusion matrix (rows true, columns predicted)" in text
+  assert (out / "roc.png").stat().st_size > 10_000
+  assert cli.main(["evaluate", "--workdir", str(workdir), "--target-sensitivity", "0.9",
+                   "--out", str(out)]) == 2
+  assert "--target-sensitivity" in capsys.readouterr().err
+
+
+def test_predict_prints_every_class_probability_and_the_most_probable(three_class_run, tmp_path,
+                                                                      capsys):
+  data, workdir, _ = three_class_run
+  table = tmp_path / "predictions.csv"
+  assert cli.main(["predict", "--workdir", str(workdir), "--checkpoint", "latest",
+                   "--csv", str(table), str(data / "VAL")]) == 0
+  captured = capsys.readouterr()
+  assert "Decision: the most probable class (multiclass run)" in captured.err
+  rows = list(csv.DictReader(table.open()))
+  assert len(rows) == 12
+  assert list(rows[0]) == ["path", *(f"probability_{c}" for c in CLASSES), "class", "error",
+                           "probability_sd"]
+  for row in rows:
+    p = np.array([float(row[f"probability_{c}"]) for c in CLASSES])
+    assert p.sum() == pytest.approx(1.0, abs=1e-5)
+    assert row["class"] == CLASSES[int(np.argmax(p))]
+  line = next(l for l in captured.out.splitlines() if "top_left0.png" in l)
+  assert all(f"p({c})=" in line for c in CLASSES)
+  assert cli.main(["predict", "--workdir", str(workdir), "--threshold", "0.3",
+                   str(data / "VAL")]) == 2
+  assert ("--threshold 0.3: a multiclass run calls the most probable class"
+          in capsys.readouterr().err)
+
+
+def test_explain_shows_the_asked_class_and_refuses_an_unknown_one(three_class_run, tmp_path,
+                                                                  capsys):
+  data, workdir, _ = three_class_run
+  trained = run_lib.load(workdir, "latest")
+  image = data / "VAL" / "bottom_right" / "bottom_right0.png"
+  e = explain.explain_file(trained, image, layer="mixed2", patch_fraction=0.25)
+  assert e.explained == e.label and set(e.probabilities) == set(CLASSES)
+  assert e.probability == pytest.approx(max(e.probabilities.values()))
+  other = explain.explain_file(trained, image, layer="mixed2", patch_fraction=0.25,
+                               target_class="top_left")
+  assert other.explained == "top_left" and not np.allclose(other.gradcam, e.gradcam)
+  out = tmp_path / "maps"
+  assert cli.main(["explain", "--workdir", str(workdir), "--checkpoint", "latest", "--out",
+                   str(out), "--layer", "mixed2", "--class", "top_left", str(image)]) == 0
+  assert "(maps: evidence for top_left)" in capsys.readouterr().out or e.label == "top_left"
+  assert (out / "bottom_right0.explain.png").stat().st_size > 20_000
+  assert cli.main(["explain", "--workdir", str(workdir), "--out", str(out), "--class", "pelvis",
+                   str(image)]) == 2
+  assert capsys.readouterr().err.strip() == (
+      "radjax explain: error: --class pelvis: not a class of this run "
+      "(blank, bottom_right, top_left)")
+
+
+def test_cross_validation_refuses_three_classes_in_one_line(tmp_path):
+  from radjax import cv
+
+  data = _three_marker_dataset(tmp_path / "d", per_class=(3, 1))
+  with pytest.raises(UserError, match="found 3 classes .*; radjax cv pools two-class"):
+    cv.labelled_images(data)
