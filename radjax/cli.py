@@ -139,7 +139,7 @@ def _predict(args) -> int:
     print(predict.format_json(results, class_names, threshold))
   elif args.csv:
     with open(args.csv, "w", newline="") as f:
-      f.write(predict.format_csv(results, class_names))
+      f.write(predict.format_csv(results, class_names, multiclass=threshold is None))
     print(predict.format_text(results, class_names))
     print(f"Wrote {args.csv}")
   else:

@@ -476,6 +476,9 @@ def cross_validate(config, workdir, folds: int, seeds: int = 1, manifest=None) -
   """
   if seeds < 1:
     raise UserError(f"--seeds {seeds}: expected at least 1")
+  if config.task == "multiclass":
+    raise UserError("--config.task=multiclass: radjax cv pools two-class (binary) results only "
+                    "so far")
   seed_list = [config.seed + i for i in range(seeds)]
   workdir = workdir_lib.prepare(workdir)
   with workdir_lib.lock(workdir):

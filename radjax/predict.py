@@ -162,7 +162,8 @@ def format_text(results: list[Prediction], class_names) -> str:
       if r.probabilities is None:
         shown = f"p({class_names[1]})={r.probability:.4f}{spread}"
       else:  # every class; the spread is the predicted class' probability's
-        shown = "  ".join(f"p({n})={p:.4f}" for n, p in r.probabilities.items()) + spread
+        shown = "  ".join(f"p({n})={p:.4f}{spread if n == r.label else ''}"
+                          for n, p in r.probabilities.items())
       lines.append(f"{r.path:<{width}}  {shown}  {r.label}")
   return "\n".join(lines)
 
@@ -173,10 +174,13 @@ def format_json(results: list[Prediction], class_names, threshold: float | None 
                      "predictions": [dataclasses.asdict(r) for r in results]}, indent=2)
 
 
-def format_csv(results: list[Prediction], class_names) -> str:
+def format_csv(results: list[Prediction], class_names, multiclass: bool | None = None) -> str:
+  """`multiclass` None: inferred from the results (a run whose every file failed: say it)."""
   out = io.StringIO()
   writer = csv.writer(out)
-  if any(r.probabilities for r in results):  # multiclass: a probability column per class
+  if multiclass is None:
+    multiclass = any(r.probabilities for r in results)
+  if multiclass:  # a probability column per class
     writer.writerow(["path", *(f"probability_{n}" for n in class_names), "class", "error",
                      "probability_sd"])
     for r in results:

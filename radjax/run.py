@@ -39,9 +39,10 @@ def implementations(config, backend: str | None = None) -> dict[str, str]:
   return {key: chosen[key] if config[key] == "auto" else config[key] for key in chosen}
 
 
-def create_model(config, num_outputs: int = 1) -> Classifier:
-  """The classifier: `num_outputs` 1 = the binary sigmoid logit, N = N softmax logits."""
-  impl = implementations(config)
+def create_model(config, num_outputs: int = 1, backend: str | None = None) -> Classifier:
+  """The classifier: `num_outputs` 1 = the binary sigmoid logit, N = N softmax logits; its
+  implementations are those of `backend` (default: JAX's)."""
+  impl = implementations(config, backend)
   return Classifier(hidden_units=config.hidden_units, dropout_rate=config.dropout_rate,
                     num_outputs=num_outputs,
                     dtype=DTYPES[config.dtype], bn_momentum=config.bn_momentum,
@@ -102,13 +103,15 @@ class Run:
   task: str = "binary"
 
 
-def build(config, devices=None, class_names=("0", "1")) -> Run:
-  """Model (its task from `config.task` and the classes), optimizer, initial state (pretrained
-  backbone per `config.weights`) and the jitted steps on a mesh over `devices` (default: all)."""
+def build(config, devices=None, class_names=("0", "1"), where: str = "the data") -> Run:
+  """Model (its task from `config.task` and the classes of the data named by `where`), optimizer,
+  initial state (pretrained backbone per `config.weights`) and the jitted steps on a mesh over
+  `devices` (default: all; their backend picks the implementations)."""
   from radjax import task as task_lib
 
-  task = task_lib.resolve(config.task, class_names, "the data")
-  model = create_model(config, task_lib.num_outputs(task, class_names))
+  task = task_lib.resolve(config.task, class_names, where)
+  backend = devices[0].platform if devices else None
+  model = create_model(config, task_lib.num_outputs(task, class_names), backend)
   variables, report = initial_variables(config, model)
   tx = make_optimizer(config, variables["params"])
   steps = steps_lib.Steps(model, tx, steps_lib.make_mesh(devices), prepare(config))

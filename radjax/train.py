@@ -65,12 +65,13 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
                     f"{pipeline.num_examples('train')} training images")
   print(f"Data: {data_dir}  classes {pipeline.class_names}  counts {pipeline.counts()}")
 
-  run = run_lib.build(config, class_names=pipeline.class_names)
+  run = run_lib.build(config, class_names=pipeline.class_names, where=str(data_dir))
   print(f"Task: {run.task} ({len(pipeline.class_names)} classes"
         + (", one sigmoid logit)" if run.task == "binary" else ", softmax over their logits)"))
   print(run.weights_report)
   mngr = checkpoints.manager(workdir, config.keep_checkpoints)
   state, start, changes = run.state, 1, {}
+  _check_task(mngr, run.task, workdir)
   resumed = checkpoints.restore_for_resume(mngr, state, workdir)
   if resumed is not None:
     state, meta, latest = resumed
@@ -200,6 +201,22 @@ def _train_epoch(run, train_step, state, batches, rng, epoch: int, steps_per_epo
     fetched.append(step_metrics)
   fetched = jax.device_get(fetched)  # the one host sync of the epoch
   return state, {key: float(np.mean([m[key] for m in fetched])) for key in ("loss", "accuracy")}
+
+
+def _check_task(mngr, task: str, workdir) -> None:
+  """Refuses to resume a run of another task (before restoring: its head would not fit).
+  `config.task` may change between "auto" and what auto gives; the resolved task may not."""
+  latest = mngr.latest_step()
+  if latest is None:
+    return
+  try:
+    stored = checkpoints.read_meta(mngr, latest).get("task", "binary")  # older runs: binary
+  except Exception:  # noqa: BLE001 - a damaged checkpoint: restore_for_resume reports it
+    return
+  if stored != task:
+    raise UserError(f"{workdir}: cannot resume a {stored} run as {task} (--config.task and the "
+                    "classes decide the task): resume with the run's settings, or train in a new "
+                    "--workdir.")
 
 
 def _check_resume(meta: dict, config, data_dir: pathlib.Path, class_names, workdir) -> dict:

@@ -376,7 +376,7 @@ def bench_torch_step(device_kind: str, batch: int, mode: str, args) -> None:
   ms = statistics.median(times) / args.steps * 1e3
   peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
   if device.type == "cuda":  # give the memory back for the next JAX measurement
-    del model, opt, images, labels
+    del model, backbone, opt, images, labels
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
   emit(part="train_step", impl=f"torch-{mode}", device=device_kind, batch=batch,

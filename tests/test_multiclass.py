@@ -162,6 +162,15 @@ def test_predict_prints_every_class_probability_and_the_most_probable(three_clas
     assert row["class"] == CLASSES[int(np.argmax(p))]
   line = next(l for l in captured.out.splitlines() if "top_left0.png" in l)
   assert all(f"p({c})=" in line for c in CLASSES)
+  assert cli.main(["predict", "--workdir", str(workdir), "--checkpoint", "latest", "--json",
+                   "--tta", "2", str(data / "VAL" / "top_left")]) == 0
+  reply = json.loads(capsys.readouterr().out)
+  assert reply["threshold"] is None and len(reply["predictions"]) == 4
+  for p in reply["predictions"]:
+    assert set(p["probabilities"]) == set(CLASSES)
+    assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
+    assert p["probability"] == p["probabilities"][p["label"]]  # TTA: the mean decides
+    assert p["probability_sd"] is not None
   assert cli.main(["predict", "--workdir", str(workdir), "--threshold", "0.3",
                    str(data / "VAL")]) == 2
   assert ("--threshold 0.3: a multiclass run calls the most probable class"
@@ -180,9 +189,10 @@ def test_explain_shows_the_asked_class_and_refuses_an_unknown_one(three_class_ru
                                target_class="top_left")
   assert other.explained == "top_left" and not np.allclose(other.gradcam, e.gradcam)
   out = tmp_path / "maps"
+  asked = next(c for c in CLASSES if c != e.label)  # another class than the predicted one
   assert cli.main(["explain", "--workdir", str(workdir), "--checkpoint", "latest", "--out",
-                   str(out), "--layer", "mixed2", "--class", "top_left", str(image)]) == 0
-  assert "(maps: evidence for top_left)" in capsys.readouterr().out or e.label == "top_left"
+                   str(out), "--layer", "mixed2", "--class", asked, str(image)]) == 0
+  assert f"{e.label}  (maps: evidence for {asked})" in capsys.readouterr().out
   assert (out / "bottom_right0.explain.png").stat().st_size > 20_000
   assert cli.main(["explain", "--workdir", str(workdir), "--out", str(out), "--class", "pelvis",
                    str(image)]) == 2
@@ -191,9 +201,30 @@ def test_explain_shows_the_asked_class_and_refuses_an_unknown_one(three_class_ru
       "(blank, bottom_right, top_left)")
 
 
-def test_cross_validation_refuses_three_classes_in_one_line(tmp_path):
-  from radjax import cv
+def test_cross_validation_refuses_three_classes_or_a_multiclass_task_in_one_line(tmp_path,
+                                                                                dataset_dir):
+  from radjax import config as config_lib, cv
 
   data = _three_marker_dataset(tmp_path / "d", per_class=(3, 1))
   with pytest.raises(UserError, match="found 3 classes .*; radjax cv pools two-class"):
     cv.labelled_images(data)
+  config = config_lib.load_config(REPO / "configs" / "smoke.py", [
+      f"--config.data_dir={dataset_dir}", "--config.task=multiclass"])
+  with pytest.raises(UserError, match="^--config.task=multiclass: radjax cv pools two-class"):
+    cv.cross_validate(config, tmp_path / "cv", folds=2)
+  assert not (tmp_path / "cv" / "seed_0").exists()  # refused before any training
+
+
+def test_a_run_resumes_only_as_its_own_task(monkeypatch, tmp_path):
+  from radjax import train
+
+  class Manager:
+    def latest_step(self):
+      return 3
+
+  monkeypatch.setattr(checkpoints, "read_meta", lambda mngr, epoch: {"config": {}})
+  train._check_task(Manager(), "binary", tmp_path)  # written before tasks: binary
+  with pytest.raises(UserError, match="cannot resume a binary run as multiclass"):
+    train._check_task(Manager(), "multiclass", tmp_path)
+  monkeypatch.setattr(checkpoints, "read_meta", lambda mngr, epoch: {"task": "multiclass"})
+  train._check_task(Manager(), "multiclass", tmp_path)
