@@ -123,3 +123,31 @@ def write_dicom(path, pixels, photometric="MONOCHROME2", bits_stored=None, signe
   ds.PixelData = pixels.astype(pixels.dtype.newbyteorder("<")).tobytes()
   ds.save_as(path, enforce_file_format=True)
   return path
+
+
+def marker_dataset(root, markers: dict, size: int, per_class=(12, 4)):
+  """Noise films in TRAIN/ and VAL/ (`per_class` images each), one folder per class of `markers`:
+  a class' (top, left, side) bright square, or None for none, is all that tells them apart."""
+  from PIL import Image
+
+  rng = np.random.default_rng(0)
+  for split, n in zip(("TRAIN", "VAL"), per_class):
+    for cls, marker in markers.items():
+      (root / split / cls).mkdir(parents=True)
+      for k in range(n):
+        image = rng.integers(40, 140, (size, size)).astype(np.uint8)
+        if marker is not None:
+          top, left, side = marker
+          image[top:top + side, left:left + side] = 255
+        Image.fromarray(image).save(root / split / cls / f"{cls}{k}.png")
+  return root
+
+
+def train_smoke(data, workdir, *settings) -> None:
+  """`radjax train` with configs/smoke.py on `data`, no compilation cache, plus `settings`."""
+  from radjax import cli
+
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  assert cli.main(["train", "--config", str(repo / "configs" / "smoke.py"), "--workdir",
+                   str(workdir), f"--config.data_dir={data}", "--config.compilation_cache=",
+                   *settings]) == 0

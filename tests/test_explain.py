@@ -53,32 +53,17 @@ def test_gradcam_equals_tensorflow_gradient_tape(keras_notop):
   assert not np.allclose(negated, got)
 
 
-def _marker_dataset(root: pathlib.Path, size: int = 150, per_class=(12, 4)):
-  """Noise films; "marked" ones carry a bright square in the top-left corner: only the marker
-  decides the class."""
-  from PIL import Image
-
-  rng = np.random.default_rng(0)
-  for split, n in zip(("TRAIN", "VAL"), per_class):
-    for cls in ("blank", "marked"):
-      (root / split / cls).mkdir(parents=True)
-      for k in range(n):
-        image = rng.integers(40, 140, (size, size)).astype(np.uint8)
-        if cls == "marked":
-          image[10:40, 10:40] = 255
-        Image.fromarray(image).save(root / split / cls / f"{cls}{k}.png")
-  return root
-
-
 @pytest.fixture(scope="module")
 def marker_run(tmp_path_factory):
-  data = _marker_dataset(tmp_path_factory.mktemp("marker"))
+  from conftest import marker_dataset, train_smoke
+
+  # "marked" films carry a bright square in the top-left corner: only the marker decides.
+  data = marker_dataset(tmp_path_factory.mktemp("marker"),
+                        {"blank": None, "marked": (10, 10, 30)}, size=150)
   workdir = tmp_path_factory.mktemp("run") / "marker"
-  argv = ["train", "--config", str(REPO / "configs" / "smoke.py"), "--workdir", str(workdir),
-          f"--config.data_dir={data}", "--config.image_size=150", "--config.num_epochs=3",
-          "--config.batch_size=4", "--config.learning_rate=0.001", "--config.augment.enabled=false",
-          "--config.compilation_cache="]
-  assert cli.main(argv) == 0
+  train_smoke(data, workdir, "--config.image_size=150", "--config.num_epochs=3",
+              "--config.batch_size=4", "--config.learning_rate=0.001",
+              "--config.augment.enabled=false")
   return data, workdir
 
 

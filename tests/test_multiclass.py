@@ -17,20 +17,10 @@ CLASSES = ("blank", "bottom_right", "top_left")  # sorted: label order
 
 def _three_marker_dataset(root: pathlib.Path, size: int = 75, per_class=(10, 4)):
   """Noise films; a bright square in one corner, or none, decides the class."""
-  from PIL import Image
+  from conftest import marker_dataset
 
-  rng = np.random.default_rng(0)
-  for split, n in zip(("TRAIN", "VAL"), per_class):
-    for cls in CLASSES:
-      (root / split / cls).mkdir(parents=True)
-      for k in range(n):
-        image = rng.integers(40, 140, (size, size)).astype(np.uint8)
-        if cls == "top_left":
-          image[5:25, 5:25] = 255
-        elif cls == "bottom_right":
-          image[size - 25:size - 5, size - 25:size - 5] = 255
-        Image.fromarray(image).save(root / split / cls / f"{cls}{k}.png")
-  return root
+  return marker_dataset(root, {"blank": None, "bottom_right": (size - 25, size - 25, 20),
+                               "top_left": (5, 5, 20)}, size, per_class)
 
 
 @pytest.fixture(scope="module")
@@ -38,15 +28,15 @@ def three_class_run(tmp_path_factory):
   import contextlib
   import io
 
+  from conftest import train_smoke
+
   data = _three_marker_dataset(tmp_path_factory.mktemp("three"))
   workdir = tmp_path_factory.mktemp("run") / "three"
-  argv = ["train", "--config", str(REPO / "configs" / "smoke.py"), "--workdir", str(workdir),
-          f"--config.data_dir={data}", "--config.image_size=75", "--config.num_epochs=2",
-          "--config.batch_size=5", "--config.learning_rate=0.001",
-          "--config.augment.enabled=false", "--config.compilation_cache="]
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    assert cli.main(argv) == 0
+    train_smoke(data, workdir, "--config.image_size=75", "--config.num_epochs=2",
+                "--config.batch_size=5", "--config.learning_rate=0.001",
+                "--config.augment.enabled=false")
   return data, workdir, out.getvalue()
 
 
