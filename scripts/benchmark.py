@@ -33,6 +33,9 @@ _JSONL = None  # --jsonl: a file every record is appended to as well
 
 
 def emit(**record):
+  # XLA_FLAGS change what XLA compiles (e.g. CUDA graphs): a record names the ones it ran under.
+  if os.environ.get("XLA_FLAGS") and record.get("impl") == "radjax":
+    record.setdefault("xla_flags", os.environ["XLA_FLAGS"])
   RESULTS.append(record)
   print(json.dumps(record), flush=True)
   if _JSONL is not None:
@@ -130,7 +133,7 @@ def bench_radjax_step(device_kind: str, batch: int, dtype: str, args, variant: s
 
   def run(n):
     def once():
-      s = holder["state"]
+      s, metrics = holder["state"], None
       for _ in range(n):
         s, metrics = compiled(s, data, key)
       jax.block_until_ready((s, metrics))
@@ -508,16 +511,18 @@ def bench_end_to_end(args) -> None:
 # ----------------------------------------------------------------------------------------------
 
 def _label(r: dict) -> str:
-  return f"radjax ({r['variant']})" if r["impl"] == "radjax" and r.get("variant") else r["impl"]
+  settings = [r["variant"]] if r["impl"] == "radjax" and r.get("variant") else []
+  settings += [f"XLA_FLAGS={r['xla_flags']}"] if r.get("xla_flags") else []
+  return f"{r['impl']} ({'; '.join(settings)})" if settings else r["impl"]
 
 
 def table() -> str:
   steps = [r for r in RESULTS if r["part"] == "train_step" and "skipped" not in r]
   base = [r for r in steps if r["impl"] == "radjax" and not r.get("variant")]
 
-  def ours_at(device, batch, dtype):
+  def ours_at(device, batch, dtype, xla_flags=""):
     return next((o for o in base if o["device"] == device and o["batch"] == batch
-                 and o["dtype"] == dtype), None)
+                 and o["dtype"] == dtype and o.get("xla_flags", "") == xla_flags), None)
 
   lines = ["| part | impl | device | batch | dtype | ms/step | images/s | compile s | peak GiB "
            "| radjax / this |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -534,7 +539,7 @@ def table() -> str:
                  f"{r['ms_per_step']:.1f} | {r['images_per_s']:.1f} | {compile_s:.1f} | {peak} "
                  f"| {ratio} |")
   for r in base:
-    if r["device"] == "gpu":
+    if r["device"] == "gpu" and not r.get("xla_flags"):
       cpu = ours_at("cpu", r["batch"], r["dtype"])
       if cpu:
         lines.append(f"| GPU/CPU | radjax | gpu vs cpu | {r['batch']} | {r['dtype']} | | "
@@ -552,12 +557,13 @@ def table() -> str:
   for r in RESULTS:
     if r["part"] != "end_to_end" or "skipped" in r:
       continue
+    flags = f", XLA_FLAGS={r['xla_flags']}" if r.get("xla_flags") else ""
     lines += ["", f"hello_world end to end ({r['data']}, augment on {r['augment_on']}, "
-              f"{r.get('device', 'default')} backend), per epoch:", "",
+              f"{r.get('device', 'default')} backend{flags}), per epoch:", "",
               "| epoch | epoch s | train s | precise BN s | validation s | train images/s "
               "| train s / (steps x step) | epoch s / (steps x step + validation s) |",
               "|---|---|---|---|---|---|---|---|"]
-    step = ours_at(r.get("device"), r.get("batch"), "float32")
+    step = ours_at(r.get("device"), r.get("batch"), "float32", r.get("xla_flags", ""))
     for i, epoch_s in enumerate(r["epoch_s"]):
       train_s = r.get("train_s", [None] * len(r["epoch_s"]))[i]
       pure = (r["steps_per_epoch"] * step["ms_per_step"] / 1e3
@@ -591,6 +597,8 @@ def main() -> None:
   parser.add_argument("--device", choices=["cpu", "gpu", "both"], default="cpu")
   parser.add_argument("--batch-sizes", help="comma-separated (default: 5,32 on CPU, 5,64,256 on GPU)")
   parser.add_argument("--dtypes", default="float32,bfloat16")
+  parser.add_argument("--step-at", help="batch:dtype points of the step part, comma-separated "
+                                        "(instead of every --batch-sizes x --dtypes pair)")
   parser.add_argument("--image-size", type=int, default=299)
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
   parser.add_argument("--steps", type=int, default=3, help="steps per timed repeat")
@@ -661,10 +669,14 @@ def main() -> None:
       emit(part=part, impl=what, skipped=f"failed: {type(e).__name__}: {str(e)[:300]}")
 
   for kind in kinds:
-    batches = [int(b) for b in (args.batch_sizes or DEFAULT_BATCHES[kind]).split(",")]
+    if args.step_at:
+      points = _points(args.step_at)
+    else:
+      points = [(int(b), d) for b in (args.batch_sizes or DEFAULT_BATCHES[kind]).split(",")
+                for d in args.dtypes.split(",")]
     if "step" in parts:
-      for batch in batches:
-        for dtype in args.dtypes.split(","):
+      for batch in dict.fromkeys(b for b, _ in points):  # in order, once each
+        for dtype in (d for b, d in points if b == batch):
           measure("train_step", f"radjax {kind} {batch} {dtype}", bench_radjax_step, kind, batch,
                   dtype, args)
         if "keras" in peers and kind == "cpu":

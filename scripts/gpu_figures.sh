@@ -21,6 +21,24 @@ cd "$(dirname "$0")/.."
 DEVICE_DIR=.device
 WHEELS="ml_collections tqdm absl-py PyYAML"   # pure Python, or py3-none-any wheels exist
 
+# Installs what this Python lacks from .device/wheels and radjax itself, without network.
+setup() {
+  export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
+  # JAX takes device memory as it needs it: its peak figure is then its own, and PyTorch fits.
+  export XLA_PYTHON_CLIENT_PREALLOCATE=false
+  site=/tmp/radjax-site
+  mkdir -p "$site"
+  for wheel in "$DEVICE_DIR"/wheels/*.whl; do   # only what this Python lacks
+    module=$(basename "$wheel" | cut -d- -f1 | sed 's/^absl_py$/absl/; s/^[Pp]y[Yy][Aa][Mm][Ll]$/yaml/')
+    python -c "import $module" 2>/dev/null || \
+      python -m pip install -q --no-index --no-deps --target "$site" "$wheel"
+  done
+  # radjax itself, from this checkout (its configs/ become radjax.configs only when installed).
+  python -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target "$site" .
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+  python scripts/environment.py | tee "$1/environment.txt"
+}
+
 case "${1:-}" in
   prepare)
     mkdir -p "$DEVICE_DIR/wheels"
@@ -37,20 +55,7 @@ case "${1:-}" in
     began=$SECONDS
     budget="${GPU_FIGURES_BUDGET:-500}"
     left() { echo $(( budget - (SECONDS - began) )); }
-    export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
-    # JAX takes device memory as it needs it: its peak figure is then its own, and PyTorch fits.
-    export XLA_PYTHON_CLIENT_PREALLOCATE=false
-    site=/tmp/radjax-site
-    mkdir -p "$site"
-    for wheel in "$DEVICE_DIR"/wheels/*.whl; do   # only what this Python lacks
-      module=$(basename "$wheel" | cut -d- -f1 | sed 's/^absl_py$/absl/; s/^[Pp]y[Yy][Aa][Mm][Ll]$/yaml/')
-      python -c "import $module" 2>/dev/null || \
-        python -m pip install -q --no-index --no-deps --target "$site" "$wheel"
-    done
-    # radjax itself, from this checkout (its configs/ become radjax.configs only when installed).
-    python -m pip install -q --no-index --no-deps --no-build-isolation --upgrade --target "$site" .
-    export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
-    python scripts/environment.py | tee "$out/environment.txt"
+    setup "$out"
     bench=(python scripts/benchmark.py --jsonl "$out/benchmark.jsonl")
     # The GPU: train step at 5/64/256 x float32/bfloat16 with PyTorch peers, the end-to-end
     # hello_world epochs from the arrays, compile cold and warm, profiles, implementation variants.
@@ -66,8 +71,41 @@ case "${1:-}" in
     fi
     python scripts/benchmark.py --table "$out/benchmark.jsonl" | tee "$out/table.md"
     ;;
+  tune)
+    # Issue #12 part 4, why the GPU step misses its targets: the step with XLA's command buffers
+    # (CUDA graphs) covering cuDNN convolutions too (XLA's default set leaves them out, so a
+    # batch-5 step launches its ~100 convolutions and their neighbours one by one), then the
+    # default build's profiles and implementation variants. Each command is its own process (XLA
+    # reads XLA_FLAGS once). GPU_FIGURES_BUDGET (default 470 s) bounds the whole;
+    # GPU_FIGURES_DEVICE=cpu GPU_FIGURES_ARGS="--image-size 75 ..." rehearse it on a CPU.
+    out="${2:?usage: gpu_figures.sh tune OUT_DIR}"
+    mkdir -p "$out"
+    began=$SECONDS
+    budget="${GPU_FIGURES_BUDGET:-470}"
+    left() { echo $(( budget - (SECONDS - began) )); }
+    measure() {  # measure LOG ARGS...: the benchmark, if a minute is left, within what is left
+      local log="$1" seconds
+      shift
+      seconds=$(left)
+      if [ "$seconds" -le 60 ]; then echo "not started, budget spent: $*" | tee -a "$out/$log"; return; fi
+      timeout "$seconds" python scripts/benchmark.py --jsonl "$out/benchmark.jsonl" \
+          --device "${GPU_FIGURES_DEVICE:-gpu}" --peers none --deadline $(( seconds - 60 )) \
+          ${GPU_FIGURES_ARGS:-} "$@" 2>&1 | tee -a "$out/$log" || true
+    }
+    setup "$out"
+    graphs="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,DYNAMIC_SLICE_FUSION,CONVOLUTION"
+    XLA_FLAGS="$graphs" measure graphs.txt --parts step,variants --step-at 5:float32,256:bfloat16 \
+        --variants input=uint8 --variants-at 5:float32
+    measure profile.txt --parts step,profile --step-at 5:float32,256:bfloat16 \
+        --profile-at 5:float32,256:bfloat16
+    measure variants.txt --parts variants --variants-at 5:float32 \
+        --variants "input=uint8;bn_grad=autodiff;pool_impl=window;conv_impl=gemm"
+    measure variants.txt --parts variants --variants-at 256:bfloat16 \
+        --variants "bn_grad=autodiff;pool_impl=window"
+    python scripts/benchmark.py --table "$out/benchmark.jsonl" | tee "$out/table.md"
+    ;;
   *)
-    echo "usage: bash scripts/gpu_figures.sh prepare | run OUT_DIR" >&2
+    echo "usage: bash scripts/gpu_figures.sh prepare | run OUT_DIR | tune OUT_DIR" >&2
     exit 2
     ;;
 esac
