@@ -34,7 +34,8 @@ CHOICES = {
     "augment_on": ("host", "device"),
 }
 MIN_IMAGE_SIZE = 75  # InceptionV3's smallest input
-AT_LEAST_ONE = ("batch_size", "eval_batch_size", "num_epochs", "hidden_units", "keep_checkpoints")
+AT_LEAST_ONE = ("batch_size", "eval_batch_size", "num_epochs", "hidden_units", "keep_checkpoints",
+                "precise_bn_images_per_call")
 NON_NEGATIVE_SETTINGS = ("precise_bn_cache_mb",)
 NON_NEGATIVE = ("augment.rotation_range", "augment.width_shift_range",
                 "augment.height_shift_range", "augment.shear_range", "augment.zoom_range")
@@ -48,7 +49,8 @@ MUST_MATCH_ON_RESUME = ("image_size", "resize", "resize_method", "value_range", 
 # uninterrupted one would have been) holds only when nothing changed. These differ without
 # changing the run at all:
 IRRELEVANT_ON_RESUME = ("num_epochs", "compilation_cache", "keep_checkpoints", "distributed",
-                        "weights", "data_dir", "precise_bn_cache_mb")
+                        "weights", "data_dir", "precise_bn_cache_mb",
+                        "precise_bn_images_per_call")  # the same statistics, other passes
 
 
 def shipped_config(name: str) -> pathlib.Path:

@@ -109,7 +109,8 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
                           f"{mngr.directory}.")
     if recalibration:
       placed = recalibration() if callable(recalibration) else recalibration
-      state = state.replace(batch_stats=run.steps.precise_batch_stats(state, placed, rng))
+      state = state.replace(batch_stats=run.steps.precise_batch_stats(
+          state, placed, rng, max(1, config.precise_bn_images_per_call // config.batch_size)))
       jax.block_until_ready(state.batch_stats)  # so that its time is its own, not validation's
     recalibrated = time.perf_counter()
     val_logits, val_labels = run.steps.logits_of(

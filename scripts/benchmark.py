@@ -30,12 +30,14 @@ DEFAULT_BATCHES = {"cpu": "5,32", "gpu": "5,64,256"}
 
 RESULTS: list[dict] = []
 _JSONL = None  # --jsonl: a file every record is appended to as well
+USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")  # before radjax adds its defaults
 
 
 def emit(**record):
-  # XLA_FLAGS change what XLA compiles (e.g. CUDA graphs): a record names the ones it ran under.
-  if os.environ.get("XLA_FLAGS") and record.get("impl") == "radjax":
-    record.setdefault("xla_flags", os.environ["XLA_FLAGS"])
+  # XLA_FLAGS change what XLA compiles (e.g. CUDA graphs): a radjax record names the ones it ran
+  # under beyond radjax' own defaults (radjax.GPU_XLA_FLAGS, named in the "machine" record).
+  if USER_XLA_FLAGS and record.get("impl") == "radjax":
+    record.setdefault("xla_flags", USER_XLA_FLAGS)
   RESULTS.append(record)
   print(json.dumps(record), flush=True)
   if _JSONL is not None:
@@ -184,8 +186,10 @@ def _op_sources(hlo_text: str) -> dict[str, tuple[str, bool]]:
       name, op, rest = match.groups()
       path = re.search(r'op_name="([^"]*)"', line)
       called = re.search(r"calls=%([\w.\-]+)", line)
+      library = op == "custom-call" and re.search(r'custom_call_target="__(cudnn\$conv|cublas)', line)
       sources[name] = (path.group(1) if path else "",
-                       op in ("dot", "convolution") or bool(called and has_matmul.get(called.group(1))))
+                       op in ("dot", "convolution") or bool(library)
+                       or bool(called and has_matmul.get(called.group(1))))
       for operand in re.findall(r"%([\w.\-]+)", rest.split("metadata=")[0]):
         users.setdefault(operand, []).append(name)
   for _ in range(8):  # paths flow back from users, a few hops (copy -> fusion -> ...)
@@ -264,27 +268,34 @@ def profile_radjax_step(device_kind: str, batch: int, dtype: str, args) -> None:
         line for pl in gpu_planes for line in pl.lines if line.name != "XLA Modules"]
   else:
     lines = [line for pl in planes for line in pl.lines]
-  groups, ops = collections.Counter(), collections.Counter()
-  events = busy_ns = 0
+  on_device = device_kind == "gpu" and bool(gpu_planes)  # else host threads: not all are ops
+  groups, ops, unmatched = collections.Counter(), collections.Counter(), collections.Counter()
+  unmatched_stats, events = set(), 0
   for line in lines:
     for event in line.events:
       # A kernel or thunk names its HLO instruction in its "hlo_op" stat (GPU kernels are named
       # by the library: cuDNN, cuBLAS); CPU ops are also named by it.
-      name = dict(event.stats).get("hlo_op", event.name)
-      if name not in sources:
-        continue
+      stats = dict(event.stats)
+      name = stats.get("hlo_op", event.name)
       ms = event.duration_ns / 1e6 / args.steps
+      if name not in sources:
+        if on_device:  # a GPU kernel no HLO op claims: kept by name, so no time goes missing
+          unmatched[event.name[:80]] += ms
+          unmatched_stats.update(stats)
+        continue
       groups[_profile_group(*sources[name])] += ms
       ops[name] += ms
       events += 1
-      busy_ns += event.duration_ns
   total = sum(groups.values())
   emit(part="profile", impl="radjax", device=device_kind, batch=batch, dtype=dtype,
        implementations=implementations, wall_ms_per_step_traced=wall_ms, op_ms_per_step=total,
        ops_per_step=events / args.steps,
+       unmatched_ms_per_step=sum(unmatched.values()),
        unmatched_events_per_step=sum(1 for line in lines for e in line.events
                                      if dict(e.stats).get("hlo_op", e.name) not in sources)
        / args.steps,
+       top_unmatched={n: round(ms, 3) for n, ms in unmatched.most_common(10)},
+       unmatched_stat_names=sorted(unmatched_stats)[:20],
        groups={g: round(ms, 2) for g, ms in groups.most_common()},
        top_ops={f"{n} ({'/'.join(sources[n][0].split('/')[-2:]) or '?'})": round(ms, 3)
                 for n, ms in ops.most_common(12)},
@@ -582,6 +593,9 @@ def table() -> str:
                 "| ops | ms/step | share |", "|---|---|---|"]
       lines += [f"| {g} | {ms:.2f} | {100 * ms / max(r['op_ms_per_step'], 1e-9):.1f}% |"
                 for g, ms in r["groups"].items()]
+      if r.get("unmatched_ms_per_step"):
+        lines.append(f"| (not in the table: kernels no HLO op claims) | "
+                     f"{r['unmatched_ms_per_step']:.2f} | |")
   skipped = [f"{r['part']} {r.get('impl', '')}: {r['skipped']}" for r in RESULTS if "skipped" in r]
   return "\n".join(lines + ([""] + [f"skipped: {s}" for s in skipped] if skipped else []))
 
@@ -647,10 +661,11 @@ def main() -> None:
     global _JSONL
     _JSONL = open(args.jsonl, "a")
 
+  import radjax  # its XLA defaults, before JAX starts its backend
   import jax
 
   began = time.perf_counter()
-  emit(part="machine", **machine(), jax=jax.__version__,
+  emit(part="machine", **machine(), jax=jax.__version__, xla_flags=os.environ.get("XLA_FLAGS", ""),
        devices=[f"{d.platform}:{d.device_kind}" for d in jax.devices()],
        date=time.strftime("%Y-%m-%d"))
   kinds = ["cpu", "gpu"] if args.device == "both" else [args.device]

@@ -72,11 +72,8 @@ case "${1:-}" in
     python scripts/benchmark.py --table "$out/benchmark.jsonl" | tee "$out/table.md"
     ;;
   tune)
-    # Issue #12 part 4, why the GPU step misses its targets: the step with XLA's command buffers
-    # (CUDA graphs) covering cuDNN convolutions too (XLA's default set leaves them out, so a
-    # batch-5 step launches its ~100 convolutions and their neighbours one by one), then the
-    # default build's profiles and implementation variants. Each command is its own process (XLA
-    # reads XLA_FLAGS once). GPU_FIGURES_BUDGET (default 470 s) bounds the whole;
+    # Issue #12 part 4, where the GPU step stands against its targets. Each command is its own
+    # process (XLA reads XLA_FLAGS once). GPU_FIGURES_BUDGET (default 470 s) bounds the whole;
     # GPU_FIGURES_DEVICE=cpu GPU_FIGURES_ARGS="--image-size 75 ..." rehearse it on a CPU.
     out="${2:?usage: gpu_figures.sh tune OUT_DIR}"
     mkdir -p "$out"
@@ -93,15 +90,14 @@ case "${1:-}" in
           ${GPU_FIGURES_ARGS:-} "$@" 2>&1 | tee -a "$out/$log" || true
     }
     setup "$out"
-    graphs="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,DYNAMIC_SLICE_FUSION,CONVOLUTION"
-    XLA_FLAGS="$graphs" measure graphs.txt --parts step,variants --step-at 5:float32,256:bfloat16 \
-        --variants input=uint8 --variants-at 5:float32
-    measure profile.txt --parts step,profile --step-at 5:float32,256:bfloat16 \
-        --profile-at 5:float32,256:bfloat16
-    measure variants.txt --parts variants --variants-at 5:float32 \
-        --variants "input=uint8;bn_grad=autodiff;pool_impl=window;conv_impl=gemm"
-    measure variants.txt --parts variants --variants-at 256:bfloat16 \
-        --variants "bn_grad=autodiff;pool_impl=window"
+    # The batch-5 step with XLA's default command buffers (convolutions launched one by one).
+    XLA_FLAGS="--xla_gpu_enable_command_buffer=-CONVOLUTION" measure xla_default.txt \
+        --parts step --step-at 5:float32
+    # radjax as shipped (convolutions in CUDA graphs, precise BN in few passes): the step at
+    # batch 5 and 256 beside PyTorch, the end-to-end epochs, the batch-256 profile, variants.
+    measure shipped.txt --parts step,e2e,profile,variants --peers torch \
+        --step-at 5:float32,256:bfloat16 --arrays "$DEVICE_DIR/hello299.npz" \
+        --profile-at 256:bfloat16 --variants-at 5:float32 --variants "bn_grad=autodiff;pool_impl=window"
     python scripts/benchmark.py --table "$out/benchmark.jsonl" | tee "$out/table.md"
     ;;
   *)
