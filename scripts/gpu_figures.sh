@@ -97,7 +97,8 @@ case "${1:-}" in
     # batch 5 and 256 beside PyTorch, the end-to-end epochs, the batch-256 profile, variants.
     measure shipped.txt --parts step,e2e,profile,variants --peers torch \
         --step-at 5:float32,256:bfloat16 --arrays "$DEVICE_DIR/hello299.npz" \
-        --profile-at 256:bfloat16 --variants-at 5:float32 --variants "bn_grad=autodiff;pool_impl=window"
+        --profile-at 256:bfloat16 --variants-at 5:float32,256:bfloat16 \
+        --variants "bn_grad=autodiff;pool_impl=window"
     python scripts/benchmark.py --table "$out/benchmark.jsonl" | tee "$out/table.md"
     ;;
   *)
