@@ -64,9 +64,9 @@ def get_config():
   # MiB, else read again each epoch (a large training set would fill the accelerator's memory).
   config.precise_bn_cache_mb = 2048
   # Precise BN's forward passes take up to this many images each: whole batches, each with its own
-  # statistics (the result does not change), in fewer passes (13 batch-5 passes are launch-bound
-  # on a GPU).
-  config.precise_bn_images_per_call = 64
+  # statistics (the result does not change), in fewer passes. 0: per backend, as measured (one
+  # batch per pass on CPU, 64 images on GPUs, where 13 batch-5 passes are launch-bound).
+  config.precise_bn_images_per_call = 0
   config.fine_tune = "all"         # "all" (the paper), "head", or "from:mixedN"
 
   # Optimisation: Adam as in the paper (Keras defaults).

@@ -102,6 +102,9 @@ def stacked_batch_moments(variables, batches, rng, *, model: nn.Module, prepare=
   """`batch_moments` of several batches in one forward pass: each batch keeps its own statistics
   (vmap), but the device runs one pass over all their images instead of one per batch (on a GPU,
   a batch-5 pass is bound by its kernel launches, not its arithmetic). Moments stacked on axis 0."""
+  if len(batches) == 1:  # vmap over one batch measured 14% slower on CPU than the plain pass
+    return jax.tree.map(lambda x: x[None],
+                        batch_moments(variables, prepare(batches[0]), rng, model=model))
   images = jnp.stack([prepare(b) for b in batches])
   return jax.vmap(lambda x: batch_moments(variables, x, rng, model=model))(images)
 

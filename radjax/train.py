@@ -110,7 +110,7 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
     if recalibration:
       placed = recalibration() if callable(recalibration) else recalibration
       state = state.replace(batch_stats=run.steps.precise_batch_stats(
-          state, placed, rng, max(1, config.precise_bn_images_per_call // config.batch_size)))
+          state, placed, rng, run_lib.precise_bn_batches_per_call(config)))
       jax.block_until_ready(state.batch_stats)  # so that its time is its own, not validation's
     recalibrated = time.perf_counter()
     val_logits, val_labels = run.steps.logits_of(

@@ -3,6 +3,7 @@ lines, and a deadline that skips measurements with a reason instead of losing th
 
 import importlib.util
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -61,6 +62,52 @@ def test_table_ratios_come_from_the_same_batch_and_dtype(tmp_path):
   # 0.3328 s / (13 x 12.8 ms) = 2.00x; 0.5 / (0.1664 + 0.0672) = 2.14x
   assert "| 1 | 0.500 | 0.333 | 0.100 | 0.067 | 195.3 | 2.00x | 2.14x |" in out
   assert "skipped: train_step radjax gpu 256 bfloat16: --deadline 10 s reached" in out
+
+
+def test_xla_flags_rows_compare_with_the_default_build_and_feed_their_own_end_to_end(tmp_path):
+  flags = "--xla_gpu_enable_command_buffer=-CONVOLUTION"
+  records = [
+      _step("radjax", "gpu", 5, "float32", 10.0),
+      {**_step("radjax", "gpu", 5, "float32", 15.0), "xla_flags": flags},
+      _step("torch-fp32", "gpu", 5, "float32", 40.0),
+      {"part": "end_to_end", "impl": "radjax", "device": "gpu", "batch": 5, "steps_per_epoch": 13,
+       "epoch_s": [0.3], "train_s": [0.195], "precise_bn_s": [0.05], "val_s": [0.055],
+       "train_images_per_s": [333.3], "data": "arrays", "augment_on": "device",
+       "xla_flags": flags},
+  ]
+  path = tmp_path / "results.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  out = subprocess.run([sys.executable, str(SCRIPT), "--table", str(path)], capture_output=True,
+                       text=True, check=True).stdout
+  assert f"| train step | radjax (XLA_FLAGS={flags}) | gpu | 5 | float32 | 15.0 |" in out
+  flagged = next(line for line in out.splitlines() if f"XLA_FLAGS={flags})" in line)
+  assert flagged.rstrip().endswith("| 1.50x |")  # the default build, 10 ms, against its 15 ms
+  torch = next(line for line in out.splitlines() if "torch-fp32" in line)
+  assert torch.rstrip().endswith("| 4.00x |")  # against the default build, not the flagged one
+  # The end-to-end epochs ran under the flags: their ratios use the flagged step (15 ms).
+  assert f"augment on device, gpu backend, XLA_FLAGS={flags}" in out
+  assert "| 1 | 0.300 | 0.195 | 0.050 | 0.055 | 333.3 | 1.00x | 1.20x |" in out
+
+
+def test_step_at_picks_points_and_records_name_the_users_xla_flags(tmp_path, bench_script):
+  jsonl = tmp_path / "run.jsonl"
+  env = {**os.environ, "XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
+  result = subprocess.run(
+      [sys.executable, str(SCRIPT), "--deadline", "0", "--parts", "step", "--peers", "none",
+       "--step-at", "5:float32,7:bfloat16", "--jsonl", str(jsonl)],
+      capture_output=True, text=True, timeout=120, env=env)
+  assert result.returncode == 0, result.stderr[-2000:]
+  records = [json.loads(line) for line in jsonl.read_text().splitlines()]
+  assert [r["impl"] for r in records[1:]] == ["radjax cpu 5 float32", "radjax cpu 7 bfloat16"]
+  import radjax
+  # The machine record has everything XLA ran with, radjax' defaults too; a radjax record only
+  # what the user added, so that radjax as shipped is the unlabelled row.
+  assert records[0]["xla_flags"] == f"--xla_cpu_enable_fast_math=false {radjax.GPU_XLA_FLAGS}"
+  bench_script.USER_XLA_FLAGS = "--xla_cpu_enable_fast_math=false"
+  bench_script.emit(part="train_step", impl="radjax", ms_per_step=1.0)
+  bench_script.emit(part="train_step", impl="torch-fp32", ms_per_step=1.0)
+  ours, torch = bench_script.RESULTS[-2:]
+  assert ours["xla_flags"] == "--xla_cpu_enable_fast_math=false" and "xla_flags" not in torch
 
 
 def test_a_passed_deadline_skips_each_measurement_and_still_prints_the_table(tmp_path):

@@ -34,6 +34,7 @@ HELLO = REPO / "configs" / "hello_world.py"
     ("--config.dropout_rate=1.0", "--config.dropout_rate=1.0: expected 0 <= rate < 1"),
     ("--config.learning_rate=0", "--config.learning_rate=0.0: must be a positive number"),
     ("--config.keep_checkpoints=0", "--config.keep_checkpoints=0: must be at least 1"),
+    ("--config.precise_bn_images_per_call=-1", "--config.precise_bn_images_per_call=-1: cannot be"),
 ])
 def test_bad_settings_are_refused_at_load_naming_the_setting(override, message):
   with pytest.raises(UserError) as e:
@@ -95,3 +96,37 @@ def test_auto_implementations_resolve_per_backend_and_explicit_ones_stay():
   model = run.create_model(config)  # this machine's backend is the CPU
   assert model.conv.__name__ == "GemmConv" and model.max_pool.__name__ == "xla_max_pool"
   assert model.bn_closed_form_grad is False
+
+
+def test_precise_bn_passes_per_backend_and_explicit():
+  from radjax import run
+
+  config = config_lib.load_config(HELLO, [])  # batch 5, precise_bn_images_per_call=0 (auto)
+  assert run.precise_bn_batches_per_call(config, "cpu") == 1
+  assert run.precise_bn_batches_per_call(config, "gpu") == 12  # 64 images: 12 whole batches
+  assert run.precise_bn_batches_per_call(config, "tpu") == 12
+  config = config_lib.load_config(HELLO, ["--config.precise_bn_images_per_call=3"])
+  assert run.precise_bn_batches_per_call(config, "gpu") == 1  # less than a batch: one batch
+  config = config_lib.load_config(HELLO, ["--config.precise_bn_images_per_call=20"])
+  assert run.precise_bn_batches_per_call(config, "cpu") == 4
+
+
+def test_radjax_puts_convolutions_in_cuda_graphs_unless_the_user_chose(tmp_path):
+  import os
+  import subprocess
+  import sys
+
+  def flags_after_import(user):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    if user is not None:
+      env["XLA_FLAGS"] = user
+    # JAX must still start its backend with them (the CPU ignores the GPU flag).
+    out = subprocess.run([sys.executable, "-c", "import os, radjax, jax; jax.devices(); "
+                          "print(os.environ['XLA_FLAGS'])"], env=env, capture_output=True,
+                         text=True, check=True)
+    return out.stdout.strip()
+
+  import radjax
+  assert flags_after_import(None) == radjax.GPU_XLA_FLAGS
+  assert flags_after_import("--xla_cpu_enable_fast_math=false") == f"--xla_cpu_enable_fast_math=false {radjax.GPU_XLA_FLAGS}"
+  assert flags_after_import("--xla_gpu_enable_command_buffer=") == "--xla_gpu_enable_command_buffer="
