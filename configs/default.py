@@ -41,7 +41,8 @@ def get_config():
 
   # Model.
   # "auto": "binary" (the paper's single sigmoid logit) for two classes, "multiclass" (softmax
-  # over N logits, cross-entropy) for three or more; or name one (radjax.task).
+  # over N logits, cross-entropy) for three or more, "multilabel" (K sigmoid logits, unknown
+  # labels masked) for a CSV with one 1/0/blank column per label; or name one (radjax.task).
   config.task = "auto"
   config.weights = "imagenet"      # "imagenet", "none", a Keras .h5 file or a converted directory
   config.hidden_units = 256

@@ -58,6 +58,9 @@ def export(config, out, folders) -> dict:
     raise UserError(f"--out {out}: expected a {SUFFIX} file")
   if not out.parent.is_dir():
     raise UserError(f"--out {out}: no such folder {out.parent}/")
+  if folders.multilabel:
+    raise UserError(f"{folders.root}: multilabel manifests cannot be exported as arrays yet; "
+                    "train from the CSV (a machine with TensorFlow)")
   pipeline = data.Pipeline(folders, config)
   columns = {"format": np.array(FORMAT), "class_names": np.array(folders.class_names),
              "settings": np.array(json.dumps({k: config[k] for k in PIXEL_SETTINGS})),
@@ -106,6 +109,7 @@ class ArrayPipeline:
                       "augments on the device; set --config.augment_on=device")
     self.config, self.arrays = config, arrays
     self.class_names = arrays.class_names
+    self.multilabel = False  # export refuses multilabel manifests
     self.examples = {s: [_Example(p, int(label)) for p, label in zip(arrays.paths[s],
                                                                      arrays.labels[s])]
                      for s in splits}

@@ -120,12 +120,19 @@ def _predict(args) -> int:
     folder = pathlib.Path(args.csv).parent
     if not folder.is_dir():
       raise UserError(f"--csv {args.csv}: no such folder {folder}/")
-  if checkpoints.task_of(args.workdir, args.checkpoint) == "multiclass":
+  task = checkpoints.task_of(args.workdir, args.checkpoint)
+  if task == "multiclass":
     if args.threshold is not None:
       raise UserError(f"--threshold {args.threshold}: a multiclass run calls the most probable "
-                      "class; thresholds apply to binary runs")
+                      "class; thresholds apply to binary and multilabel runs")
     threshold = None
     print("Decision: the most probable class (multiclass run)", file=sys.stderr)
+  elif task == "multilabel":  # one threshold for every label; evaluate stores no operating point
+    threshold = 0.5 if args.threshold is None else args.threshold
+    if not 0 < threshold < 1:
+      raise UserError(f"--threshold {threshold}: expected a probability strictly between 0 and 1")
+    print(f"Decision: every label with probability > {threshold:.4f} (multilabel run)",
+          file=sys.stderr)
   else:
     threshold, source = predict.decision_threshold(args.workdir, args.threshold)
     print(f"Threshold: probability > {threshold:.4f} calls the second class (from {source})",
@@ -139,7 +146,7 @@ def _predict(args) -> int:
     print(predict.format_json(results, class_names, threshold))
   elif args.csv:
     with open(args.csv, "w", newline="") as f:
-      f.write(predict.format_csv(results, class_names, multiclass=threshold is None))
+      f.write(predict.format_csv(results, class_names, multiclass=task != "binary"))
     print(predict.format_text(results, class_names))
     print(f"Wrote {args.csv}")
   else:

@@ -24,7 +24,7 @@ CHOICES = {
     "value_range": ("inception", "unit"),
     "dicom_voi": ("auto", "window", "voi_lut", "none"),
     "dtype": ("float32", "bfloat16"),
-    "task": ("auto", "binary", "multiclass"),
+    "task": ("auto", "binary", "multiclass", "multilabel"),
     "conv_impl": ("auto", "xla", "gemm"),
     "pool_impl": ("auto", "xla", "window"),
     "bn_grad": ("auto", "closed_form", "autodiff"),

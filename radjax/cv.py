@@ -68,6 +68,9 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
     examples = [e for split in folders.splits.values() for e in split]
     found = [(pathlib.Path(e.path).relative_to(root.parent).as_posix(), e.label) for e in examples]
     rows = "train and val rows" if has_split else "rows"
+    if folders.multilabel:
+      raise UserError(f"{root}: one 1/0/blank column per label is multilabel data; radjax cv "
+                      "pools two-class (binary) results only so far")
     check_binary(folders.class_names, root)
     return folders.class_names, sorted(found), f"the {rows} of {root.name}"
   present = data.find_splits(root)  # raises for a missing directory
@@ -476,9 +479,9 @@ def cross_validate(config, workdir, folds: int, seeds: int = 1, manifest=None) -
   """
   if seeds < 1:
     raise UserError(f"--seeds {seeds}: expected at least 1")
-  if config.task == "multiclass":
-    raise UserError("--config.task=multiclass: radjax cv pools two-class (binary) results only "
-                    "so far")
+  if config.task in ("multiclass", "multilabel"):
+    raise UserError(f"--config.task={config.task}: radjax cv pools two-class (binary) results "
+                    "only so far")
   seed_list = [config.seed + i for i in range(seeds)]
   workdir = workdir_lib.prepare(workdir)
   with workdir_lib.lock(workdir):

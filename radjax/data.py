@@ -4,6 +4,8 @@
     DATA_DIR/VAL/<class>/...                   validation, test; sub-folders of a class count)
 
     MANIFEST.csv: path,label[,patient_id][,split]  (paths relative to the CSV; `list_manifest`)
+    MANIFEST.csv: path,[patient_id,][split,]FINDING_A,FINDING_B,...  one 1/0/blank column per
+                  label (multilabel: blank or -1 = unknown, masked out of loss and metrics)
 
 Class names are the sorted folder names of the training split (abd = 0, chest = 1 for the paper's
 data), or the sorted label values of a manifest. Every file is checked once when the dataset is listed; files that cannot be read are skipped
@@ -37,7 +39,7 @@ RECALIBRATION_STREAM = 0
 @dataclasses.dataclass(frozen=True)
 class Example:
   path: str
-  label: int
+  label: int | tuple[int, ...]  # multilabel: one 1/0/-1 (unknown) per label
   gray: bool = False  # all channels equal (known when the listing decoded the file)
   high_bit: bool = False  # more than 8 bits per value (16-bit PNG, DICOM): cached as 16 bits
 
@@ -49,8 +51,14 @@ class Folders:
   class_names: list[str]
   splits: dict[str, list[Example]]
   skipped: list[tuple[str, str]]  # (path, reason)
+  multilabel: bool = False  # class_names are then label names, each example has a label vector
 
   def counts(self) -> dict[str, dict[str, int]]:
+    """Images per class; for multilabel data, positive images per label."""
+    if self.multilabel:
+      return {split: {name: sum(e.label[i] == 1 for e in examples)
+                      for i, name in enumerate(self.class_names)}
+              for split, examples in self.splits.items()}
     return {split: {name: sum(e.label == i for e in examples)
                     for i, name in enumerate(self.class_names)}
             for split, examples in self.splits.items()}
@@ -167,6 +175,10 @@ def _warn_skipped(skipped, result) -> None:
 # A CSV manifest: one row per image. The label column may be called "label" or "class" (what
 # `radjax split` writes); "split" (train/val/test, any alias) and "patient_id" are optional.
 LABEL_COLUMNS = ("label", "class")
+# Columns that are not labels in a multilabel manifest (one 1/0/blank column per label).
+MANIFEST_COLUMNS = ("path", "split", "patient_id")
+# A multilabel cell: 1 positive, 0 negative; blank or -1 (CheXpert's "uncertain") unknown.
+MULTILABEL_VALUES = {"1": 1, "1.0": 1, "0": 0, "0.0": 0, "": -1, "-1": -1, "-1.0": -1}
 
 
 def read_manifest(csv_path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
@@ -200,8 +212,12 @@ def list_manifest(csv_path, splits=("train", "val"), validate: bool = True,
   root = csv_path.parent
   columns, rows = read_manifest(csv_path)
   label_column = next((c for c in LABEL_COLUMNS if c in columns), None)
-  if "path" not in columns or label_column is None:
-    raise UserError(f"{csv_path}: needs the columns path and label (or class); found "
+  label_names = ([c for c in columns if c not in MANIFEST_COLUMNS]
+                 if label_column is None else [])
+  multilabel = len(label_names) >= 2
+  if "path" not in columns or (label_column is None and not multilabel):
+    raise UserError(f"{csv_path}: needs the columns path and label (or class), or path and one "
+                    f"1/0/blank column per label (two or more); found "
                     f"{', '.join(columns) or 'none'}")
   if "split" not in columns and len(splits) > 1:  # one split asked for: every row is in it
     raise UserError(f"{csv_path}: no split column; {' and '.join(splits)} rows are needed "
@@ -210,7 +226,7 @@ def list_manifest(csv_path, splits=("train", "val"), validate: bool = True,
   listed = []  # (line, path, label value, split): every row checked before any file is read
   for line, r in rows:
     where = f"{csv_path}:{line}"
-    if not r["path"] or not r[label_column]:
+    if not r["path"] or (not multilabel and not r[label_column]):
       raise UserError(f"{where}: empty {'path' if not r['path'] else label_column}; every row "
                       "needs both")
     split = SPLIT_ALIASES.get(r.get("split", "").lower()) if "split" in columns else splits[0]
@@ -222,8 +238,9 @@ def list_manifest(csv_path, splits=("train", "val"), validate: bool = True,
     if relative in seen:  # also "./a.png" after "a.png": one image in two rows, maybe two splits
       raise UserError(f"{where}: {r['path']} is listed again (first on line {seen[relative]})")
     seen[relative] = line
-    listed.append((relative, r[label_column], split))
-  class_names = sorted({label for _, label, _ in listed})
+    listed.append((relative, _label_vector(r, label_names, where) if multilabel
+                   else r[label_column], split))
+  class_names = label_names if multilabel else sorted({label for _, label, _ in listed})
   if len(class_names) < 2:
     raise UserError(f"{csv_path}: found {len(class_names)} label value(s) {class_names}; a "
                     "classifier needs at least two")
@@ -236,9 +253,17 @@ def list_manifest(csv_path, splits=("train", "val"), validate: bool = True,
     if not pathlib.Path(path).is_file():
       skipped.append((path, "no such file (listed in the CSV)"))
       continue
-    example = checked_example(path, class_names.index(label), validate, dicom_voi)
+    example = checked_example(path, label if multilabel else class_names.index(label), validate,
+                              dicom_voi)
     (result[split] if isinstance(example, Example) else skipped).append(example)
   for split, examples in result.items():
+    if multilabel:  # training needs both values of every label; evaluation reports what it has
+      for k, name in enumerate(class_names):
+        for value in (1, 0) if split == "train" else ():
+          if not any(e.label[k] == value for e in examples):
+            raise UserError(f"{csv_path}: no readable image with {name}={value} in split train; "
+                            "every label needs positive and negative training images")
+      continue
     if split == "test" and not examples:
       continue
     for label, name in enumerate(class_names):
@@ -246,7 +271,19 @@ def list_manifest(csv_path, splits=("train", "val"), validate: bool = True,
         raise UserError(f"{csv_path}: no readable {name} image in split {split}; every class "
                         f"needs images in every split (classes: {', '.join(class_names)})")
   _warn_skipped(skipped, result)
-  return Folders(root, class_names, {s: e for s, e in result.items() if e}, skipped)
+  return Folders(root, class_names, {s: e for s, e in result.items() if e}, skipped, multilabel)
+
+
+def _label_vector(row: dict, label_names, where: str) -> tuple[int, ...]:
+  """A multilabel row's 1/0/-1 (unknown) per label, or an error naming the line and column."""
+  values = []
+  for name in label_names:
+    value = MULTILABEL_VALUES.get(row[name])
+    if value is None:
+      raise UserError(f"{where}: {name} is {row[name]!r}; a label column holds 1, 0, or blank "
+                      "or -1 (unknown)")
+    values.append(value)
+  return tuple(values)
 
 
 # The tutorial's own archive (github.com/paras42/Hello_World_Deep_Learning); no hash is published.
@@ -316,14 +353,21 @@ class Pipeline:
     self.folders = folders
     self.examples = {split: sorted(examples, key=lambda e: e.path)
                      for split, examples in folders.splits.items()}
+    if folders.multilabel and config.class_weight:
+      raise UserError(f"--config.class_weight={config.class_weight}: weights are per class; "
+                      "multilabel data has independent labels (leave it empty)")
     self._cached = {split: self._decoded(examples) for split, examples in self.examples.items()}
-    self.class_weights = (config_lib.class_weights(
+    self.class_weights = None if folders.multilabel else (config_lib.class_weights(
         config, [e.label for e in self.examples["train"]], folders.class_names)
         if "train" in self.examples else None)  # evaluation pipelines have no training labels
 
   @property
   def class_names(self) -> list[str]:
     return self.folders.class_names
+
+  @property
+  def multilabel(self) -> bool:
+    return self.folders.multilabel
 
   def counts(self) -> dict[str, dict[str, int]]:
     return self.folders.counts()

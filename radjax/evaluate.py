@@ -43,9 +43,9 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
   if target_sensitivity is not None and not 0 < target_sensitivity <= 1:
     raise UserError(f"--target-sensitivity {target_sensitivity}: expected 0 < value <= 1")
   trained = run_lib.load(workdir, which)
-  if trained.task == "multiclass" and target_sensitivity is not None:
-    raise UserError(f"--target-sensitivity {target_sensitivity}: a multiclass run calls the most "
-                    "probable class; operating points are for binary runs")
+  if trained.task != "binary" and target_sensitivity is not None:
+    raise UserError(f"--target-sensitivity {target_sensitivity}: a {trained.task} run has no "
+                    "single decision threshold; operating points are for binary runs")
   config = trained.config
   data_dir, source = data_dir_of(trained, data_dir)
   split = data.SPLIT_ALIASES.get(split.lower(), split.lower())
@@ -59,8 +59,8 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
       trained.variables, pipeline.eval_batches(split, config.eval_batch_size))
   out = pathlib.Path(out_dir or workdir)
   out.mkdir(parents=True, exist_ok=True)
-  if trained.task == "multiclass":
-    return _evaluate_multiclass(trained, logits, labels, split, which, data_dir, source, out)
+  if trained.task != "binary":
+    return _evaluate_per_class(trained, logits, labels, split, which, data_dir, source, out)
   result = metrics.binary_metrics(logits, labels)
   result["intervals"] = metrics.bootstrap_intervals(logits, labels, seed=config.seed)
   result["exact_intervals"] = metrics.exact_intervals(result)
@@ -94,26 +94,39 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
   return result
 
 
-def _evaluate_multiclass(trained, logits, labels, split, which, data_dir, source, out) -> dict:
-  """Per-class one-vs-rest figures, their macro means and the confusion matrix; metrics.json and
-  roc.png (a curve per class). No operating point: the decision is the most probable class."""
-  result = metrics.multiclass_metrics(logits, labels)
-  result.update({"task": "multiclass", "split": split, "epoch": trained.epoch,
+def _evaluate_per_class(trained, logits, labels, split, which, data_dir, source, out) -> dict:
+  """Multiclass: per-class one-vs-rest figures, their macro means and the confusion matrix.
+  Multilabel: per-label figures over the images whose label is known, and their macro means.
+  metrics.json and roc.png (a curve per class or label). No operating point: the decision is the
+  most probable class, or each label at probability 0.5."""
+  multilabel = trained.task == "multilabel"
+  result = (metrics.multilabel_metrics if multilabel else metrics.multiclass_metrics)(logits, labels)
+  result.update({"task": trained.task, "split": split, "epoch": trained.epoch,
                  "checkpoint": which, "data_dir": str(data_dir), "data_dir_from": source,
                  "class_names": trained.class_names})
-  plots.plot_roc_per_class(logits, labels, trained.class_names, out / "roc.png",
-                           f"{split.upper()} ROC per class, epoch {trained.epoch}")
+  if multilabel:
+    plots.plot_roc_per_label(logits, labels, trained.class_names, out / "roc.png",
+                             f"{split.upper()} ROC per label, epoch {trained.epoch}")
+  else:
+    plots.plot_roc_per_class(logits, labels, trained.class_names, out / "roc.png",
+                             f"{split.upper()} ROC per class, epoch {trained.epoch}")
   result["written"] = [str(out / "metrics.json"), str(out / "roc.png")]
   (out / "metrics.json").write_text(json.dumps(metrics.json_safe(result), indent=2))
   return result
 
 
 def format_per_class(values: dict, class_names) -> str:
-  """One line per class: one-vs-rest AUC, sensitivity and specificity, and its image count."""
+  """One line per class: one-vs-rest AUC, sensitivity and specificity, and its image count (per
+  label for multilabel: its positives among the images whose label is known)."""
   width = max(len(n) for n in class_names)
+
+  def count(m):
+    return (f"{m['count']} positive of {m['known']} known" if "known" in m
+            else f"{m['count']} images")
+
   return "\n".join(
       f"  {name:<{width}}  AUC {m['auc']:.3f}  sensitivity {m['sensitivity']:.3f}  "
-      f"specificity {m['specificity']:.3f}  ({m['count']} images)"
+      f"specificity {m['specificity']:.3f}  ({count(m)})"
       for name, m in zip(class_names, values["per_class"]))
 
 
@@ -150,6 +163,16 @@ def _matrix(matrix, class_names) -> str:
 
 def format_metrics(result: dict) -> str:
   names = result["class_names"]
+  if result.get("task") == "multilabel":
+    return "\n".join([
+        f"Data: {result['data_dir']} (from {result['data_dir_from']})",
+        f"{result['split'].upper()} ({result['count']} images, checkpoint epoch {result['epoch']}), "
+        f"each label at probability 0.5: loss {result['loss']:.4f}  accuracy "
+        f"{result['accuracy']:.3f} (of the known labels)  macro AUC {result['auc']:.3f}  "
+        f"macro sensitivity {result['sensitivity']:.3f}  macro specificity "
+        f"{result['specificity']:.3f}",
+        "per label (over the images where it is known):", format_per_class(result, names),
+        "(multilabel: no bootstrap intervals, calibration or operating points yet)"])
   if result.get("task") == "multiclass":
     return "\n".join([
         f"Data: {result['data_dir']} (from {result['data_dir_from']})",

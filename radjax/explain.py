@@ -41,7 +41,8 @@ class Explanation:
   occlusion: np.ndarray     # (H, W), score drop, on the original image
   layer: str
   explained: str = ""       # the class the maps are about (default: the predicted one)
-  probabilities: dict[str, float] | None = None  # multiclass: every class'
+  probabilities: dict[str, float] | None = None  # multiclass, multilabel: every class' / label's
+  multilabel: bool = False  # label: every label above probability 0.5 ("+"-joined, or "none")
 
 
 def gradcam(model, variables, image: np.ndarray, layer: str = "mixed10", sign: float = 1.0,
@@ -136,14 +137,21 @@ def explain_file(trained, path, layer: str = "mixed10", patch_fraction: float = 
     return trained.steps.logits_of(trained.variables, [padded])[0]
 
   logits = logits_of(image[None], batch_size)[0]
-  probability = metrics.probabilities(logits[None])[0]
+  multilabel = trained.task == "multilabel"
+  probability = (metrics.sigmoid(logits) if multilabel
+                 else metrics.probabilities(logits[None])[0])
+  # Multilabel: the most probable label is explained unless --class names another.
   predicted = int(logits > 0) if np.ndim(logits) == 0 else int(np.argmax(logits))
   target = predicted if target_class is None else names.index(target_class)
-  # Binary: the first class' evidence is the negated logit. Multiclass: the class' own logit.
-  cam, _ = gradcam(trained.model, variables, image, layer, sign=1.0 if target else -1.0,
-                   target=target)
+  # Binary: the first class' evidence is the negated logit. Multiclass and multilabel: the
+  # class' (label's) own logit.
+  cam, _ = gradcam(trained.model, variables, image, layer,
+                   sign=1.0 if target or multilabel else -1.0, target=target)
   if np.ndim(logits) == 0:
     score_of = logits_of  # the logit: red hides evidence for the second class
+  elif multilabel:  # the label's own logit (log-odds): the other labels do not compete
+    def score_of(batch, size):
+      return np.asarray(logits_of(batch, size), np.float64)[:, target]
   else:  # the explained class' log-probability
     def score_of(batch, size):
       z = np.asarray(logits_of(batch, size), np.float64)
@@ -153,11 +161,15 @@ def explain_file(trained, path, layer: str = "mixed10", patch_fraction: float = 
   height, width = pixels.shape[:2]
   occluded = _occlusion_to_input(drop, starts, patch, config.image_size)
   multiclass = np.ndim(logits) == 1
+  label = names[predicted]
+  if multilabel:  # the decision: every label above probability 0.5
+    label = "+".join(n for n, p in zip(names, probability) if p > 0.5) or "none"
   return Explanation(str(path), pixels,
                      float(probability[predicted] if multiclass else probability),
-                     names[predicted], to_original(cam, height, width, config),
+                     label, to_original(cam, height, width, config),
                      to_original(occluded, height, width, config), layer, names[target],
-                     {n: float(p) for n, p in zip(names, probability)} if multiclass else None)
+                     {n: float(p) for n, p in zip(names, probability)} if multiclass else None,
+                     multilabel)
 
 
 def save_figure(explanation: Explanation, class_names, out) -> None:
@@ -172,7 +184,8 @@ def save_figure(explanation: Explanation, class_names, out) -> None:
     hidden = f"red hides evidence for {class_names[1]}, blue for {class_names[0]}"
   else:
     shown_p = ", ".join(f"p({n}) = {p:.3f}" for n, p in explanation.probabilities.items())
-    hidden = f"red hides evidence for {explained} (its log-probability drops)"
+    drops = "logit" if explanation.multilabel else "log-probability"
+    hidden = f"red hides evidence for {explained} (its {drops} drops)"
   fig.suptitle(f"{pathlib.Path(explanation.path).name}: {shown_p} -> {explanation.label}")
   panels = [("image", None),
             (f"Grad-CAM ({explanation.layer}): evidence for {explained}", explanation.gradcam),

@@ -112,8 +112,44 @@ def multiclass_metrics(logits, labels) -> dict:
   }
 
 
+def multilabel_metrics(logits, labels) -> dict:
+  """K independent labels ((n, K) logits; labels 1/0, -1 unknown): per label, `binary_metrics` of
+  the images whose label is known (AUC, sensitivity and specificity at probability 0.5, and the
+  positives among them as "count"); "auc", "sensitivity" and "specificity" are the macro means of
+  the defined ones; loss and accuracy are over every known label (the training loss' mean)."""
+  logits, labels = np.asarray(logits, np.float64), np.asarray(labels).astype(int)
+  per_label = []
+  for k in range(labels.shape[1]):
+    known = labels[:, k] >= 0
+    if known.any():
+      m = binary_metrics(logits[known, k], labels[known, k])
+    else:
+      m = {key: float("nan") for key in ("auc", "sensitivity", "specificity")}
+    per_label.append({"auc": m["auc"], "sensitivity": m["sensitivity"],
+                      "specificity": m["specificity"], "count": int(np.sum(labels[:, k] == 1)),
+                      "known": int(known.sum())})
+  known = labels >= 0
+  losses = np.logaddexp(0.0, logits) - (labels == 1) * logits
+  per_image = np.sum(np.where(known, losses, 0.0), 1) / np.maximum(known.sum(1), 1)
+
+  def macro(key):
+    values = [m[key] for m in per_label if not math.isnan(m[key])]
+    return float(np.mean(values)) if values else float("nan")
+
+  return {
+      "loss": float(np.mean(per_image)),
+      "accuracy": float(np.sum(((logits > 0) == (labels == 1)) & known) / max(known.sum(), 1)),
+      "auc": macro("auc"), "sensitivity": macro("sensitivity"), "specificity": macro("specificity"),
+      "per_class": per_label,
+      "count": int(len(labels)),
+  }
+
+
 def classification_metrics(logits, labels) -> dict:
-  """`binary_metrics` of (n,) logits, `multiclass_metrics` of (n, N) ones."""
+  """`binary_metrics` of (n,) logits, `multiclass_metrics` of (n, N) ones with (n,) labels,
+  `multilabel_metrics` with (n, K) labels."""
+  if np.ndim(labels) == 2:
+    return multilabel_metrics(logits, labels)
   return binary_metrics(logits, labels) if np.ndim(logits) == 1 else multiclass_metrics(logits, labels)
 
 

@@ -47,6 +47,30 @@ def plot_roc_per_class(logits, labels, class_names, path, title: str) -> None:
   fig.savefig(path, dpi=120)
 
 
+def plot_roc_per_label(logits, labels, label_names, path, title: str) -> None:
+  """The ROC curve of every label (multilabel (n, K) logits and 1/0/-1 labels), each over the
+  images where it is known and both values occur."""
+  import numpy as np
+
+  from radjax import metrics
+
+  logits, labels = np.asarray(logits, np.float64), np.asarray(labels)
+  fig = _figure(5.5, 5.5)
+  ax = fig.add_subplot()
+  per_label = metrics.multilabel_metrics(logits, labels)["per_class"]
+  for k, name in enumerate(label_names):
+    known = labels[:, k] >= 0
+    if len(np.unique(labels[known, k])) < 2:
+      continue  # no curve without positives and negatives
+    fpr, tpr, _ = skm.roc_curve(labels[known, k] == 1, logits[known, k])
+    ax.plot(fpr, tpr, lw=2, label=f"{name} (AUC = {per_label[k]['auc']:.3f})")
+  ax.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="chance")
+  ax.set(xlabel="False positive rate (1 - specificity)", ylabel="True positive rate (sensitivity)",
+         title=title, xlim=(0, 1), ylim=(0, 1.02))
+  ax.legend(loc="lower right", fontsize=8)
+  fig.savefig(path, dpi=120)
+
+
 def plot_curves(history: list[dict], path) -> None:
   """The paper's Fig. 9: accuracy and loss per epoch, training and validation."""
   from matplotlib.ticker import MaxNLocator

@@ -27,7 +27,8 @@ class Prediction:
   label: str | None = None
   error: str | None = None
   probability_sd: float | None = None  # with TTA: the spread over the augmented copies
-  probabilities: dict[str, float] | None = None  # multiclass: every class' probability
+  probabilities: dict[str, float] | None = None  # multiclass, multilabel: every class' / label's
+  probabilities_sd: dict[str, float] | None = None  # multilabel with TTA: every label's spread
 
 
 def expand(inputs) -> list[tuple[pathlib.Path, str | None]]:
@@ -95,7 +96,11 @@ def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
 
   trained = run_lib.load(workdir, which)
   config, class_names = trained.config, trained.class_names
-  threshold = 0.5 if threshold is None else threshold  # binary runs only
+  threshold = 0.5 if threshold is None else threshold  # binary runs, and each multilabel label
+  multilabel = trained.task == "multilabel"
+
+  def probabilities_of(logits):  # multilabel: a sigmoid per label, not a softmax over them
+    return metrics.sigmoid(logits) if multilabel else metrics.probabilities(logits)
   batch_size = max(batch_size // jax.device_count(), 1) * jax.device_count()
   results, pending = [], []
 
@@ -106,7 +111,7 @@ def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
                                   "label": np.zeros(len(pending), np.int32)}, batch_size)
     logits, _ = trained.steps.logits_of(trained.variables, [batch])
     for (prediction, _), logit in zip(pending, logits):
-      decide(prediction, metrics.probabilities(logit[None])[0])
+      decide(prediction, probabilities_of(logit[None])[0])
       if np.ndim(logit) == 0:  # binary: decided on the logit, which a float sigmoid saturates
         prediction.label = class_names[int(logit > metrics.logit(threshold))]
     pending.clear()
@@ -117,6 +122,13 @@ def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
     if np.ndim(probability) == 0:
       prediction.probability = float(probability)
       prediction.label = class_names[int(probability > threshold)]
+    elif multilabel:  # every label above the threshold, "none" when no label is
+      prediction.probabilities = {n: float(p) for n, p in zip(class_names, probability)}
+      prediction.label = "+".join(n for n, p in zip(class_names, probability) if p > threshold) \
+          or "none"
+      if spread is not None:
+        prediction.probabilities_sd = {n: float(v) for n, v in zip(class_names, spread)}
+      spread = None
     else:
       best = int(np.argmax(probability))
       prediction.probabilities = {n: float(p) for n, p in zip(class_names, probability)}
@@ -141,7 +153,7 @@ def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
           {"image": copies[k:k + batch_size], "label": np.zeros(len(copies[k:k + batch_size]),
                                                                  np.int32)}, batch_size)])[0]
                                for k in range(0, tta, batch_size)])
-      probabilities = metrics.probabilities(logits)
+      probabilities = probabilities_of(logits)
       decide(prediction, probabilities.mean(axis=0), probabilities.std(axis=0))
       continue
     pending.append((prediction, preprocess.model_input(pixels, config, high_bit)))
@@ -161,6 +173,9 @@ def format_text(results: list[Prediction], class_names) -> str:
       spread = "" if r.probability_sd is None else f" +- {r.probability_sd:.4f}"
       if r.probabilities is None:
         shown = f"p({class_names[1]})={r.probability:.4f}{spread}"
+      elif r.probabilities_sd is not None:  # multilabel with TTA: every label's own spread
+        shown = "  ".join(f"p({n})={p:.4f} +- {r.probabilities_sd[n]:.4f}"
+                          for n, p in r.probabilities.items())
       else:  # every class; the spread is the predicted class' probability's
         shown = "  ".join(f"p({n})={p:.4f}{spread if n == r.label else ''}"
                           for n, p in r.probabilities.items())
@@ -175,7 +190,9 @@ def format_json(results: list[Prediction], class_names, threshold: float | None 
 
 
 def format_csv(results: list[Prediction], class_names, multiclass: bool | None = None) -> str:
-  """`multiclass` None: inferred from the results (a run whose every file failed: say it)."""
+  """`multiclass`: a probability column per class (multiclass and multilabel runs; the class
+  column holds a multilabel run's labels joined by "+"); None: inferred from the results (a run
+  whose every file failed: say it)."""
   out = io.StringIO()
   writer = csv.writer(out)
   if multiclass is None:

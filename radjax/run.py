@@ -116,13 +116,14 @@ class Run:
   task: str = "binary"
 
 
-def build(config, devices=None, class_names=("0", "1"), where: str = "the data") -> Run:
-  """Model (its task from `config.task` and the classes of the data named by `where`), optimizer,
-  initial state (pretrained backbone per `config.weights`) and the jitted steps on a mesh over
-  `devices` (default: all; their backend picks the implementations)."""
+def build(config, devices=None, class_names=("0", "1"), where: str = "the data",
+          multilabel: bool = False) -> Run:
+  """Model (its task from `config.task` and the classes, or labels when `multilabel`, of the data
+  named by `where`), optimizer, initial state (pretrained backbone per `config.weights`) and the
+  jitted steps on a mesh over `devices` (default: all; their backend picks the implementations)."""
   from radjax import task as task_lib
 
-  task = task_lib.resolve(config.task, class_names, where)
+  task = task_lib.resolve(config.task, class_names, where, multilabel)
   backend = devices[0].platform if devices else None
   model = create_model(config, task_lib.num_outputs(task, class_names), backend)
   variables, report = initial_variables(config, model)
@@ -155,7 +156,8 @@ def load(workdir, which: str = "best") -> Trained:
   config = config_lib.config_from_dict(meta["config"])
   where = f"{workdir} (checkpoint of epoch {epoch})"
   # Checkpoints written before tasks existed are binary: they hold two classes.
-  task = task_lib.resolve(meta.get("task", config.task), meta["class_names"], where)
+  stored = meta.get("task", config.task)
+  task = task_lib.resolve(stored, meta["class_names"], where, stored == "multilabel")
   model = create_model(config, task_lib.num_outputs(task, meta["class_names"]))
   steps = steps_lib.Steps(model, None, steps_lib.make_mesh(), prepare(config))
   return Trained(config, list(meta["class_names"]), meta, epoch, model, steps,

@@ -66,12 +66,17 @@ def train_step(state: TrainState, batch, rng, *, model: nn.Module, tx,
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                         batch_stats=batch_stats, opt_state=opt_state)
-  accuracy = jnp.mean(predicted_class(logits) == batch["label"])
-  return state, {"loss": loss, "accuracy": accuracy}
+  return state, {"loss": loss, "accuracy": accuracy(logits, batch["label"])}
 
 
 def cross_entropy(logits, labels):
-  """Per-example loss: binary cross-entropy of (n,) logits, softmax cross-entropy of (n, N)."""
+  """Per-example loss: binary cross-entropy of (n,) logits, softmax cross-entropy of (n, N);
+  multilabel ((n, K) labels, -1 unknown): the mean binary cross-entropy of the known labels."""
+  if labels.ndim == 2:
+    known = labels >= 0
+    losses = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
+                                                (labels == 1).astype(jnp.float32))
+    return jnp.sum(jnp.where(known, losses, 0.0), -1) / jnp.maximum(jnp.sum(known, -1), 1)
   if logits.ndim == 1:
     return optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype))
   return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
@@ -83,6 +88,15 @@ def predicted_class(logits):
   if logits.ndim == 1:
     return (logits > 0).astype(jnp.int32)
   return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+
+def accuracy(logits, labels):
+  """The share of right decisions; multilabel: of the known labels, each at probability 0.5."""
+  if labels.ndim == 2:
+    known = labels >= 0
+    right = (logits > 0) == (labels == 1)
+    return jnp.sum(right & known) / jnp.maximum(jnp.sum(known), 1)
+  return jnp.mean(predicted_class(logits) == labels)
 
 
 def predict_logits(variables, images, *, model: nn.Module):

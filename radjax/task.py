@@ -2,8 +2,10 @@
 
 "binary": the paper's head, one sigmoid logit, the probability of the second class (sorted class
 names). "multiclass": N >= 3 classes (or 2 when asked), N softmax logits, cross-entropy, the
-decision is the most probable class. The task follows from the number of classes unless
-`config.task` names one; checkpoints record it with the class names.
+decision is the most probable class. "multilabel": K independent findings per image (a CSV with
+one 1/0/blank column per label), K sigmoid logits, binary cross-entropy over the known labels, a
+decision per label at probability 0.5. The task follows from the data unless `config.task` names
+one; checkpoints record it with the class (label) names.
 """
 
 from __future__ import annotations
@@ -12,12 +14,21 @@ import numpy as np
 
 from radjax.errors import UserError
 
-TASKS = ("binary", "multiclass")
+TASKS = ("binary", "multiclass", "multilabel")
 
 
-def resolve(task: str, class_names, where) -> str:
-  """`config.task` ("auto", "binary", "multiclass") for these classes; refuses what cannot be."""
+def resolve(task: str, class_names, where, multilabel: bool = False) -> str:
+  """`config.task` ("auto" or one of TASKS) for these classes, or these labels when the data is
+  `multilabel`; refuses what cannot be."""
   n = len(class_names)
+  if multilabel:
+    if task not in ("auto", "multilabel"):
+      raise UserError(f"{where}: one 1/0/blank column per label is multilabel data; "
+                      f"--config.task={task} needs one label column (path,label)")
+    return "multilabel"
+  if task == "multilabel":
+    raise UserError(f"{where}: --config.task=multilabel needs a CSV with one 1/0/blank column "
+                    "per label (path,FINDING_A,FINDING_B,...)")
   if n < 2:
     raise UserError(f"{where}: found {n} class(es) {list(class_names)}; a classifier needs at "
                     "least two")
@@ -34,5 +45,6 @@ def num_outputs(task: str, class_names) -> int:
 
 
 def of_logits(logits) -> str:
-  """A task from the logits' shape: (n,) binary, (n, N) multiclass."""
+  """A single-label task from the logits' shape: (n,) binary, (n, N) multiclass (multilabel
+  logits have the shape of multiclass ones: pass the task where it can be multilabel)."""
   return "binary" if np.ndim(logits) == 1 else "multiclass"

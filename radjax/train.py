@@ -63,11 +63,17 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
   if steps_per_epoch == 0:
     raise UserError(f"--config.batch_size={config.batch_size}: exceeds the "
                     f"{pipeline.num_examples('train')} training images")
-  print(f"Data: {data_dir}  classes {pipeline.class_names}  counts {pipeline.counts()}")
+  print(f"Data: {data_dir}  " + (f"labels {pipeline.class_names}  positives {pipeline.counts()}"
+                                  if pipeline.multilabel else
+                                  f"classes {pipeline.class_names}  counts {pipeline.counts()}"))
 
-  run = run_lib.build(config, class_names=pipeline.class_names, where=str(data_dir))
-  print(f"Task: {run.task} ({len(pipeline.class_names)} classes"
-        + (", one sigmoid logit)" if run.task == "binary" else ", softmax over their logits)"))
+  run = run_lib.build(config, class_names=pipeline.class_names, where=str(data_dir),
+                      multilabel=pipeline.multilabel)
+  n = len(pipeline.class_names)
+  print(f"Task: {run.task} " + {
+      "binary": f"({n} classes, one sigmoid logit)",
+      "multiclass": f"({n} classes, softmax over their logits)",
+      "multilabel": f"({n} labels, a sigmoid logit each; unknown labels masked)"}[run.task])
   print(run.weights_report)
   mngr = checkpoints.manager(workdir, config.keep_checkpoints)
   state, start, changes = run.state, 1, {}
@@ -161,6 +167,13 @@ def _final_summary(epoch: int, logits, labels, class_names, seed: int) -> None:
   """The last epoch's validation figures with their bootstrap intervals: how much 10 images say."""
   from radjax.evaluate import format_per_class, format_summary
 
+  if np.ndim(labels) == 2:
+    values = metrics.multilabel_metrics(logits, labels)
+    print(f"Validation at epoch {epoch} ({len(labels)} images, each label at probability 0.5): "
+          f"accuracy {values['accuracy']:.3f} (of the known labels)  macro AUC {values['auc']:.3f}\n"
+          + format_per_class(values, class_names)
+          + "\n  (`radjax evaluate` for the best checkpoint)")
+    return
   if np.ndim(logits) == 2:
     values = metrics.multiclass_metrics(logits, labels)
     print(f"Validation at epoch {epoch} ({len(labels)} images, the most probable class): "

@@ -310,7 +310,8 @@ def test_radjax_splits_manifest_trains(dataset_dir, tmp_path):
 
 @pytest.mark.parametrize("rows,header,message", [
     ([["TRAIN/abd/abd0.png", "abd", "train"]], "path,kind,split",
-     "needs the columns path and label \\(or class\\); found path, kind, split"),
+     "needs the columns path and label \\(or class\\), or path and one 1/0/blank column per "
+     "label \\(two or more\\); found path, kind, split"),
     ([["TRAIN/abd/abd0.png", "", "train"]], "path,label,split", "manifest.csv:2: empty label"),
     ([["TRAIN/abd/abd0.png", "abd", "training set"]], "path,label,split",
      "manifest.csv:2: split 'training set' is not one of train, val, test"),

@@ -1,0 +1,246 @@
+"""Several findings per image: a CSV with one 1/0/blank column per label trains K sigmoid logits,
+unknown labels are masked out of the loss and the metrics, and evaluate, predict and explain
+report every label."""
+
+import contextlib
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from radjax import checkpoints, cli, data, explain, metrics, run as run_lib, steps, task
+from radjax.errors import UserError
+
+LABELS = ("top_left", "bottom_right", "centre")  # CSV column order is label order
+SIZE = 75
+MARKERS = {"top_left": (5, 5), "bottom_right": (SIZE - 25, SIZE - 25), "centre": (27, 27)}
+
+
+def _write_multilabel_csv(root, per_split=(36, 12), blank_every=7):
+  """Noise films with an independent random subset of three bright squares; the CSV has a
+  column per square. Every `blank_every`-th cell is unknown (blank, or CheXpert's -1)."""
+  from PIL import Image
+
+  rng = np.random.default_rng(1)
+  rows, cell = [], 0
+  for split, n in zip(("train", "val"), per_split):
+    for k in range(n):
+      present = rng.random(3) < 0.5
+      image = rng.integers(40, 140, (SIZE, SIZE)).astype(np.uint8)
+      for on, name in zip(present, LABELS):
+        if on:
+          top, left = MARKERS[name]
+          image[top:top + 20, left:left + 20] = 255
+      name = f"{split}{k}.png"
+      Image.fromarray(image).save(root / name)
+      values = []
+      for on in present:
+        cell += 1
+        values.append(("" if cell % 2 else "-1") if cell % blank_every == 0 else str(int(on)))
+      rows.append([name, split, *values])
+  manifest = root / "findings.csv"
+  with manifest.open("w", newline="") as f:
+    csv.writer(f).writerows([["path", "split", *LABELS], *rows])
+  return manifest
+
+
+@pytest.fixture(scope="module")
+def multilabel_run(tmp_path_factory):
+  from conftest import train_smoke
+
+  root = tmp_path_factory.mktemp("findings")
+  manifest = _write_multilabel_csv(root)
+  workdir = tmp_path_factory.mktemp("run") / "multilabel"
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    train_smoke(manifest, workdir, f"--config.image_size={SIZE}", "--config.num_epochs=3",
+                "--config.batch_size=6", "--config.learning_rate=0.001",
+                "--config.augment.enabled=false")
+  return manifest, workdir, out.getvalue()
+
+
+def _manifest_labels(manifest, split):
+  rows = [r for r in csv.DictReader(manifest.open()) if r["split"] == split]
+  return np.array([[data.MULTILABEL_VALUES[r[n]] for n in LABELS] for r in rows])
+
+
+def test_a_label_column_per_finding_lists_as_multilabel_with_unknowns(tmp_path):
+  manifest = _write_multilabel_csv(tmp_path, per_split=(12, 4))
+  folders = data.list_manifest(manifest)
+  assert folders.multilabel and folders.class_names == list(LABELS)
+  labels = np.array([e.label for e in sorted(folders.splits["train"], key=lambda e: e.path)])
+  assert labels.shape == (12, 3) and set(np.unique(labels)) == {-1, 0, 1}
+  by_name = {e.path.rsplit("/", 1)[-1]: e.label for e in folders.splits["train"]}
+  rows = {r["path"]: r for r in csv.DictReader(manifest.open())}
+  for name, label in by_name.items():  # blank and -1 are unknown (-1), the rest as written
+    assert label == tuple(data.MULTILABEL_VALUES[rows[name][n]] for n in LABELS)
+  counts = folders.counts()
+  assert counts["train"] == {n: int(np.sum(labels[:, i] == 1)) for i, n in enumerate(LABELS)}
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda rows: rows[1].__setitem__(2, "yes"),
+     "findings.csv:2: top_left is 'yes'; a label column holds 1, 0, or blank or -1 (unknown)"),
+    (lambda rows: [r.__setitem__(3, "0") for r in rows[1:] if r[1] == "train"],
+     "no readable image with bottom_right=1 in split train; every label needs positive and "
+     "negative training images"),
+    (lambda rows: [r.__delitem__(slice(3, 5)) for r in rows],
+     "needs the columns path and label (or class), or path and one 1/0/blank column per label "
+     "(two or more); found path, split, top_left"),
+])
+def test_bad_multilabel_manifests_are_one_line_naming_the_row_or_label(tmp_path, edit, message):
+  manifest = _write_multilabel_csv(tmp_path, per_split=(12, 4))
+  rows = list(csv.reader(manifest.open()))
+  edit(rows)
+  with manifest.open("w", newline="") as f:
+    csv.writer(f).writerows(rows)
+  with pytest.raises(UserError) as info:
+    data.list_manifest(manifest, validate=False)
+  assert str(info.value).startswith(str(manifest)) and "\n" not in str(info.value)
+  assert message in str(info.value)
+
+
+def test_the_task_is_multilabel_exactly_when_the_data_is():
+  assert task.resolve("auto", LABELS, "d", multilabel=True) == "multilabel"
+  assert task.num_outputs("multilabel", LABELS) == 3
+  with pytest.raises(UserError, match="d: one 1/0/blank column per label is multilabel data; "
+                                      "--config.task=multiclass needs one label column"):
+    task.resolve("multiclass", LABELS, "d", multilabel=True)
+  with pytest.raises(UserError, match="d: --config.task=multilabel needs a CSV with one 1/0/blank "
+                                      "column per label"):
+    task.resolve("multilabel", ["a", "b"], "d")
+
+
+def test_unknown_labels_are_masked_out_of_the_loss_accuracy_and_metrics():
+  import jax.numpy as jnp
+
+  logits = np.array([[2.0, -1.0, 0.5], [-3.0, 1.0, 4.0], [0.2, 0.3, -0.4], [1.5, -2.0, 0.1]])
+  labels = np.array([[1, 0, -1], [0, -1, 1], [1, 1, 0], [-1, 0, 1]])
+  known = labels >= 0
+  bce = np.logaddexp(0, logits) - (labels == 1) * logits
+  per_image = (bce * known).sum(1) / known.sum(1)
+  np.testing.assert_allclose(steps.cross_entropy(jnp.asarray(logits), jnp.asarray(labels)),
+                             per_image, rtol=1e-6)
+  right = ((logits > 0) == (labels == 1)) & known
+  assert float(steps.accuracy(jnp.asarray(logits), jnp.asarray(labels))) == pytest.approx(
+      right.sum() / known.sum())
+  got = metrics.classification_metrics(logits, labels)
+  assert got["loss"] == pytest.approx(per_image.mean())
+  assert got["accuracy"] == pytest.approx(right.sum() / known.sum())
+  for k in range(3):
+    keep = known[:, k]
+    y, z = labels[keep, k], logits[keep, k]
+    assert got["per_class"][k]["known"] == keep.sum() and got["per_class"][k]["count"] == y.sum()
+    assert got["per_class"][k]["auc"] == pytest.approx(skm.roc_auc_score(y, z))
+    assert got["per_class"][k]["sensitivity"] == pytest.approx(skm.recall_score(y, z > 0))
+    assert got["per_class"][k]["specificity"] == pytest.approx(skm.recall_score(1 - y, z <= 0))
+  assert got["auc"] == pytest.approx(np.mean([m["auc"] for m in got["per_class"]]))
+  # A label known in one class only has no AUC; the macro mean is over the others.
+  labels[:, 2] = [1, 1, -1, 1]
+  one_sided = metrics.multilabel_metrics(logits, labels)
+  assert np.isnan(one_sided["per_class"][2]["auc"])
+  assert one_sided["auc"] == pytest.approx(np.mean([one_sided["per_class"][k]["auc"]
+                                                    for k in (0, 1)]))
+
+
+def test_a_findings_csv_trains_three_sigmoid_logits_that_learn_the_squares(multilabel_run):
+  _, workdir, console = multilabel_run
+  assert "Task: multilabel (3 labels, a sigmoid logit each; unknown labels masked)" in console
+  assert "Validation at epoch 3 (12 images, each label at probability 0.5)" in console
+  assert all(f"  {n}" in console for n in LABELS) and "known)" in console
+  history = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  # Chance is a loss of ln 2 = 0.69 per label and an AUC of 0.5.
+  assert history[-1]["val_loss"] < 0.5 and history[-1]["val_auc"] >= 0.9, history[-1]
+  trained = run_lib.load(workdir, "latest")
+  assert trained.task == "multilabel" and trained.class_names == list(LABELS)
+  assert trained.model.num_outputs == 3
+  assert checkpoints.task_of(workdir, "latest") == "multilabel"
+
+
+def test_evaluate_reports_each_label_over_its_known_images(multilabel_run, tmp_path, capsys):
+  manifest, workdir, _ = multilabel_run
+  out = tmp_path / "eval"
+  assert cli.main(["evaluate", "--workdir", str(workdir), "--checkpoint", "latest",
+                   "--out", str(out)]) == 0
+  text = capsys.readouterr().out
+  result = json.loads((out / "metrics.json").read_text())
+  assert result["task"] == "multilabel" and result["count"] == 12
+  truth = _manifest_labels(manifest, "val")
+  trained = run_lib.load(workdir, "latest")
+  from radjax import datasets
+
+  pipeline = datasets.open_pipeline(manifest, trained.config, splits=("val",))
+  logits, labels = trained.steps.logits_of(trained.variables, pipeline.eval_batches("val", 5))
+  assert logits.shape == (12, 3)
+  assert sorted(map(tuple, labels)) == sorted(map(tuple, truth))  # path order vs CSV order
+  for k, name in enumerate(LABELS):
+    known = labels[:, k] >= 0
+    m = result["per_class"][k]
+    assert m["known"] == known.sum() < 12 and m["count"] == np.sum(labels[:, k] == 1)
+    assert m["auc"] == pytest.approx(skm.roc_auc_score(labels[known, k], logits[known, k]))
+    assert f"  {name}" in text
+  assert "per label (over the images where it is known)" in text
+  assert (out / "roc.png").stat().st_size > 10_000
+  assert cli.main(["evaluate", "--workdir", str(workdir), "--target-sensitivity", "0.9",
+                   "--out", str(out)]) == 2
+  assert "a multilabel run has no single decision threshold" in capsys.readouterr().err
+
+
+def test_predict_gives_every_label_its_probability_and_decision(multilabel_run, tmp_path, capsys):
+  manifest, workdir, _ = multilabel_run
+  table = tmp_path / "predictions.csv"
+  files = [str(manifest.parent / f"val{k}.png") for k in range(4)]
+  assert cli.main(["predict", "--workdir", str(workdir), "--checkpoint", "latest",
+                   "--csv", str(table), *files]) == 0
+  captured = capsys.readouterr()
+  assert "Decision: every label with probability > 0.5000 (multilabel run)" in captured.err
+  rows = list(csv.DictReader(table.open()))
+  assert list(rows[0]) == ["path", *(f"probability_{n}" for n in LABELS), "class", "error",
+                           "probability_sd"]
+  for row in rows:
+    p = {n: float(row[f"probability_{n}"]) for n in LABELS}
+    assert row["class"] == ("+".join(n for n in LABELS if p[n] > 0.5) or "none")
+  assert not np.isclose(sum(float(rows[0][f"probability_{n}"]) for n in LABELS), 1.0)  # sigmoids
+  assert cli.main(["predict", "--workdir", str(workdir), "--checkpoint", "latest", "--json",
+                   "--tta", "2", "--threshold", "0.9", files[0]]) == 0
+  reply = json.loads(capsys.readouterr().out)
+  (p,) = reply["predictions"]
+  assert reply["threshold"] == 0.9 and set(p["probabilities_sd"]) == set(LABELS)
+  assert p["label"] == ("+".join(n for n in LABELS if p["probabilities"][n] > 0.9) or "none")
+
+
+def test_explain_shows_a_named_label(multilabel_run, tmp_path, capsys):
+  manifest, workdir, _ = multilabel_run
+  trained = run_lib.load(workdir, "latest")
+  image = manifest.parent / "val0.png"
+  e = explain.explain_file(trained, image, layer="mixed2", patch_fraction=0.25)
+  assert e.multilabel and set(e.probabilities) == set(LABELS)
+  assert e.explained == max(e.probabilities, key=e.probabilities.get)
+  other = next(n for n in LABELS if n != e.explained)
+  asked = explain.explain_file(trained, image, layer="mixed2", patch_fraction=0.25,
+                               target_class=other)
+  assert asked.explained == other and not np.allclose(asked.gradcam, e.gradcam)
+  out = tmp_path / "maps"
+  assert cli.main(["explain", "--workdir", str(workdir), "--checkpoint", "latest", "--out",
+                   str(out), "--layer", "mixed2", "--class", other, str(image)]) == 0
+  assert f"(maps: evidence for {other})" in capsys.readouterr().out
+  assert (out / "val0.explain.png").stat().st_size > 20_000
+
+
+def test_multilabel_data_refuses_class_weights_cv_and_arrays_in_one_line(tmp_path):
+  from radjax import arrays, config as config_lib, cv, datasets
+
+  manifest = _write_multilabel_csv(tmp_path, per_split=(12, 4))
+  config = config_lib.load_config(config_lib.shipped_config("smoke"), [
+      f"--config.data_dir={manifest}", "--config.class_weight=balanced"])
+  with pytest.raises(UserError, match="--config.class_weight=balanced: weights are per class; "
+                                      "multilabel data has independent labels"):
+    datasets.open_pipeline(manifest, config)
+  with pytest.raises(UserError, match="multilabel data; radjax cv pools two-class"):
+    cv.labelled_images(manifest)
+  config.class_weight = ""
+  with pytest.raises(UserError, match="multilabel manifests cannot be exported as arrays yet"):
+    arrays.export(config, tmp_path / "a.npz", datasets.list_every_split(manifest))
