@@ -78,6 +78,11 @@ def get_config():
   # Loss weight per class, as Keras' class_weight: "" (none, the paper), "balanced" (scikit-learn's
   # n / (classes * n_c) from the training counts) or one weight per class, "w0,w1".
   config.class_weight = ""
+  # Training order: "shuffle" (every image once per epoch, the paper's) or "balanced" (each batch
+  # position draws a class with equal chance, exactly balanced per epoch; within a class, its
+  # images in a seeded order, repeated as needed: minority images recur with new augmentations).
+  # Use it or class_weight, not both.
+  config.sampling = "shuffle"
   config.batch_size = 5            # global batch, split over all devices
   config.eval_batch_size = 10
   config.num_epochs = 20

@@ -14,8 +14,21 @@ GPU_XLA_FLAGS = "--xla_gpu_enable_command_buffer=+CONVOLUTION"
 
 def _default_xla_flags() -> None:
   flags = _os.environ.get("XLA_FLAGS", "")
-  if "xla_gpu_enable_command_buffer" not in flags:
-    _os.environ["XLA_FLAGS"] = f"{flags} {GPU_XLA_FLAGS}".strip()
+  if "xla_gpu_enable_command_buffer" in flags or not _knows_convolution_commands():
+    return
+  _os.environ["XLA_FLAGS"] = f"{flags} {GPU_XLA_FLAGS}".strip()
+
+
+def _knows_convolution_commands() -> bool:
+  """Whether the installed jaxlib is one where "+CONVOLUTION" was seen to parse (0.10.2 on CPU,
+  0.11.2 on an H200); an XLA that does not know a flag value aborts at start-up."""
+  from importlib import metadata
+
+  try:
+    major, minor = (int(part) for part in metadata.version("jaxlib").split(".")[:2])
+  except (metadata.PackageNotFoundError, ValueError):
+    return False
+  return (major, minor) >= (0, 10)
 
 
 _default_xla_flags()

@@ -135,15 +135,38 @@ class ArrayPipeline:
     n, size = len(images), config.image_size
     steps = self.steps_per_epoch(batch_size)
     for epoch in range(first_epoch, (first_epoch if last_epoch is None else last_epoch) + 1):
-      order = np.random.default_rng(np.random.SeedSequence([config.seed, epoch])).permutation(n)
-      transforms = aug.epoch_transforms(config.seed, epoch, n, config.augment, size, size)
+      if config.sampling == "balanced":
+        order = self._balanced_order(epoch, steps * batch_size)
+        # A position's transform, not an image's: an image drawn twice is augmented twice anew.
+        transforms = aug.epoch_transforms(config.seed, epoch, len(order), config.augment, size,
+                                          size)
+      else:
+        order = np.random.default_rng(np.random.SeedSequence([config.seed, epoch])).permutation(n)
+        transforms = aug.epoch_transforms(config.seed, epoch, n, config.augment, size, size)
       for k in range(steps):
-        index = order[k * batch_size:(k + 1) * batch_size][mine]
+        position = np.arange(k * batch_size, (k + 1) * batch_size)[mine]
+        index = order[position]
         labels = self.arrays.labels["train"][index]
-        batch = {"image": images[index], "label": labels, "transform": transforms[index]}
+        batch = {"image": images[index], "label": labels,
+                 "transform": transforms[position if config.sampling == "balanced" else index]}
         if self.class_weights is not None:
           batch["weight"] = self.class_weights[labels]
         yield batch
+
+  def _balanced_order(self, epoch: int, count: int) -> np.ndarray:
+    """Balanced sampling's `count` example indices of `epoch` (`data.balanced_plan`): each
+    class' images in its seeded order, repeated as needed."""
+    from radjax import data
+
+    labels = self.arrays.labels["train"]
+    choices, class_seeds = data.balanced_plan(len(self.class_names), self.config.seed, epoch, count)
+    order = np.empty(count, np.int64)
+    for c, class_seed in enumerate(class_seeds):
+      members = np.flatnonzero(labels == c)
+      members = members[np.random.default_rng(class_seed).permutation(len(members))]
+      at = np.flatnonzero(choices == c)
+      order[at] = members[np.arange(len(at)) % len(members)]
+    return order
 
   def eval_batches(self, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     images, labels = self.arrays.images[split], self.arrays.labels[split]

@@ -32,6 +32,7 @@ CHOICES = {
     "augment.fill_mode": ("nearest", "reflect"),
     "augment.interpolation": ("bilinear", "nearest"),
     "augment_on": ("host", "device"),
+    "sampling": ("shuffle", "balanced"),
 }
 MIN_IMAGE_SIZE = 75  # InceptionV3's smallest input
 AT_LEAST_ONE = ("batch_size", "eval_batch_size", "num_epochs", "hidden_units", "keep_checkpoints")
@@ -173,6 +174,9 @@ def validate(config, device_count: int = 1) -> None:
     bad("eps", "must be positive")
   frozen_stages(config.fine_tune)  # raises for an unknown fine_tune
   explicit_class_weights(config.class_weight)  # raises for a malformed one
+  if config.sampling == "balanced" and config.class_weight:
+    bad("sampling", f"balanced sampling and --config.class_weight={config.class_weight} both "
+                    "correct the class balance; use one of them")
 
 
 def explicit_class_weights(value: str) -> list[float] | None:

@@ -34,6 +34,8 @@ log = logging.getLogger("radjax")
 SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 # Seed stream of the recalibration order (epochs use (seed, epoch) with epoch >= 1).
 RECALIBRATION_STREAM = 0
+# Third seed word of balanced sampling's per-epoch plan ((seed, epoch) orders a shuffled epoch).
+BALANCED_STREAM = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -336,6 +338,19 @@ def download_public_dataset() -> pathlib.Path:
 # tf.data
 # ----------------------------------------------------------------------------------------------
 
+def balanced_plan(num_classes: int, seed: int, epoch: int, count: int):
+  """Balanced sampling's epoch of `count` positions, a pure function of (seed, epoch): the class
+  of each position (every class fills count // num_classes of them, the remainder goes to
+  distinct random classes, in a seeded random order) and one order seed per class (the pipeline
+  takes each class' images in that seeded order, repeated as needed)."""
+  rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, BALANCED_STREAM]))
+  choices = np.concatenate([np.repeat(np.arange(num_classes), count // num_classes),
+                            rng.choice(num_classes, count % num_classes, replace=False)])
+  rng.shuffle(choices)
+  class_seeds = rng.integers(0, 2**62, size=num_classes, dtype=np.int64)
+  return choices.astype(np.int64), class_seeds
+
+
 def is_gray(pixels: np.ndarray) -> bool:
   return bool(np.array_equal(pixels[..., 0], pixels[..., 1])
               and np.array_equal(pixels[..., 0], pixels[..., 2]))
@@ -356,6 +371,9 @@ class Pipeline:
     if folders.multilabel and config.class_weight:
       raise UserError(f"--config.class_weight={config.class_weight}: weights are per class; "
                       "multilabel data has independent labels (leave it empty)")
+    if folders.multilabel and config.sampling == "balanced":
+      raise UserError("--config.sampling=balanced: balances classes; multilabel data has "
+                      "independent labels (use shuffle)")
     self._cached = {split: self._decoded(examples) for split, examples in self.examples.items()}
     self.class_weights = None if folders.multilabel else (config_lib.class_weights(
         config, [e.label for e in self.examples["train"]], folders.class_names)
@@ -441,6 +459,32 @@ class Pipeline:
       return ds.take(steps * batch_size).map(
           lambda image, label, index: (image, label, tf.gather(transforms, index)))
 
+    positions = steps * batch_size
+    num_classes = len(self.class_names)
+    sizes = np.bincount([e.label for e in self.examples["train"]], minlength=num_classes) \
+        if config.sampling == "balanced" else None
+
+    def balanced_plan_of(epoch):  # host: classes per position, class seeds, transforms by position
+      choices, class_seeds = balanced_plan(num_classes, config.seed, int(epoch), positions)
+      transforms = aug.epoch_transforms(config.seed, int(epoch), positions, config.augment,
+                                        config.image_size, config.image_size)
+      return choices, class_seeds, transforms
+
+    def balanced_examples(epoch):
+      choices, class_seeds, transforms = tf.numpy_function(
+          balanced_plan_of, [epoch], (tf.int64, tf.int64, tf.float32), stateful=False)
+      choices = tf.ensure_shape(choices, [positions])
+      class_seeds = tf.ensure_shape(class_seeds, [num_classes])
+      transforms = tf.ensure_shape(transforms, [positions, 8])
+      per_class = [self._cached["train"].filter(lambda image, label, index, c=c: label == c)
+                   .shuffle(int(sizes[c]), seed=class_seeds[c], reshuffle_each_iteration=False)
+                   .repeat() for c in range(num_classes)]
+      ds = tf.data.Dataset.choose_from_datasets(per_class,
+                                                tf.data.Dataset.from_tensor_slices(choices))
+      # A position's transform, not an image's: an image drawn twice is augmented twice anew.
+      return ds.enumerate().map(
+          lambda position, example: (example[0], example[1], tf.gather(transforms, position)))
+
     weights = self.class_weights
 
     def augment(image, label, transform):
@@ -457,7 +501,8 @@ class Pipeline:
       return example
 
     last_epoch = first_epoch if last_epoch is None else last_epoch
-    ds = tf.data.Dataset.range(first_epoch, last_epoch + 1).flat_map(epoch_examples)
+    ds = tf.data.Dataset.range(first_epoch, last_epoch + 1).flat_map(
+        balanced_examples if config.sampling == "balanced" else epoch_examples)
     index, count = shard
     rows = batch_size // count
     if count > 1:  # this process's rows of each global batch, before the costly augmentation

@@ -66,6 +66,9 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
   print(f"Data: {data_dir}  " + (f"labels {pipeline.class_names}  positives {pipeline.counts()}"
                                   if pipeline.multilabel else
                                   f"classes {pipeline.class_names}  counts {pipeline.counts()}"))
+  if config.sampling == "balanced":
+    print(f"Sampling: balanced, each of the {len(pipeline.class_names)} classes fills an equal "
+          f"share of every epoch's {steps_per_epoch * config.batch_size} draws")
 
   run = run_lib.build(config, class_names=pipeline.class_names, where=str(data_dir),
                       multilabel=pipeline.multilabel)

@@ -439,3 +439,80 @@ def test_distributed_is_initialised_before_jax_starts_its_backend(monkeypatch):
   monkeypatch.setattr(jax, "device_count", lambda: calls.append("device_count") or real_count())
   config_lib.load_config("smoke", ["--config.distributed=True"])
   assert calls == ["initialize", "device_count"]
+
+
+def test_balanced_plan_fills_every_class_equally_and_is_a_function_of_seed_and_epoch():
+  choices, seeds = data.balanced_plan(3, seed=0, epoch=1, count=17)
+  assert sorted(np.bincount(choices)) == [5, 6, 6]  # 17 = 3 x 5 + 2 to two distinct classes
+  again, same_seeds = data.balanced_plan(3, seed=0, epoch=1, count=17)
+  np.testing.assert_array_equal(again, choices)
+  np.testing.assert_array_equal(same_seeds, seeds)
+  assert not np.array_equal(data.balanced_plan(3, seed=0, epoch=2, count=17)[0], choices)
+  assert not np.array_equal(data.balanced_plan(3, seed=1, epoch=1, count=17)[0], choices)
+
+
+def _imbalanced_dataset(root):
+  """12 `blank` and 4 `marked` training films (and 2 + 2 for validation)."""
+  from conftest import marker_dataset
+
+  marker_dataset(root, {"blank": None, "marked": (5, 5, 20)}, 75, per_class=(12, 2))
+  for k in range(4, 12):
+    (root / "TRAIN" / "marked" / f"marked{k}.png").unlink()
+  return root
+
+
+def _epoch_draws(batches):
+  """(label, cached image bytes, transform) of every position of one epoch's batches."""
+  return [(int(label), image.tobytes(), tuple(transform)) for b in batches
+          for image, label, transform in zip(b["image"], b["label"], b["transform"])]
+
+
+def _check_balanced_epoch(draws):
+  labels = [label for label, _, _ in draws]
+  assert labels.count(0) == labels.count(1) == 8  # 16 positions, two classes
+  marked = [(image, transform) for label, image, transform in draws if label == 1]
+  images = [image for image, _ in marked]
+  assert sorted(images.count(i) for i in set(images)) == [2, 2, 2, 2]  # each minority film twice
+  assert len({transform for _, transform in marked}) == 8  # and augmented anew each time
+  blank = [image for label, image, _ in draws if label == 0]
+  assert len(set(blank)) == 8  # 8 of the 12 majority films, none twice
+
+
+@pytest.mark.parametrize("source", ["folders", "arrays"])
+def test_balanced_sampling_draws_each_class_equally_in_both_pipelines(tmp_path, source):
+  from radjax import arrays, datasets
+
+  root = _imbalanced_dataset(tmp_path / "data")
+  config = _config()
+  config.augment_on = "device"  # batches carry the cached pixels and the transforms
+  config.sampling = "balanced"
+  config.data_dir = str(root)
+  if source == "arrays":
+    arrays.export(config, tmp_path / "a.npz", datasets.list_every_split(root))
+    root = tmp_path / "a.npz"
+  pipeline = datasets.open_pipeline(root, config)
+  assert pipeline.steps_per_epoch(4) == 4
+  epochs = list(pipeline.train_batches(4, 1, 2))
+  first, second = _epoch_draws(epochs[:4]), _epoch_draws(epochs[4:])
+  _check_balanced_epoch(first)
+  _check_balanced_epoch(second)
+  assert first != second
+  # A resumed run (a new pipeline from epoch 2) draws what the uninterrupted one did.
+  assert _epoch_draws(datasets.open_pipeline(root, config).train_batches(4, 2)) == second
+
+
+def test_balanced_sampling_refuses_class_weights_and_multilabel_data(tmp_path):
+  from radjax import config as config_lib
+
+  with pytest.raises(UserError, match="--config.sampling=balanced: balanced sampling and "
+                                      "--config.class_weight=balanced both correct"):
+    config_lib.load_config(config_lib.shipped_config("smoke"), [
+        "--config.sampling=balanced", "--config.class_weight=balanced"])
+  from test_multilabel import _write_multilabel_csv
+
+  manifest = _write_multilabel_csv(tmp_path, per_split=(12, 4))
+  config = _config()
+  config.sampling = "balanced"
+  with pytest.raises(UserError, match="--config.sampling=balanced: balances classes; "
+                                      "multilabel data has independent labels"):
+    data.Pipeline(data.list_manifest(manifest), config)
