@@ -64,6 +64,10 @@ def get_config():
   # Precise BN's batches are the same every epoch: kept on the devices when they fit in this many
   # MiB, else read again each epoch (a large training set would fill the accelerator's memory).
   config.precise_bn_cache_mb = 2048
+  # A dataset prepared with `radjax prepare` is kept in memory when its decoded images fit in this
+  # many MiB, else streamed from disk every epoch, shuffled in a buffer of this many images.
+  config.cache_mb = 4096
+  config.shuffle_buffer = 2048
   # Precise BN's forward passes take up to this many images each: whole batches, each with its own
   # statistics (the result does not change), in fewer passes. 0: per backend, as measured (one
   # batch per pass on CPU, 64 images on GPUs, where 13 batch-5 passes are launch-bound).

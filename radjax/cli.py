@@ -89,6 +89,30 @@ def _export_arrays(args) -> int:
   return 0
 
 
+def _prepare(args) -> int:
+  import pathlib
+  import time
+
+  from radjax import config as config_lib, datasets, prepared
+  from radjax.errors import UserError
+
+  config = config_lib.load_config(args.config, args.overrides)
+  source = pathlib.Path(args.data)
+  if not source.exists():
+    raise UserError(f"{source}: no such folder or CSV file")
+  if prepared.is_prepared(source):
+    raise UserError(f"{source}: is already a prepared dataset; train from it")
+  started = time.perf_counter()
+  folders = datasets.list_every_split(source.resolve(), config.dicom_voi)
+  result = prepared.prepare(config, folders, args.out)
+  seconds = time.perf_counter() - started
+  counts = ", ".join(f"{split} {sum(c.values())}" for split, c in result["counts"].items())
+  print(f"Prepared {result['path']} in {seconds:.0f} s: {result['images']} images ({counts}), "
+        f"{result['bytes'] / 2**20:,.1f} MiB on disk, {result['decoded_bytes'] / 2**20:,.1f} MiB "
+        f"decoded. Train from it: --config.data_dir={result['path']}")
+  return 0
+
+
 def _cv(args) -> int:
   from radjax import config as config_lib, cv
 
@@ -231,6 +255,20 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(func=_train)
 
   p = sub.add_parser(
+      "prepare", help="decode a dataset once into a TFDS dataset on disk, streamed when large",
+      description="Lists DATA (class folders or a CSV manifest, every split), decodes, resizes "
+                  "and quantizes each image as training caches it, and writes OUT as a "
+                  "tensorflow-datasets dataset (sharded records, PNG images, labels, indices, "
+                  "source paths) plus OUT/radjax.json. `radjax train --config.data_dir=OUT` keeps "
+                  "it in memory when it fits --config.cache_mb, else streams it from disk. "
+                  "Settings as for train: --config.NAME=VALUE (image_size, resize, resize_method "
+                  "and dicom_voi are stored and must match at training).")
+  _config_argument(p)
+  p.add_argument("data", help="class folders (TRAIN/, VAL/, TEST/) or a CSV manifest")
+  p.add_argument("out", help="a new folder to write")
+  p.set_defaults(func=_prepare)
+
+  p = sub.add_parser(
       "export-arrays", help="decode a dataset once into a .npz that trains without TensorFlow",
       description="Writes the training pipeline's decoded, resized, quantized images (every "
                   "split) to one .npz file. `radjax train --config.data_dir=FILE.npz "
@@ -308,7 +346,7 @@ def main(argv=None) -> int:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   parser = build_parser()
   args, unknown = parser.parse_known_args(argv)
-  if args.command in ("train", "cv", "export-arrays"):
+  if args.command in ("train", "cv", "export-arrays", "prepare"):
     args.overrides = unknown  # --config.NAME=VALUE words, checked against the config
   elif unknown:
     parser.error(f"unrecognized arguments: {' '.join(unknown)}")

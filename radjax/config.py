@@ -35,8 +35,10 @@ CHOICES = {
     "sampling": ("shuffle", "balanced"),
 }
 MIN_IMAGE_SIZE = 75  # InceptionV3's smallest input
-AT_LEAST_ONE = ("batch_size", "eval_batch_size", "num_epochs", "hidden_units", "keep_checkpoints")
-NON_NEGATIVE_SETTINGS = ("precise_bn_cache_mb", "precise_bn_images_per_call")  # 0: auto
+AT_LEAST_ONE = ("batch_size", "eval_batch_size", "num_epochs", "hidden_units", "keep_checkpoints",
+                "shuffle_buffer")
+NON_NEGATIVE_SETTINGS = ("precise_bn_cache_mb", "precise_bn_images_per_call",  # 0: auto
+                         "cache_mb")
 NON_NEGATIVE = ("augment.rotation_range", "augment.width_shift_range",
                 "augment.height_shift_range", "augment.shear_range", "augment.zoom_range")
 

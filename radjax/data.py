@@ -356,6 +356,36 @@ def is_gray(pixels: np.ndarray) -> bool:
               and np.array_equal(pixels[..., 0], pixels[..., 2]))
 
 
+def decoded_dataset(examples: list[Example], config, channels: int | None = None,
+                    high_bit: bool | None = None):
+  """(image SxSxC, label, index) for each example: decoded, resized and quantized (not cached).
+
+  When every image is gray (radiographs, even when stored as RGB), one channel is kept (C=1)
+  until `to_model_input`, so resizing and augmentation resample a third of the pixels.
+  `channels` and `high_bit` (a 16-bit cache) override what these examples alone would give.
+  """
+  tf = tensorflow()
+  if channels is None:
+    channels = 1 if examples and all(e.gray for e in examples) else 3
+  if high_bit is None:
+    high_bit = any(e.high_bit for e in examples)
+  dtype = preprocess.cache_dtype(high_bit)
+
+  def load(path):
+    return images.read_image(path.decode(), config.dicom_voi)[..., :channels]
+
+  def decode(path, high_bit, label, index):
+    image = tf.numpy_function(load, [path], tf.float32, stateful=False)
+    image = preprocess.resize(tf.ensure_shape(image, [None, None, channels]), config)
+    return preprocess.quantize(image, high_bit, dtype), label, index
+
+  columns = ([e.path for e in examples], np.array([e.high_bit for e in examples]),
+             np.array([e.label for e in examples], np.int32),
+             np.arange(len(examples), dtype=np.int64))
+  ds = tf.data.Dataset.from_tensor_slices(columns)
+  return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
 class Pipeline:
   """Input pipelines over listed folders. Decoded images are cached after the first pass.
 
@@ -402,28 +432,12 @@ class Pipeline:
     return self.num_examples("train") // batch_size
 
   def _decoded(self, examples: list[Example]):
-    """(image SxSxC, label, index) for each example, decoded, resized and quantized once, cached.
+    """`decoded_dataset` of the examples, cached in memory after the first pass."""
+    return decoded_dataset(examples, self.config).cache()
 
-    When every image is gray (radiographs, even when stored as RGB), one channel is kept (C=1)
-    until `to_model_input`, so resizing and augmentation resample a third of the pixels.
-    """
-    tf, config = tensorflow(), self.config
-    channels = 1 if examples and all(e.gray for e in examples) else 3
-    dtype = preprocess.cache_dtype(any(e.high_bit for e in examples))
-
-    def load(path):
-      return images.read_image(path.decode(), config.dicom_voi)[..., :channels]
-
-    def decode(path, high_bit, label, index):
-      image = tf.numpy_function(load, [path], tf.float32, stateful=False)
-      image = preprocess.resize(tf.ensure_shape(image, [None, None, channels]), config)
-      return preprocess.quantize(image, high_bit, dtype), label, index
-
-    columns = ([e.path for e in examples], np.array([e.high_bit for e in examples]),
-               np.array([e.label for e in examples], np.int32),
-               np.arange(len(examples), dtype=np.int64))
-    ds = tf.data.Dataset.from_tensor_slices(columns)
-    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+  def shuffle_buffer(self, split: str) -> int:
+    """How many examples a shuffle of `split` mixes: all of them (the cache is in memory)."""
+    return self.num_examples(split)
 
   def train_dataset(self, batch_size: int, first_epoch: int, last_epoch: int | None = None,
                     shard: tuple[int, int] = (0, 1)):
@@ -454,7 +468,8 @@ class Pipeline:
       order_seed, transforms = tf.numpy_function(plan, [epoch], (tf.int64, tf.float32),
                                                  stateful=False)
       transforms = tf.ensure_shape(transforms, [n, 8])
-      ds = self._cached["train"].shuffle(n, seed=order_seed, reshuffle_each_iteration=False)
+      ds = self._cached["train"].shuffle(self.shuffle_buffer("train"), seed=order_seed,
+                                         reshuffle_each_iteration=False)
       # Whole batches only, so the batches below never mix two epochs.
       return ds.take(steps * batch_size).map(
           lambda image, label, index: (image, label, tf.gather(transforms, index)))
@@ -477,7 +492,8 @@ class Pipeline:
       class_seeds = tf.ensure_shape(class_seeds, [num_classes])
       transforms = tf.ensure_shape(transforms, [positions, 8])
       per_class = [self._cached["train"].filter(lambda image, label, index, c=c: label == c)
-                   .shuffle(int(sizes[c]), seed=class_seeds[c], reshuffle_each_iteration=False)
+                   .shuffle(min(int(sizes[c]), self.shuffle_buffer("train")),
+                            seed=class_seeds[c], reshuffle_each_iteration=False)
                    .repeat() for c in range(num_classes)]
       ds = tf.data.Dataset.choose_from_datasets(per_class,
                                                 tf.data.Dataset.from_tensor_slices(choices))
@@ -544,5 +560,6 @@ class Pipeline:
     tf, config = tensorflow(), self.config
     n = self.num_examples("train")
     seed = int(np.random.SeedSequence([config.seed, RECALIBRATION_STREAM]).generate_state(1)[0])
-    ds = self._eval_dataset("train").shuffle(n, seed=seed, reshuffle_each_iteration=False)
+    ds = self._eval_dataset("train").shuffle(self.shuffle_buffer("train"), seed=seed,
+                                             reshuffle_each_iteration=False)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()

@@ -3,6 +3,7 @@
     DIR            class folders, TRAIN/ and VAL/ (optional TEST/)  -> data.list_folders + tf.data
     FILE.csv       a manifest: path,label[,patient_id][,split]      -> data.list_manifest + tf.data
     FILE.npz       pre-decoded arrays (`radjax export-arrays`)      -> arrays.ArrayPipeline (no TF)
+    DIR/radjax.json  a prepared TFDS dataset (`radjax prepare`)     -> prepared.PreparedPipeline
 
 Every pipeline serves the same batches: `train_batches`, `eval_batches`, `recalibration_batches`,
 with `class_names`, `counts()`, `examples` and `class_weights`.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import pathlib
 
-from radjax import arrays, data
+from radjax import arrays, data, prepared
 
 
 def list_dataset(data_dir, splits=("train", "val"), validate: bool = True,
@@ -27,6 +28,8 @@ def open_pipeline(data_dir, config, splits=("train", "val")):
   """The input pipeline of the data source `data_dir` names (see the module docstring)."""
   if arrays.is_arrays(data_dir):
     return arrays.ArrayPipeline(arrays.load(data_dir), config, splits)
+  if prepared.is_prepared(data_dir):
+    return prepared.PreparedPipeline(data_dir, config, splits)
   return data.Pipeline(list_dataset(data_dir, splits=splits, dicom_voi=config.dicom_voi), config)
 
 

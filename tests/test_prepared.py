@@ -1,0 +1,131 @@
+"""`radjax prepare`: a dataset decoded once into a TFDS dataset on disk; trained from in memory
+when it fits `cache_mb`, else streamed with a bounded shuffle buffer."""
+
+import json
+
+import numpy as np
+import pytest
+
+from radjax import cli, data, datasets, prepared
+from radjax.configs import default
+from radjax.errors import UserError
+
+SIZE = 75
+
+
+def _config(**settings):
+  config = default.get_config()
+  config.image_size = SIZE
+  for key, value in settings.items():
+    config[key] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def prepared_dir(dataset_dir, tmp_path_factory):
+  out = tmp_path_factory.mktemp("prepared") / "hello75"
+  assert cli.main(["prepare", "--config", "smoke", str(dataset_dir), str(out),
+                   f"--config.image_size={SIZE}"]) == 0
+  return out
+
+
+def test_prepare_writes_a_tfds_dataset_with_the_pipelines_own_pixels(prepared_dir, dataset_dir,
+                                                                     capsys):
+  import tensorflow_datasets as tfds
+
+  index = json.loads((prepared_dir / prepared.INDEX).read_text())
+  assert index["class_names"] == ["abd", "chest"] and not index["multilabel"]
+  assert index["settings"]["image_size"] == SIZE and index["channels"] == 3  # 19 RGB files
+  builder = tfds.builder_from_directory(str(prepared_dir / prepared.NAME / prepared.VERSION))
+  assert builder.info.splits["train"].num_examples == 65
+  assert builder.info.splits["val"].num_examples == 10
+  assert set(builder.info.features) == {"image", "label", "index", "path"}
+  # The same decoded, resized, quantized images, labels and order as training from the folders.
+  config = _config()
+  ours = prepared.PreparedPipeline(prepared_dir, config)
+  folders = data.Pipeline(data.list_folders(dataset_dir), config)
+  assert not ours.streaming and ours.counts() == folders.counts()
+  for split in ("train", "val"):
+    for (a, la, ia), (b, lb, ib) in zip(ours.cached(split), folders.cached(split),
+                                        strict=True):
+      np.testing.assert_array_equal(a, b)
+      assert (la, ia) == (lb, ib)
+
+
+def test_training_from_a_prepared_dataset_equals_training_from_the_folders(prepared_dir,
+                                                                          dataset_dir, tmp_path):
+  from conftest import train_smoke
+
+  settings = (f"--config.image_size={SIZE}", "--config.num_epochs=1", "--config.batch_size=13")
+  train_smoke(dataset_dir, tmp_path / "folders", *settings)
+  train_smoke(prepared_dir, tmp_path / "prepared", *settings)
+
+  def losses(run):
+    (record,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return record["loss"], record["val_loss"], record["val_accuracy"]
+
+  assert losses(tmp_path / "prepared") == losses(tmp_path / "folders")
+
+
+def _epoch_images(pipeline, epoch):
+  return sorted(image.tobytes() for b in pipeline.train_batches(5, epoch)
+                for image in b["image"])
+
+
+def test_a_dataset_above_the_memory_budget_streams_every_image_once_per_epoch(prepared_dir,
+                                                                           capsys):
+  config = _config(cache_mb=0, shuffle_buffer=8, augment_on="device")
+  pipeline = prepared.PreparedPipeline(prepared_dir, config)
+  assert pipeline.streaming and pipeline.shuffle_buffer("train") == 8
+  assert "streams from disk" in capsys.readouterr().out
+  cached = prepared.PreparedPipeline(prepared_dir, _config(augment_on="device"))
+  everything = sorted(image.tobytes() for image, _, _ in cached.cached("train"))
+  first = [b["image"] for b in pipeline.train_batches(5, 1)]
+  assert len(first) == 13  # 65 images: every one of them once, none twice
+  assert sorted(i.tobytes() for b in first for i in b) == everything
+  # Deterministic per (seed, epoch), and another epoch is another order.
+  again = [b["image"] for b in prepared.PreparedPipeline(prepared_dir, config).train_batches(5, 1)]
+  assert all(np.array_equal(a, b) for a, b in zip(first, again))
+  second = [b["image"] for b in pipeline.train_batches(5, 2)]
+  assert not all(np.array_equal(a, b) for a, b in zip(first, second))
+  # Evaluation streams too, in path order, as the cached pipeline serves it.
+  for x, y in zip(pipeline.eval_batches("val", 4), cached.eval_batches("val", 4), strict=True):
+    np.testing.assert_array_equal(x["image"], y["image"])
+
+
+def test_bad_prepare_and_training_settings_are_one_line(prepared_dir, dataset_dir, tmp_path,
+                                                        capsys):
+  def refused(argv):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err
+    return err
+
+  assert refused(["prepare", "--config", "smoke", str(dataset_dir), str(prepared_dir)]) == (
+      f"radjax prepare: error: {prepared_dir}: exists and is not an empty folder; prepare into "
+      "a new one")
+  assert refused(["prepare", "--config", "smoke", str(tmp_path / "none"), str(tmp_path / "o")]) \
+      == f"radjax prepare: error: {tmp_path / 'none'}: no such folder or CSV file"
+  assert refused(["prepare", "--config", "smoke", str(prepared_dir), str(tmp_path / "o")]) == (
+      f"radjax prepare: error: {prepared_dir}: is already a prepared dataset; train from it")
+  with pytest.raises(UserError, match=f"--config.image_size=299: {prepared_dir} was prepared "
+                                      f"with image_size=75; use that, or prepare it again"):
+    datasets.open_pipeline(prepared_dir, _config(image_size=299))
+  with pytest.raises(UserError, match="has no test split"):
+    datasets.open_pipeline(prepared_dir, _config(), splits=("test",))
+
+
+def test_a_multilabel_manifest_prepares_with_its_label_vectors(tmp_path):
+  from test_multilabel import LABELS, _write_multilabel_csv
+
+  manifest = _write_multilabel_csv(tmp_path, per_split=(12, 4))
+  out = tmp_path / "prepared"
+  config = _config()
+  prepared.prepare(config, datasets.list_every_split(manifest), out, progress=False)
+  pipeline = datasets.open_pipeline(out, config)
+  listed = data.list_manifest(manifest)
+  assert pipeline.multilabel and pipeline.class_names == list(LABELS)
+  assert pipeline.counts() == listed.counts()
+  want = {e.path: e.label for e in listed.splits["val"]}
+  got = [tuple(label) for _, label, _ in pipeline.cached("val")]
+  assert got == [want[p] for p in sorted(want)]
