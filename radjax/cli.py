@@ -1,4 +1,4 @@
-"""radjax: train and use chest/abdomen (or any two-class) radiograph classifiers in JAX.
+"""radjax: train and use radiograph classifiers in JAX (the tutorial's chest/abdomen and beyond).
 
 Start with the tutorial's data:
   radjax audit DATA                      check a dataset (counts, sizes, duplicates, bad files)
@@ -7,9 +7,11 @@ Start with the tutorial's data:
   radjax predict --workdir runs/hello scan.dcm more_scans/
   radjax cv --config hello_world --workdir runs/cv --folds 5 --config.data_dir=DATA
   radjax export-arrays --config hello_world --out data.npz --config.data_dir=DATA   (for TF-less GPUs)
+  radjax prepare --config hello_world DATA OUT   decode once to a TFDS dataset (streamed when large)
 
 DATA holds TRAIN/ and VAL/ (optional TEST/), each with one folder per class; or it is a CSV
-manifest (path,label,split) or a .npz from export-arrays.
+manifest (path,label,split, or path,split and a 1/0/blank column per finding), a .npz from
+export-arrays, or a folder from prepare.
 Every training setting is listed in configs/default.py; `radjax COMMAND --help` for details.
 """
 
