@@ -129,3 +129,25 @@ def test_a_multilabel_manifest_prepares_with_its_label_vectors(tmp_path):
   want = {e.path: e.label for e in listed.splits["val"]}
   got = [tuple(label) for _, label, _ in pipeline.cached("val")]
   assert got == [want[p] for p in sorted(want)]
+
+
+def test_the_tutorial_dataset_builds_offline_from_an_extracted_copy(dataset_dir, tmp_path):
+  import tensorflow_datasets as tfds
+  from PIL import Image
+
+  from radjax.tfds_open_i import OpenIAbdVsCxr
+
+  assert "open_i_abd_vs_cxr" in tfds.list_builders()
+  builder = OpenIAbdVsCxr(data_dir=str(tmp_path))
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(dataset_dir)))
+  assert builder.info.splits["train"].num_examples == 65
+  assert builder.info.splits["validation"].num_examples == 10
+  examples = list(tfds.as_numpy(builder.as_dataset(split="validation")))
+  assert sorted(e["path"].decode() for e in examples) == sorted(
+      f"{c}/{p.name}" for c in ("abd", "chest") for p in (dataset_dir / "VAL" / c).glob("*.png"))
+  for e in examples:
+    path = e["path"].decode()
+    assert e["label"] == (0 if path.startswith("abd/") else 1)
+    np.testing.assert_array_equal(
+        e["image"], np.asarray(Image.open(dataset_dir / "VAL" / path).convert("RGB")))
