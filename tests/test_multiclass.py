@@ -126,6 +126,10 @@ def test_evaluate_reports_each_class_and_the_confusion_matrix(three_class_run, t
   for c, name in enumerate(CLASSES):
     expected = skm.roc_auc_score(labels == c, metrics.softmax(logits)[:, c])
     assert result["per_class"][c]["auc"] == pytest.approx(expected), name
+    log_odds = logits[:, c] - np.logaddexp.reduce(np.delete(logits, c, axis=1), axis=1)
+    want = metrics.bootstrap_intervals(log_odds, (labels == c).astype(int),
+                                       seed=trained.config.seed)["auc"]
+    assert result["per_class"][c]["intervals"] == {"auc": pytest.approx(want)}, name
     assert name in text
   assert "confusion matrix (rows true, columns predicted)" in text
   assert (out / "roc.png").stat().st_size > 10_000

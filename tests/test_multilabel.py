@@ -181,6 +181,12 @@ def test_evaluate_reports_each_label_over_its_known_images(multilabel_run, tmp_p
     m = result["per_class"][k]
     assert m["known"] == known.sum() < 12 and m["count"] == np.sum(labels[:, k] == 1)
     assert m["auc"] == pytest.approx(skm.roc_auc_score(labels[known, k], logits[known, k]))
+    # Bootstrap intervals over the label's known images, as a binary run's (seeded: reproducible).
+    want = metrics.bootstrap_intervals(logits[known, k], labels[known, k],
+                                       seed=trained.config.seed)
+    assert m["intervals"] == pytest.approx(want, nan_ok=True)
+    low, high = want["auc"]
+    assert low <= m["auc"] <= high and f"AUC {m['auc']:.3f} ({low:.3f}-{high:.3f})" in text
     assert f"  {name}" in text
   assert "per label (over the images where it is known)" in text
   assert (out / "roc.png").stat().st_size > 10_000
