@@ -80,10 +80,14 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
   print(run.weights_report)
   mngr = checkpoints.manager(workdir, config.keep_checkpoints)
   state, start, changes = run.state, 1, {}
-  _check_task(mngr, run.task, workdir)
-  resumed = checkpoints.restore_for_resume(mngr, state, workdir)
+  try:
+    resumed = checkpoints.restore_for_resume(mngr, state, workdir)
+  except UserError:  # a head of another shape: say so when the task is what differs
+    _check_task(mngr, run.task, workdir)
+    raise
   if resumed is not None:
     state, meta, latest = resumed
+    _refuse_other_task(meta.get("task", "binary"), run.task, workdir)  # older runs: binary
     changes = _check_resume(meta, config, data_dir, pipeline.class_names, workdir)
     start = latest + 1
     print(f"Resuming from the checkpoint of epoch {latest} in {mngr.directory}")
@@ -221,15 +225,22 @@ def _train_epoch(run, train_step, state, batches, rng, epoch: int, steps_per_epo
 
 
 def _check_task(mngr, task: str, workdir) -> None:
-  """Refuses to resume a run of another task (before restoring: its head would not fit).
-  `config.task` may change between "auto" and what auto gives; the resolved task may not."""
+  """After a restore that did not fit the model: refuses in the task's words when the newest
+  checkpoint is of another task (its head has another shape)."""
   latest = mngr.latest_step()
   if latest is None:
     return
   try:
     stored = checkpoints.read_meta(mngr, latest).get("task", "binary")  # older runs: binary
-  except Exception:  # noqa: BLE001 - a damaged checkpoint: restore_for_resume reports it
+  except Exception:  # noqa: BLE001 - unreadable: the restore's own error stands
     return
+  _refuse_other_task(stored, task, workdir)
+
+
+def _refuse_other_task(stored: str, task: str, workdir) -> None:
+  """A run resumes only as its own resolved task (`config.task` may change between "auto" and
+  what auto gives). Multiclass and multilabel heads of N logits have one shape: the restore
+  succeeds, and this refuses."""
   if stored != task:
     raise UserError(f"{workdir}: cannot resume a {stored} run as {task} (--config.task and the "
                     "classes decide the task): resume with the run's settings, or train in a new "

@@ -222,3 +222,6 @@ def test_a_run_resumes_only_as_its_own_task(monkeypatch, tmp_path):
     train._check_task(Manager(), "multiclass", tmp_path)
   monkeypatch.setattr(checkpoints, "read_meta", lambda mngr, epoch: {"task": "multiclass"})
   train._check_task(Manager(), "multiclass", tmp_path)
+  # Heads of one shape restore into each other: the task in the restored metadata refuses.
+  with pytest.raises(UserError, match="cannot resume a multilabel run as multiclass"):
+    train._refuse_other_task("multilabel", "multiclass", tmp_path)
