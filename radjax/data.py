@@ -356,6 +356,13 @@ def is_gray(pixels: np.ndarray) -> bool:
               and np.array_equal(pixels[..., 0], pixels[..., 2]))
 
 
+def cache_layout(examples: list[Example]) -> tuple[int, bool]:
+  """(channels, high_bit) of these examples' cache: one channel when every image is gray, 16 bits
+  when any has more than 8."""
+  return (1 if examples and all(e.gray for e in examples) else 3,
+          any(e.high_bit for e in examples))
+
+
 def decoded_dataset(examples: list[Example], config, channels: int | None = None,
                     high_bit: bool | None = None):
   """(image SxSxC, label, index) for each example: decoded, resized and quantized (not cached).
@@ -365,10 +372,9 @@ def decoded_dataset(examples: list[Example], config, channels: int | None = None
   `channels` and `high_bit` (a 16-bit cache) override what these examples alone would give.
   """
   tf = tensorflow()
-  if channels is None:
-    channels = 1 if examples and all(e.gray for e in examples) else 3
-  if high_bit is None:
-    high_bit = any(e.high_bit for e in examples)
+  own_channels, own_high_bit = cache_layout(examples)
+  channels = own_channels if channels is None else channels
+  high_bit = own_high_bit if high_bit is None else high_bit
   dtype = preprocess.cache_dtype(high_bit)
 
   def load(path):

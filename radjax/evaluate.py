@@ -185,29 +185,27 @@ def _matrix(matrix, class_names) -> str:
 
 def format_metrics(result: dict) -> str:
   names = result["class_names"]
-  if result.get("task") == "multilabel":
-    return "\n".join([
+  if result.get("task") in ("multiclass", "multilabel"):
+    multilabel = result["task"] == "multilabel"
+    decision = "each label at probability 0.5" if multilabel else "the most probable class"
+    lines = [
         f"Data: {result['data_dir']} (from {result['data_dir_from']})",
         f"{result['split'].upper()} ({result['count']} images, checkpoint epoch {result['epoch']}), "
-        f"each label at probability 0.5: loss {result['loss']:.4f}  accuracy "
-        f"{result['accuracy']:.3f} (of the known labels)  macro AUC {result['auc']:.3f}  "
+        f"{decision}: loss {result['loss']:.4f}  accuracy {result['accuracy']:.3f}"
+        f"{' (of the known labels)' if multilabel else ''}  macro AUC {result['auc']:.3f}  "
         f"macro sensitivity {result['sensitivity']:.3f}  macro specificity "
         f"{result['specificity']:.3f}",
-        "per label (over the images where it is known):", format_per_class(result, names),
-        "(in brackets: 95% stratified bootstrap intervals over each label's known images; "
-        "no macro intervals, calibration or operating points for multilabel runs yet)"])
-  if result.get("task") == "multiclass":
-    return "\n".join([
-        f"Data: {result['data_dir']} (from {result['data_dir_from']})",
-        f"{result['split'].upper()} ({result['count']} images, checkpoint epoch {result['epoch']}), "
-        f"the most probable class: loss {result['loss']:.4f}  accuracy {result['accuracy']:.3f}  "
-        f"macro AUC {result['auc']:.3f}  macro sensitivity {result['sensitivity']:.3f}  "
-        f"macro specificity {result['specificity']:.3f}",
-        "per class, one vs rest:", format_per_class(result, names),
-        "confusion matrix (rows true, columns predicted):",
-        _square_matrix(result["confusion_matrix"], names),
-        "(in brackets: 95% stratified bootstrap intervals of each class' one-vs-rest AUC; "
-        "no macro intervals, calibration or operating point for multiclass runs yet)"])
+        "per label (over the images where it is known):" if multilabel
+        else "per class, one vs rest:", format_per_class(result, names)]
+    if not multilabel:
+      lines += ["confusion matrix (rows true, columns predicted):",
+                _square_matrix(result["confusion_matrix"], names)]
+    lines.append(
+        "(in brackets: 95% stratified bootstrap intervals over each label's known images; no "
+        "macro intervals, calibration or operating points for multilabel runs yet)" if multilabel
+        else "(in brackets: 95% stratified bootstrap intervals of each class' one-vs-rest AUC; no "
+        "macro intervals, calibration or operating point for multiclass runs yet)")
+    return "\n".join(lines)
   lines = [f"Data: {result['data_dir']} (from {result['data_dir_from']})",
            f"{result['split'].upper()} ({result['count']} images, checkpoint epoch "
            f"{result['epoch']}), at probability 0.5: loss {result['loss']:.4f}",

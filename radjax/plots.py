@@ -31,20 +31,14 @@ def plot_roc_per_class(logits, labels, class_names, path, title: str) -> None:
   from radjax import metrics
 
   logits, labels = np.asarray(logits, np.float64), np.asarray(labels)
-  fig = _figure(5.5, 5.5)
-  ax = fig.add_subplot()
   per_class = metrics.multiclass_metrics(logits, labels)["per_class"]
+  curves = []
   for c, name in enumerate(class_names):
     if not 0 < np.sum(labels == c) < len(labels):
       continue  # no curve without positives and negatives
     log_odds = logits[:, c] - np.logaddexp.reduce(np.delete(logits, c, axis=1), axis=1)
-    fpr, tpr, _ = skm.roc_curve(labels == c, log_odds)
-    ax.plot(fpr, tpr, lw=2, label=f"{name} vs rest (AUC = {per_class[c]['auc']:.3f})")
-  ax.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="chance")
-  ax.set(xlabel="False positive rate (1 - specificity)", ylabel="True positive rate (sensitivity)",
-         title=title, xlim=(0, 1), ylim=(0, 1.02))
-  ax.legend(loc="lower right", fontsize=8)
-  fig.savefig(path, dpi=120)
+    curves.append((labels == c, log_odds, f"{name} vs rest (AUC = {per_class[c]['auc']:.3f})"))
+  _plot_roc_curves(curves, path, title)
 
 
 def plot_roc_per_label(logits, labels, label_names, path, title: str) -> None:
@@ -55,15 +49,24 @@ def plot_roc_per_label(logits, labels, label_names, path, title: str) -> None:
   from radjax import metrics
 
   logits, labels = np.asarray(logits, np.float64), np.asarray(labels)
-  fig = _figure(5.5, 5.5)
-  ax = fig.add_subplot()
   per_label = metrics.multilabel_metrics(logits, labels)["per_class"]
+  curves = []
   for k, name in enumerate(label_names):
     known = labels[:, k] >= 0
     if len(np.unique(labels[known, k])) < 2:
       continue  # no curve without positives and negatives
-    fpr, tpr, _ = skm.roc_curve(labels[known, k] == 1, logits[known, k])
-    ax.plot(fpr, tpr, lw=2, label=f"{name} (AUC = {per_label[k]['auc']:.3f})")
+    curves.append((labels[known, k] == 1, logits[known, k],
+                   f"{name} (AUC = {per_label[k]['auc']:.3f})"))
+  _plot_roc_curves(curves, path, title)
+
+
+def _plot_roc_curves(curves, path, title: str) -> None:
+  """One figure of ROC curves, each (truths, scores, legend label), and the chance line."""
+  fig = _figure(5.5, 5.5)
+  ax = fig.add_subplot()
+  for truths, scores, label in curves:
+    fpr, tpr, _ = skm.roc_curve(truths, scores)
+    ax.plot(fpr, tpr, lw=2, label=label)
   ax.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="chance")
   ax.set(xlabel="False positive rate (1 - specificity)", ylabel="True positive rate (sensitivity)",
          title=title, xlim=(0, 1), ylim=(0, 1.02))

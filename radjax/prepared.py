@@ -40,13 +40,6 @@ def is_prepared(path) -> bool:
   return (pathlib.Path(path) / INDEX).is_file()
 
 
-def _channels_and_dtype(examples) -> tuple[int, np.dtype]:
-  """As `data.decoded_dataset` decides them."""
-  channels = 1 if examples and all(e.gray for e in examples) else 3
-  high_bit = any(e.high_bit for e in examples)
-  return channels, (np.uint16 if high_bit else np.uint8)
-
-
 def prepare(config, folders: data.Folders, out, progress: bool = True) -> dict:
   """Writes `folders` (every listed split) to `out` as a TFDS dataset plus `radjax.json`.
   Returns {"path", "counts", "bytes", "images"}."""
@@ -60,7 +53,8 @@ def prepare(config, folders: data.Folders, out, progress: bool = True) -> dict:
     raise UserError(f"{out}: no such folder {out.parent}/")
   examples = {split: sorted(e, key=lambda x: x.path) for split, e in folders.splits.items()}
   everything = [e for split in examples.values() for e in split]
-  channels, dtype = _channels_and_dtype(everything)
+  channels, high_bit = data.cache_layout(everything)
+  dtype = np.uint16 if high_bit else np.uint8
   size = config.image_size
   k = len(folders.class_names)
   label = (tfds.features.Tensor(shape=(k,), dtype=np.int8) if folders.multilabel
@@ -76,7 +70,7 @@ def prepare(config, folders: data.Folders, out, progress: bool = True) -> dict:
     # One decoding pipeline over every split's examples would mix their channel counts: decode
     # each split with the channels and dtype of the whole dataset.
     listed = examples[split]
-    decoded = data.decoded_dataset(listed, config, channels=channels, high_bit=dtype == np.uint16)
+    decoded = data.decoded_dataset(listed, config, channels=channels, high_bit=high_bit)
     for image, _, index in decoded.as_numpy_iterator():
       e = listed[int(index)]
       bar.update(1)
@@ -95,7 +89,7 @@ def prepare(config, folders: data.Folders, out, progress: bool = True) -> dict:
   index = {"format": FORMAT, "class_names": list(folders.class_names),
            "multilabel": folders.multilabel, "channels": channels, "dtype": np.dtype(dtype).name,
            # A split of gray images only is cached with one channel, as `data.Pipeline` does.
-           "split_channels": {split: _channels_and_dtype(listed)[0]
+           "split_channels": {split: data.cache_layout(listed)[0]
                               for split, listed in examples.items()},
            "settings": {key: config[key] for key in PIXEL_SETTINGS},
            "splits": {split: {"paths": [e.path for e in listed],

@@ -174,19 +174,15 @@ def _final_summary(epoch: int, logits, labels, class_names, seed: int) -> None:
   """The last epoch's validation figures with their bootstrap intervals: how much 10 images say."""
   from radjax.evaluate import format_per_class, format_summary
 
-  if np.ndim(labels) == 2:
-    values = metrics.multilabel_metrics(logits, labels)
-    print(f"Validation at epoch {epoch} ({len(labels)} images, each label at probability 0.5): "
-          f"accuracy {values['accuracy']:.3f} (of the known labels)  macro AUC {values['auc']:.3f}\n"
-          + format_per_class(values, class_names)
-          + "\n  (`radjax evaluate` for the best checkpoint)")
-    return
-  if np.ndim(logits) == 2:
-    values = metrics.multiclass_metrics(logits, labels)
-    print(f"Validation at epoch {epoch} ({len(labels)} images, the most probable class): "
-          f"accuracy {values['accuracy']:.3f}  macro AUC {values['auc']:.3f}\n"
-          + format_per_class(values, class_names)
-          + "\n  (`radjax evaluate` for the best checkpoint and its confusion matrix)")
+  if np.ndim(logits) == 2:  # multiclass, or multilabel ((n, K) labels)
+    multilabel = np.ndim(labels) == 2
+    values = metrics.classification_metrics(logits, labels)
+    decision = "each label at probability 0.5" if multilabel else "the most probable class"
+    print(f"Validation at epoch {epoch} ({len(labels)} images, {decision}): "
+          f"accuracy {values['accuracy']:.3f}{' (of the known labels)' if multilabel else ''}  "
+          f"macro AUC {values['auc']:.3f}\n" + format_per_class(values, class_names)
+          + "\n  (`radjax evaluate` for the best checkpoint"
+          + (")" if multilabel else " and its confusion matrix)"))
     return
   values = metrics.binary_metrics(logits, labels)
   intervals = metrics.bootstrap_intervals(logits, labels, seed=seed)

@@ -216,6 +216,9 @@ def test_predict_gives_every_label_its_probability_and_decision(multilabel_run, 
   (p,) = reply["predictions"]
   assert reply["threshold"] == 0.9 and set(p["probabilities_sd"]) == set(LABELS)
   assert p["label"] == ("+".join(n for n in LABELS if p["probabilities"][n] > 0.9) or "none")
+  assert cli.main(["predict", "--workdir", str(workdir), "--threshold", "1.5", files[0]]) == 2
+  assert capsys.readouterr().err.strip() == (
+      "radjax predict: error: --threshold 1.5: expected a probability strictly between 0 and 1")
 
 
 def test_explain_shows_a_named_label(multilabel_run, tmp_path, capsys):

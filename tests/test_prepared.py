@@ -113,6 +113,14 @@ def test_bad_prepare_and_training_settings_are_one_line(prepared_dir, dataset_di
     datasets.open_pipeline(prepared_dir, _config(image_size=299))
   with pytest.raises(UserError, match="has no test split"):
     datasets.open_pipeline(prepared_dir, _config(), splits=("test",))
+  assert refused(["prepare", "--config", "smoke", str(dataset_dir), str(tmp_path / "no" / "o")]) \
+      == f"radjax prepare: error: {tmp_path / 'no' / 'o'}: no such folder {tmp_path / 'no'}/"
+  other = tmp_path / "other"
+  other.mkdir()
+  (other / prepared.INDEX).write_text(json.dumps({"format": "something-else"}))
+  with pytest.raises(UserError, match=f"^{other}: not a dataset written by `radjax prepare` "
+                                      f"\\(radjax.json format 'something-else'\\)$"):
+    datasets.open_pipeline(other, _config())
 
 
 def test_a_multilabel_manifest_prepares_with_its_label_vectors(tmp_path):
