@@ -168,19 +168,26 @@ class ArrayPipeline:
       order[at] = members[np.arange(len(at)) % len(members)]
     return order
 
-  def eval_batches(self, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  def eval_batches(self, split: str, batch_size: int, shard: tuple[int, int] = (0, 1)
+                   ) -> Iterator[dict[str, np.ndarray]]:
+    """As `data.Pipeline.eval_batches` (with `shard`, this process's contiguous 1/n)."""
     images, labels = self.arrays.images[split], self.arrays.labels[split]
-    for start in range(0, len(images), batch_size):
-      index = np.arange(start, min(start + batch_size, len(images)))
-      yield preprocess.pad_batch({"image": images[index], "label": labels[index],
-                                  "index": index}, batch_size)
+    start, stop = preprocess.process_range(len(images), shard)
+    rows = batch_size // shard[1]
+    batches = ({"image": images[index], "label": labels[index], "index": index}
+               for index in (np.arange(at, min(at + rows, stop)) for at in range(start, stop, rows)))
+    empty = {"image": images[:0], "label": labels[:0], "index": np.zeros(0, np.int64)}
+    yield from preprocess.padded_batches(batches, len(images), batch_size, shard, empty)
 
-  def recalibration_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  def recalibration_batches(self, batch_size: int, shard: tuple[int, int] = (0, 1)
+                            ) -> Iterator[dict[str, np.ndarray]]:
+    """As `data.Pipeline.recalibration_batches` (with `shard`, this process's rows of each)."""
     images, labels = self.arrays.images["train"], self.arrays.labels["train"]
     rng = np.random.default_rng(np.random.SeedSequence([self.config.seed, RECALIBRATION_STREAM]))
     order = rng.permutation(len(images))
+    rows = batch_size // shard[1]
     for k in range(len(images) // batch_size):
-      index = order[k * batch_size:(k + 1) * batch_size]
+      index = order[k * batch_size + shard[0] * rows:k * batch_size + (shard[0] + 1) * rows]
       yield {"image": images[index], "label": labels[index], "index": index}
 
 

@@ -392,12 +392,32 @@ def decoded_dataset(examples: list[Example], config, channels: int | None = None
   return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
+def rows_of(ds, batch_size: int, shard: tuple[int, int]):
+  """Process i of n's rows [i * b, (i + 1) * b) of every global batch of `batch_size` examples
+  in `ds` (b = batch_size / n): taken before the costly per-example work."""
+  index, count = shard
+  if count == 1:
+    return ds
+  rows = batch_size // count
+  return ds.enumerate().filter(lambda k, example: (k % batch_size) // rows == index) \
+      .map(lambda k, example: example)
+
+
 class Pipeline:
   """Input pipelines over listed folders. Decoded images are cached after the first pass.
 
   Each split's examples are put in path order first, so batches (and everything computed from
   them) depend on which files there are, not on the order a listing returned them in.
+
+  Several processes (`shard=(i, n)`): every process caches the whole set (it fits in memory; a
+  global shuffle can put any image in any batch), makes the one global order of every epoch and
+  reads, augments and prepares only its own rows of each global batch, so n processes train
+  exactly what one does. Evaluation gives each process a contiguous 1/n of a split. A streamed
+  (`streaming`) dataset gives each process its own 1/n of the files instead: see
+  `prepared.PreparedPipeline`.
   """
+
+  streaming = False  # True: read from disk every epoch (prepared datasets above the memory budget)
 
   def __init__(self, folders: Folders, config):
     self.config = config
@@ -441,6 +461,10 @@ class Pipeline:
     """`decoded_dataset` of the examples, cached in memory after the first pass."""
     return decoded_dataset(examples, self.config).cache()
 
+  def _examples_of(self, split: str, start: int, stop: int):
+    """(image, label, index) of examples start..stop-1 of `split` in path order."""
+    return self._cached[split].skip(start).take(stop - start)
+
   def shuffle_buffer(self, split: str) -> int:
     """How many examples a shuffle of `split` mixes: all of them (the cache is in memory)."""
     return self.num_examples(split)
@@ -470,15 +494,23 @@ class Pipeline:
                                         config.image_size, config.image_size)
       return np.int64(order_seed), transforms
 
+    index, count = shard
+    rows = batch_size // count
+
     def epoch_examples(epoch):
       order_seed, transforms = tf.numpy_function(plan, [epoch], (tf.int64, tf.float32),
                                                  stateful=False)
       transforms = tf.ensure_shape(transforms, [n, 8])
-      ds = self._cached["train"].shuffle(self.shuffle_buffer("train"), seed=order_seed,
-                                         reshuffle_each_iteration=False)
-      # Whole batches only, so the batches below never mix two epochs.
-      return ds.take(steps * batch_size).map(
-          lambda image, label, index: (image, label, tf.gather(transforms, index)))
+      if self.streaming and count > 1:  # this process's own 1/n of the files, its own order
+        start, stop = preprocess.process_range(n, shard)
+        ds = self._examples_of("train", start, stop).shuffle(
+            min(self.shuffle_buffer("train"), stop - start), seed=order_seed,
+            reshuffle_each_iteration=False).take(steps * rows)
+      else:  # the global order; this process's rows of it. Whole batches only: none spans epochs.
+        ds = rows_of(self._cached["train"].shuffle(self.shuffle_buffer("train"), seed=order_seed,
+                                                   reshuffle_each_iteration=False)
+                     .take(steps * batch_size), batch_size, shard)
+      return ds.map(lambda image, label, index: (image, label, tf.gather(transforms, index)))
 
     positions = steps * batch_size
     num_classes = len(self.class_names)
@@ -504,8 +536,10 @@ class Pipeline:
       ds = tf.data.Dataset.choose_from_datasets(per_class,
                                                 tf.data.Dataset.from_tensor_slices(choices))
       # A position's transform, not an image's: an image drawn twice is augmented twice anew.
-      return ds.enumerate().map(
-          lambda position, example: (example[0], example[1], tf.gather(transforms, position)))
+      # Every process draws the global plan (even from a stream) and keeps its rows.
+      return rows_of(ds.enumerate().map(
+          lambda position, example: (example[0], example[1], tf.gather(transforms, position))),
+          batch_size, shard)
 
     weights = self.class_weights
 
@@ -525,11 +559,6 @@ class Pipeline:
     last_epoch = first_epoch if last_epoch is None else last_epoch
     ds = tf.data.Dataset.range(first_epoch, last_epoch + 1).flat_map(
         balanced_examples if config.sampling == "balanced" else epoch_examples)
-    index, count = shard
-    rows = batch_size // count
-    if count > 1:  # this process's rows of each global batch, before the costly augmentation
-      ds = ds.enumerate().filter(lambda k, example: (k % batch_size) // rows == index) \
-          .map(lambda k, example: example)
     ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.batch(rows, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
@@ -538,34 +567,52 @@ class Pipeline:
     """`train_dataset` as numpy: steps_per_epoch(batch_size) batches per epoch, in order."""
     return self.train_dataset(batch_size, first_epoch, last_epoch, shard).as_numpy_iterator()
 
-  def _eval_dataset(self, split: str):
+  def _prepared(self, ds):
+    """Un-augmented examples as the model's input (or cached integers, for device augmentation:
+    a quarter of the bytes to the device)."""
     tf, config = tensorflow(), self.config
 
     def prepare(image, label, index):
-      if config.augment_on == "device":  # cached integers: a quarter of the bytes to the device
+      if config.augment_on == "device":
         return {"image": image, "label": label, "index": index}
       return {"image": preprocess.to_model_input(preprocess.dequantize(image), config.value_range),
               "label": label, "index": index}
 
-    return self._cached[split].map(prepare, num_parallel_calls=tf.data.AUTOTUNE,
-                                   deterministic=True)
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-  def eval_batches(self, split: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  def eval_batches(self, split: str, batch_size: int, shard: tuple[int, int] = (0, 1)
+                   ) -> Iterator[dict[str, np.ndarray]]:
     """Un-augmented batches of `split` in path order. The last batch is padded to `batch_size`;
-    `mask` marks real examples, so every image counts exactly once."""
+    `mask` marks real examples and `index` their place in the split, so every image counts exactly
+    once. `shard=(i, n)`: process i's contiguous 1/n of the split in batches of batch_size / n
+    (`preprocess.padded_batches`; `Steps.logits_of(..., process_local=True)` joins them)."""
     tf = tensorflow()
-    for batch in self._eval_dataset(split).batch(batch_size).prefetch(tf.data.AUTOTUNE) \
-        .as_numpy_iterator():
-      yield preprocess.pad_batch(batch, batch_size)
+    start, stop = preprocess.process_range(self.num_examples(split), shard)
+    ds = self._prepared(self._examples_of(split, start, stop)).batch(batch_size // shard[1])
+    empty = {k: np.zeros((0, *spec.shape[1:]), spec.dtype.as_numpy_dtype)
+             for k, spec in ds.element_spec.items()}
+    yield from preprocess.padded_batches(ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator(),
+                                         self.num_examples(split), batch_size, shard, empty)
 
-  def recalibration_batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+  def recalibration_batches(self, batch_size: int, shard: tuple[int, int] = (0, 1)
+                            ) -> Iterator[dict[str, np.ndarray]]:
     """Full batches of the un-augmented training images in one seeded shuffled order, for
     precise BatchNorm: batches that mix the classes (files are listed class by class), and the
     same batches in every epoch and after a resume. The remainder (n mod batch_size) is left out,
-    so every batch weighs the same in the pooled statistics."""
+    so every batch weighs the same in the pooled statistics. `shard=(i, n)`: process i's rows of
+    each batch (a stream: batches of its own 1/n of the files)."""
     tf, config = tensorflow(), self.config
     n = self.num_examples("train")
     seed = int(np.random.SeedSequence([config.seed, RECALIBRATION_STREAM]).generate_state(1)[0])
-    ds = self._eval_dataset("train").shuffle(self.shuffle_buffer("train"), seed=seed,
-                                             reshuffle_each_iteration=False)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+    rows = batch_size // shard[1]
+    if self.streaming and shard[1] > 1:
+      start, stop = preprocess.process_range(n, shard)
+      ds = self._examples_of("train", start, stop).shuffle(
+          min(self.shuffle_buffer("train"), stop - start), seed=seed,
+          reshuffle_each_iteration=False).take(n // batch_size * rows)
+    else:
+      ds = rows_of(self._cached["train"].shuffle(self.shuffle_buffer("train"), seed=seed,
+                                                 reshuffle_each_iteration=False)
+                   .take(n // batch_size * batch_size), batch_size, shard)
+    return self._prepared(ds).batch(rows, drop_remainder=True).prefetch(tf.data.AUTOTUNE) \
+        .as_numpy_iterator()

@@ -16,6 +16,13 @@ keeps the decoded images in memory when they fit `config.cache_mb`, as folders d
 streams them from disk every epoch with a shuffle buffer of `config.shuffle_buffer` examples, and
 says so. Every epoch's order and transforms stay a function of (seed, epoch); a streamed epoch's
 order differs from a cached one's (the buffer mixes less than the whole set).
+
+Several processes: a cached dataset is trained exactly as one process trains it (`data.Pipeline`).
+A streamed one gives process i of n its own contiguous 1/n of every split (a TFDS slice, so only
+the files holding it are read), shuffled with its own buffer, and each global batch is every
+process's next batch_size / n rows: the n processes together see every image once per epoch, in
+an order that depends on n. Balanced sampling still has every process draw the global plan from
+the whole stream and keep its rows.
 """
 
 from __future__ import annotations
@@ -139,14 +146,26 @@ class PreparedPipeline(data.Pipeline):
 
   def _decoded(self, examples):
     """The split whose examples these are, read from disk: (image, label, index) in path order."""
+    split = next(s for s, listed in self.examples.items() if listed is examples)
+    ds = self._read(split, split)
+    return ds if self.streaming else ds.cache()
+
+  def _read(self, split: str, selection: str):
+    """(image, label, index) of the TFDS split `selection` (a slice of `split`), from disk."""
     import tensorflow as tf
 
-    split = next(s for s, listed in self.examples.items() if listed is examples)
     channels = self.split_channels[split]
-    ds = self.builder.as_dataset(split=split, shuffle_files=False)
-    ds = ds.map(lambda e: (e["image"][..., :channels], tf.cast(e["label"], tf.int32), e["index"]),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds if self.streaming else ds.cache()
+    ds = self.builder.as_dataset(split=selection, shuffle_files=False)
+    return ds.map(lambda e: (e["image"][..., :channels], tf.cast(e["label"], tf.int32),
+                             e["index"]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+  def _examples_of(self, split: str, start: int, stop: int):
+    """Streamed: only the files that hold examples start..stop-1 are read (a TFDS slice)."""
+    if not self.streaming or (start, stop) == (0, self.num_examples(split)):
+      return super()._examples_of(split, start, stop)
+    if start == stop:
+      return self._cached[split].take(0)
+    return self._read(split, f"{split}[{start}:{stop}]")
 
   def shuffle_buffer(self, split: str) -> int:
     if not self.streaming:

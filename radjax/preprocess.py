@@ -17,6 +17,7 @@ TensorFlow is imported lazily (`tensorflow()`), so model code imports without it
 from __future__ import annotations
 
 import functools
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -127,3 +128,27 @@ def pad_batch(batch: dict[str, np.ndarray], batch_size: int) -> dict[str, np.nda
             for k, v in batch.items()}
   padded["mask"] = np.arange(batch_size) < n
   return padded
+
+
+def process_range(count: int, shard: tuple[int, int]) -> tuple[int, int]:
+  """Process i of n's contiguous share [start, stop) of `count` examples in path order:
+  ceil(count / n) each, the last process fewer (or none)."""
+  index, processes = shard
+  share = -(-count // processes)
+  return min(count, index * share), min(count, (index + 1) * share)
+
+
+def padded_batches(batches: Iterable[dict], count: int, batch_size: int, shard: tuple[int, int],
+                   empty: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+  """Evaluation batches of process i of n: its `process_range` of `count` examples in `batches` of
+  b = batch_size / n rows, each padded (`pad_batch`), then wholly padded ones, so that every
+  process yields ceil(ceil(count / n) / b) batches: the global batch k is every process's batch k,
+  one compiled shape. `empty`: one zero-row array per key (the shape of a wholly padded batch)."""
+  rows = batch_size // shard[1]
+  total = -(-(-(-count // shard[1])) // rows)
+  done = 0
+  for batch in batches:
+    done += 1
+    yield pad_batch(batch, rows)
+  for _ in range(total - done):
+    yield pad_batch(empty, rows)

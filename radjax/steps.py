@@ -150,6 +150,8 @@ class Steps:
                            in_shardings=(self.replicated, self.data, self.replicated),
                            out_shardings=self.replicated)
     self.pool = jax.jit(pooled_batch_stats, static_argnums=2, out_shardings=self.replicated)
+    # Every process's rows of a sharded batch, on every process (evaluation's labels and masks).
+    self.gathered = jax.jit(lambda tree: tree, out_shardings=self.replicated)
 
   def shard(self, batch: dict[str, np.ndarray], process_local: bool = False) -> dict[str, jax.Array]:
     """Host batch -> global arrays split along the `data` mesh axis.
@@ -168,22 +170,42 @@ class Steps:
 
     return {k: local(v) for k, v in batch.items()}
 
-  def on_device(self, batch: dict) -> dict[str, jax.Array]:
-    """A batch's images as sharded device arrays (already placed ones are kept as they are)."""
+  def on_device(self, batch: dict, process_local: bool = False) -> dict[str, jax.Array]:
+    """A batch's images as sharded device arrays (already placed ones are kept as they are).
+    `process_local`: as in `shard`."""
     image = batch["image"]
-    return {"image": image} if isinstance(image, jax.Array) else self.shard({"image": image})
+    return {"image": image} if isinstance(image, jax.Array) \
+        else self.shard({"image": image}, process_local)
 
   def replicate(self, tree):
     return jax.device_put(tree, self.replicated)
 
-  def logits_of(self, variables, batches: Iterable[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """(logits, labels) of every real example of padded `batches` (see preprocess.pad_batch)."""
-    logits, labels = [], []
+  def logits_of(self, variables, batches: Iterable[dict], process_local: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, labels) of every real example of padded `batches` (see preprocess.pad_batch).
+
+    `process_local`: each process holds its own examples of every global batch
+    (`eval_batches(..., shard=...)`); their labels, masks and indices travel with the images and
+    come back to every process, and the examples are put back in `index` order, so the result is
+    the one-process result whatever the number of processes."""
+    logits, kept = [], []
+    gather = process_local and jax.process_count() > 1
     for batch in batches:
-      out = self.logits(variables, self.shard({"image": batch["image"]}))
-      logits.append(np.asarray(out)[batch["mask"]])
-      labels.append(batch["label"][batch["mask"]])
-    return np.concatenate(logits), np.concatenate(labels)
+      rest = {k: batch[k] for k in ("label", "mask", "index") if k in batch}
+      if gather:
+        placed = self.shard({"image": batch["image"], **rest}, process_local=True)
+        out = self.logits(variables, {"image": placed.pop("image")})
+        rest = jax.device_get(self.gathered(placed))
+      else:
+        out = self.logits(variables, self.shard({"image": batch["image"]}))
+      logits.append(np.asarray(out)[rest["mask"]])
+      kept.append({k: v[rest["mask"]] for k, v in rest.items()})
+    logits = np.concatenate(logits)
+    labels = np.concatenate([k["label"] for k in kept])
+    if gather:
+      order = np.argsort(np.concatenate([k["index"] for k in kept]), kind="stable")
+      logits, labels = logits[order], labels[order]
+    return logits, labels
 
   def precise_batch_stats(self, state: TrainState, batches: Iterable[dict], rng,
                           batches_per_call: int = 1) -> Any:

@@ -102,11 +102,11 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
     mngr.close()
     return report.epoch_records(reporter.history)
 
-  recalibration = _recalibration_batches(run, pipeline)
+  # Each process reads and prepares only its share of every batch (all of it with one process).
+  shard = (jax.process_index(), jax.process_count())
+  recalibration = _recalibration_batches(run, pipeline, shard)
   rng = jax.random.fold_in(jax.random.key(config.seed), TRAIN_STREAM)
-  # This process's rows of every global batch (all of them with one process).
-  batches = pipeline.train_batches(config.batch_size, start, config.num_epochs,
-                                   shard=(jax.process_index(), jax.process_count()))
+  batches = pipeline.train_batches(config.batch_size, start, config.num_epochs, shard=shard)
   first = next(batches)  # its shapes and dtypes are the compiled step's
   train_step = _compile_train_step(run, state, first, rng)
   batches = itertools.chain([first], batches)
@@ -127,7 +127,8 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
       jax.block_until_ready(state.batch_stats)  # so that its time is its own, not validation's
     recalibrated = time.perf_counter()
     val_logits, val_labels = run.steps.logits_of(
-        state.variables, pipeline.eval_batches("val", config.eval_batch_size))
+        state.variables, pipeline.eval_batches("val", config.eval_batch_size, shard),
+        process_local=True)
     val = metrics.classification_metrics(val_logits, val_labels)
     validated = time.perf_counter()
     record = {"epoch": epoch, **train_metrics,
@@ -146,11 +147,11 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
   return report.epoch_records(reporter.history)
 
 
-def _recalibration_batches(run, pipeline):
-  """Precise BN's batches. They are the same in every epoch: placed on the devices once when they
-  fit in `precise_bn_cache_mb`, else read again each epoch (a callable gives them). [] when it is
-  off, or when no BatchNorm layer trains (fine_tune="head": every one keeps its statistics, so
-  the pass would change nothing)."""
+def _recalibration_batches(run, pipeline, shard=(0, 1)):
+  """Precise BN's batches (this process's rows of each). They are the same in every epoch: placed
+  on the devices once when they fit in `precise_bn_cache_mb`, else read again each epoch (a
+  callable gives them). [] when it is off, or when no BatchNorm layer trains (fine_tune="head":
+  every one keeps its statistics, so the pass would change nothing)."""
   from radjax.models.stages import NUM_STAGES, frozen_stages
 
   config = run.config
@@ -160,13 +161,14 @@ def _recalibration_batches(run, pipeline):
     print("Precise BN: skipped, no BatchNorm layer trains (fine_tune=head)")
     return []
   placed, size = [], 0
-  for batch in pipeline.recalibration_batches(config.batch_size):
+  for batch in pipeline.recalibration_batches(config.batch_size, shard):
     size += batch["image"].nbytes
-    if size > config.precise_bn_cache_mb * 2**20:
+    if size > config.precise_bn_cache_mb * 2**20 / shard[1]:  # every process holds its share
       print(f"Precise BN: its batches exceed --config.precise_bn_cache_mb="
             f"{config.precise_bn_cache_mb}; they are read again each epoch")
-      return lambda: pipeline.recalibration_batches(config.batch_size)
-    placed.append(run.steps.on_device(batch))
+      return lambda: (run.steps.on_device(b, process_local=True)
+                      for b in pipeline.recalibration_batches(config.batch_size, shard))
+    placed.append(run.steps.on_device(batch, process_local=True))
   return placed
 
 

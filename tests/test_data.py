@@ -418,7 +418,8 @@ def test_precise_bn_batches_stream_above_their_memory_budget(small_dataset):
 
   config = _config()
   pipeline = data.Pipeline(data.list_folders(small_dataset), config)
-  run = types.SimpleNamespace(config=config, steps=types.SimpleNamespace(on_device=lambda b: b))
+  run = types.SimpleNamespace(config=config, steps=types.SimpleNamespace(
+      on_device=lambda b, process_local=False: b))
   placed = train._recalibration_batches(run, pipeline)
   assert isinstance(placed, list) and len(placed) == 1  # 6 images, batches of 5
   config.precise_bn_cache_mb = 0

@@ -19,17 +19,21 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tiny_data(dataset_dir, tmp_path_factory):
-  return copy_subset(dataset_dir, tmp_path_factory.mktemp("tiny"), {"TRAIN": 5, "VAL": 2})
+  return copy_subset(dataset_dir, tmp_path_factory.mktemp("tiny"), {"TRAIN": 5, "VAL": 3})
 
 
-def test_process_shards_of_the_training_batches_make_up_the_global_batches(tiny_data, tmp_path):
+def _sources(tiny_data, tmp_path):
   config = config_lib.load_config("smoke", [f"--config.data_dir={tiny_data}"])
-  pipeline = data.Pipeline(data.list_folders(tiny_data), config)
   npz = tmp_path / "tiny.npz"
   arrays.export(config, npz, datasets.list_every_split(tiny_data))
   device = config_lib.load_config("smoke", [f"--config.data_dir={npz}",
                                             "--config.augment_on=device"])
-  for source in (pipeline, arrays.ArrayPipeline(arrays.load(npz), device)):
+  return data.Pipeline(data.list_folders(tiny_data), config), \
+      arrays.ArrayPipeline(arrays.load(npz), device)
+
+
+def test_process_shards_of_the_training_batches_make_up_the_global_batches(tiny_data, tmp_path):
+  for source in _sources(tiny_data, tmp_path):
     whole = list(source.train_batches(4, 1, 2))
     parts = [list(source.train_batches(4, 1, 2, shard=(i, 2))) for i in range(2)]
     assert len(whole) == len(parts[0]) == len(parts[1]) == 4  # 2 steps of 4 per epoch
@@ -37,6 +41,33 @@ def test_process_shards_of_the_training_batches_make_up_the_global_batches(tiny_
       for key in batch:
         assert first[key].shape[0] == second[key].shape[0] == 2
         np.testing.assert_array_equal(batch[key], np.concatenate([first[key], second[key]]))
+    # Precise BN's batches: the same rows of the same global batches.
+    whole = list(source.recalibration_batches(4))
+    parts = [list(source.recalibration_batches(4, shard=(i, 2))) for i in range(2)]
+    assert len(whole) == len(parts[0]) == len(parts[1]) == 2  # 10 images: 2 full batches of 4
+    for batch, first, second in zip(whole, *parts):
+      for key in batch:
+        np.testing.assert_array_equal(batch[key], np.concatenate([first[key], second[key]]))
+
+
+def test_each_process_evaluates_its_own_contiguous_share_padded_to_one_shape(tiny_data, tmp_path):
+  for source in _sources(tiny_data, tmp_path):
+    whole = list(source.eval_batches("val", 4))  # 6 images: 4 + 2 padded
+    assert [int(b["mask"].sum()) for b in whole] == [4, 2]
+    parts = [list(source.eval_batches("val", 4, shard=(i, 2))) for i in range(2)]
+    # Images 0-2 and 3-5, two rows a batch: two batches each, the second padded to 2 rows.
+    for i, part in enumerate(parts):
+      assert [b["image"].shape[0] for b in part] == [2, 2]
+      assert [int(b["mask"].sum()) for b in part] == [2, 1]
+      assert np.concatenate([b["index"][b["mask"]] for b in part]).tolist() == \
+          [3 * i, 3 * i + 1, 3 * i + 2]
+    real = {k: np.concatenate([b[k][b["mask"]] for part in parts for b in part])
+            for k in ("image", "label", "index")}
+    for key, value in real.items():
+      np.testing.assert_array_equal(value, np.concatenate([b[key][b["mask"]] for b in whole]))
+    # More processes than a split has images: the ones without any still yield padded batches.
+    lonely = list(source.eval_batches("val", 8, shard=(3, 4)))
+    assert [int(b["mask"].sum()) for b in lonely] == [0] and lonely[0]["image"].shape[0] == 2
 
 
 RUN = """

@@ -93,6 +93,28 @@ def test_a_dataset_above_the_memory_budget_streams_every_image_once_per_epoch(pr
     np.testing.assert_array_equal(x["image"], y["image"])
 
 
+def test_a_streamed_dataset_gives_each_process_its_own_share_of_the_files(prepared_dir):
+  config = _config(cache_mb=0, shuffle_buffer=8, augment_on="device")
+  pipeline = prepared.PreparedPipeline(prepared_dir, config)
+  cached = prepared.PreparedPipeline(prepared_dir, _config(augment_on="device"))
+  index_of = {image.tobytes(): int(i) for image, _, i in cached.cached("train")}
+  seen = []
+  for process, (start, stop) in enumerate([(0, 33), (33, 65)]):  # 65 images, 2 processes
+    batches = list(pipeline.train_batches(4, 1, shard=(process, 2)))
+    assert len(batches) == 16 and all(b["image"].shape[0] == 2 for b in batches)
+    mine = [index_of[image.tobytes()] for b in batches for image in b["image"]]
+    assert all(start <= i < stop for i in mine)  # only its own slice of the files
+    seen += mine
+    recalibration = list(pipeline.recalibration_batches(4, shard=(process, 2)))
+    assert len(recalibration) == 16  # 65 // 4 global batches, two rows of them each
+    assert all(start <= i < stop for b in recalibration for i in b["index"])
+  assert len(seen) == len(set(seen)) == 64  # one epoch: no image twice, 16 steps of 4
+  # Evaluation: each process streams its contiguous half of the split, in path order.
+  parts = [list(pipeline.eval_batches("val", 4, shard=(i, 2))) for i in range(2)]
+  assert [np.concatenate([b["index"][b["mask"]] for b in part]).tolist() for part in parts] == \
+      [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+
+
 def test_bad_prepare_and_training_settings_are_one_line(prepared_dir, dataset_dir, tmp_path,
                                                         capsys):
   def refused(argv):

@@ -354,6 +354,9 @@ def test_resume_with_changed_stage_settings_is_reported_and_recorded(trained, ti
   assert "Nothing to do" in capsys.readouterr().out
 
 
+# Orbax abandons the damaged array's other reads mid-flight; when the garbage collector finds
+# those coroutines is a matter of timing (0 or 11 "Exception ignored" warnings in repeated runs).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_train_resumes_from_the_newest_intact_checkpoint(trained, tiny_data, jit_cache, tmp_path,
                                                          caplog):
   workdir = _copy_run(trained, tmp_path)
