@@ -148,12 +148,9 @@ def _identity(path: pathlib.Path, dicom_voi: str) -> tuple[str, int, str]:
 
   sha = hashlib.sha256(path.read_bytes()).hexdigest()
   phash = audit.perceptual_hash(images.read_image(path, dicom_voi))
-  patient = ""
-  if images.describe(path)["format"] == "DICOM":
-    import pydicom
+  from radjax import dicom
 
-    patient = str(pydicom.dcmread(path, stop_before_pixels=True).get("PatientID", "")).strip()
-  return sha, phash, patient
+  return sha, phash, dicom.patient_id(path)
 
 
 def csv_patients(csv_path) -> dict[str, str]:

@@ -44,6 +44,7 @@ class Example:
   label: int | tuple[int, ...]  # multilabel: one 1/0/-1 (unknown) per label
   gray: bool = False  # all channels equal (known when the listing decoded the file)
   high_bit: bool = False  # more than 8 bits per value (16-bit PNG, DICOM): cached as 16 bits
+  patient_id: str = ""  # a manifest's patient_id cell ("" without one)
 
 
 @dataclasses.dataclass
@@ -154,7 +155,7 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
   return Folders(root, class_names, result, skipped)
 
 
-def checked_example(path: str, label: int, validate: bool, dicom_voi: str):
+def checked_example(path: str, label: int, validate: bool, dicom_voi: str, patient_id: str = ""):
   """The file's Example, decoded once when `validate`; or (path, reason) when it is unreadable."""
   gray = high_bit = False
   if validate:
@@ -163,7 +164,7 @@ def checked_example(path: str, label: int, validate: bool, dicom_voi: str):
       high_bit = images.bit_depth(path) > 8
     except images.ImageReadError as e:
       return (path, str(e).removeprefix(f"{path}: "))
-  return Example(path, label, gray, high_bit)
+  return Example(path, label, gray, high_bit, patient_id)
 
 
 def _warn_skipped(skipped, result) -> None:
@@ -241,14 +242,14 @@ def list_manifest(csv_path, splits=("train", "val"), validate: bool = True,
       raise UserError(f"{where}: {r['path']} is listed again (first on line {seen[relative]})")
     seen[relative] = line
     listed.append((relative, _label_vector(r, label_names, where) if multilabel
-                   else r[label_column], split))
-  class_names = label_names if multilabel else sorted({label for _, label, _ in listed})
+                   else r[label_column], split, r.get("patient_id", "").strip()))
+  class_names = label_names if multilabel else sorted({label for _, label, _, _ in listed})
   if len(class_names) < 2:
     raise UserError(f"{csv_path}: found {len(class_names)} label value(s) {class_names}; a "
                     "classifier needs at least two")
   result: dict[str, list[Example]] = {s: [] for s in splits}
   skipped: list[tuple[str, str]] = []
-  for relative_path, label, split in listed:
+  for relative_path, label, split, patient in listed:
     if split not in result:
       continue
     path = str(root / relative_path)
@@ -256,7 +257,7 @@ def list_manifest(csv_path, splits=("train", "val"), validate: bool = True,
       skipped.append((path, "no such file (listed in the CSV)"))
       continue
     example = checked_example(path, label if multilabel else class_names.index(label), validate,
-                              dicom_voi)
+                              dicom_voi, patient)
     (result[split] if isinstance(example, Example) else skipped).append(example)
   for split, examples in result.items():
     if multilabel:  # training needs both values of every label; evaluation reports what it has

@@ -83,6 +83,17 @@ def is_dicom(path: str | os.PathLike) -> bool:
   return head[PREAMBLE_LENGTH:] == MAGIC
 
 
+def patient_id(path: str | os.PathLike) -> str:
+  """The file's Patient ID (0010,0020), stripped; "" for a file that is not DICOM or has none.
+  Reads the header only."""
+  path = pathlib.Path(path)
+  if not is_dicom(path):
+    return ""
+  with _reported_as_dicom_error(path, "cannot read the DICOM header"):
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+  return str(header.get("PatientID", "")).strip()
+
+
 def read_dicom(path: str | os.PathLike, voi: str = "auto") -> tuple[np.ndarray, dict]:
   """(image, info) for the DICOM file at `path`.
 

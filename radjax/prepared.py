@@ -7,7 +7,8 @@
 or uint16 for high-bit-depth sources; one channel when every image is gray) and stores it with
 tensorflow-datasets' own writer (`tfds.dataset_builders.store_as_tfds_dataset`: sharded records,
 `dataset_info.json`, PNG-encoded images), in path order, with the label (a class, or a 1/0/-1
-vector for multilabel data), the example's index and its source path as features. `OUT/radjax.json`
+vector for multilabel data), the example's index, its source path and its patient id (a manifest's
+patient_id column, else the DICOM Patient ID, else "") as features. `OUT/radjax.json`
 records the class names, the pixel settings (a run must use the same ones) and each split's paths
 and labels, so counts and class weights need no pass over the images.
 
@@ -33,13 +34,13 @@ import shutil
 
 import numpy as np
 
-from radjax import data
+from radjax import data, dicom
 from radjax.errors import UserError
 
 NAME = "radjax_prepared"
-VERSION = "1.0.0"
+VERSION = "1.1.0"  # 1.1.0: patient_id feature
 INDEX = "radjax.json"
-FORMAT = "radjax-prepared-1"
+FORMAT = "radjax-prepared-2"  # 2: patient ids
 PIXEL_SETTINGS = ("image_size", "resize", "resize_method", "dicom_voi")
 
 
@@ -60,6 +61,7 @@ def prepare(config, folders: data.Folders, out, progress: bool = True) -> dict:
     raise UserError(f"{out}: no such folder {out.parent}/")
   examples = {split: sorted(e, key=lambda x: x.path) for split, e in folders.splits.items()}
   everything = [e for split in examples.values() for e in split]
+  patients = {e.path: e.patient_id or dicom.patient_id(e.path) for e in everything}
   channels, high_bit = data.cache_layout(everything)
   dtype = np.uint16 if high_bit else np.uint8
   size = config.image_size
@@ -69,7 +71,8 @@ def prepare(config, folders: data.Folders, out, progress: bool = True) -> dict:
   features = tfds.features.FeaturesDict({
       "image": tfds.features.Image(shape=(size, size, channels), dtype=dtype,
                                    encoding_format="png"),
-      "label": label, "index": np.int64, "path": tfds.features.Text()})
+      "label": label, "index": np.int64, "path": tfds.features.Text(),
+      "patient_id": tfds.features.Text()})
   total = len(everything)
   bar = tqdm(total=total, desc="prepare", unit="image", disable=not progress)
 
@@ -83,7 +86,7 @@ def prepare(config, folders: data.Folders, out, progress: bool = True) -> dict:
       bar.update(1)
       yield int(index), {"image": image, "label": np.asarray(e.label, np.int8)
                          if folders.multilabel else int(e.label),
-                         "index": int(index), "path": e.path}
+                         "index": int(index), "path": e.path, "patient_id": patients[e.path]}
 
   tfds.dataset_builders.store_as_tfds_dataset(
       name=NAME, version=VERSION, features=features, data_dir=out, disable_shuffling=True,
@@ -100,7 +103,8 @@ def prepare(config, folders: data.Folders, out, progress: bool = True) -> dict:
                               for split, listed in examples.items()},
            "settings": {key: config[key] for key in PIXEL_SETTINGS},
            "splits": {split: {"paths": [e.path for e in listed],
-                              "labels": [e.label for e in listed]}
+                              "labels": [e.label for e in listed],
+                              "patient_ids": [patients[e.path] for e in listed]}
                       for split, listed in examples.items()}}
   (out / INDEX).write_text(json.dumps(index))
   nbytes = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
@@ -117,6 +121,9 @@ class PreparedPipeline(data.Pipeline):
 
     self.path = pathlib.Path(path)
     index = json.loads((self.path / INDEX).read_text())
+    if index.get("format") == "radjax-prepared-1":
+      raise UserError(f"{self.path}: written by an older `radjax prepare` (no patient ids); "
+                      "prepare it again")
     if index.get("format") != FORMAT:
       raise UserError(f"{self.path}: not a dataset written by `radjax prepare` ({INDEX} format "
                       f"{index.get('format')!r})")
@@ -130,8 +137,10 @@ class PreparedPipeline(data.Pipeline):
                       f"{list(index['splits'])})")
     self.builder = tfds.builder_from_directory(str(self.path / NAME / VERSION))
     multilabel = index["multilabel"]
-    listed = {s: [data.Example(p, tuple(label) if multilabel else int(label))
-                  for p, label in zip(index["splits"][s]["paths"], index["splits"][s]["labels"])]
+    listed = {s: [data.Example(p, tuple(label) if multilabel else int(label), patient_id=patient)
+                  for p, label, patient in zip(index["splits"][s]["paths"],
+                                               index["splits"][s]["labels"],
+                                               index["splits"][s]["patient_ids"])]
               for s in splits}
     folders = data.Folders(self.path, index["class_names"], listed, [], multilabel)
     self.split_channels = index["split_channels"]

@@ -121,11 +121,9 @@ def group_key(path: str, class_dir: pathlib.Path, group_by: str) -> str:
   if group_by == "folder":
     parts = pathlib.Path(path).relative_to(class_dir).parts
     return parts[0] if len(parts) > 1 else ""
-  if images.describe(path)["format"] != "DICOM":
-    return ""
-  import pydicom
+  from radjax import dicom
 
-  return str(pydicom.dcmread(path, stop_before_pixels=True).get("PatientID", "")).strip()
+  return dicom.patient_id(path)
 
 
 def _assign_groups(files, group_of, n_val, n_test, rng) -> dict[str, dict[str, list[str]]]:

@@ -39,7 +39,7 @@ def test_prepare_writes_a_tfds_dataset_with_the_pipelines_own_pixels(prepared_di
   builder = tfds.builder_from_directory(str(prepared_dir / prepared.NAME / prepared.VERSION))
   assert builder.info.splits["train"].num_examples == 65
   assert builder.info.splits["val"].num_examples == 10
-  assert set(builder.info.features) == {"image", "label", "index", "path"}
+  assert set(builder.info.features) == {"image", "label", "index", "path", "patient_id"}
   # The same decoded, resized, quantized images, labels and order as training from the folders.
   config = _config()
   ours = prepared.PreparedPipeline(prepared_dir, config)
@@ -159,6 +159,46 @@ def test_a_multilabel_manifest_prepares_with_its_label_vectors(tmp_path):
   want = {e.path: e.label for e in listed.splits["val"]}
   got = [tuple(label) for _, label, _ in pipeline.cached("val")]
   assert got == [want[p] for p in sorted(want)]
+
+
+def test_patient_ids_are_a_feature_from_the_manifest_else_the_dicom_header(dataset_dir,
+                                                                           tmp_path):
+  import csv
+  import shutil
+
+  import tensorflow_datasets as tfds
+  from conftest import write_dicom
+
+  rows = [["path", "label", "patient_id", "split"]]
+  for split, n in (("train", 2), ("val", 1)):
+    for label in ("abd", "chest"):
+      for src in sorted((dataset_dir / split.upper() / label).glob("*.png"))[:n]:
+        shutil.copy(src, tmp_path / f"{split}_{src.name}")
+        rows.append([f"{split}_{src.name}", label, f"P-{split}-{src.stem}", split])
+  pixels = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)
+  write_dicom(tmp_path / "film.dcm", pixels, PatientID="DICOM-7")
+  write_dicom(tmp_path / "other.dcm", pixels, PatientID="DICOM-8")
+  rows += [["film.dcm", "chest", "", "train"], ["other.dcm", "abd", "P-cell", "train"]]
+  manifest = tmp_path / "films.csv"
+  with manifest.open("w", newline="") as f:
+    csv.writer(f).writerows(rows)
+  out = tmp_path / "prepared"
+  config = _config()
+  prepared.prepare(config, datasets.list_every_split(manifest), out, progress=False)
+  builder = tfds.builder_from_directory(str(out / prepared.NAME / prepared.VERSION))
+  got = {e["path"].decode(): e["patient_id"].decode()
+         for e in tfds.as_numpy(builder.as_dataset(split="train"))}
+  want = {str(tmp_path / r[0]): r[2] for r in rows[1:] if r[3] == "train"}
+  want[str(tmp_path / "film.dcm")] = "DICOM-7"  # no cell: the DICOM Patient ID
+  assert got == want  # "other.dcm": the manifest's cell wins over its header
+  pipeline = datasets.open_pipeline(out, config)
+  assert {e.path: e.patient_id for e in pipeline.examples["train"]} == want
+  index = json.loads((out / prepared.INDEX).read_text())
+  index["format"] = "radjax-prepared-1"
+  (out / prepared.INDEX).write_text(json.dumps(index))
+  with pytest.raises(UserError, match=f"^{out}: written by an older `radjax prepare` "
+                                      "\\(no patient ids\\); prepare it again$"):
+    datasets.open_pipeline(out, config)
 
 
 def test_the_tutorial_dataset_builds_offline_from_an_extracted_copy(dataset_dir, tmp_path):
