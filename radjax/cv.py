@@ -17,7 +17,8 @@ Each seed S repeats the whole cross-validation with its own fold assignment and 
 The held-out predictions come from each fold's final epoch, never from its best checkpoint: that
 one was chosen on the held-out images themselves and would flatter them. The headline is the
 out-of-fold pooled ROC AUC (every image scored once, by the model that did not train on it) with
-a stratified bootstrap interval, and its mean and spread over seeds.
+a stratified bootstrap interval, and its mean and spread over seeds. Three or more classes: the
+macro one-vs-rest figures (`metrics.multiclass_metrics`), with each class' AUC interval too.
 """
 
 from __future__ import annotations
@@ -70,8 +71,7 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
     rows = "train and val rows" if has_split else "rows"
     if folders.multilabel:
       raise UserError(f"{root}: one 1/0/blank column per label is multilabel data; radjax cv "
-                      "pools two-class (binary) results only so far")
-    check_binary(folders.class_names, root)
+                      "folds single-label (binary or multiclass) data only so far")
     return folders.class_names, sorted(found), f"the {rows} of {root.name}"
   present = data.find_splits(root)  # raises for a missing directory
   if present:
@@ -80,7 +80,6 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
     note = ("TRAIN/ and VAL/ pooled" + (f"; {present['test'].name}/ left out (the final test)"
                                         if "test" in present else ""))
     class_names = folders.class_names
-    check_binary(class_names, root)
     found = [(pathlib.Path(e.path).relative_to(root).as_posix(), e.label) for e in examples]
   else:
     dirs = data.class_dirs(root)
@@ -88,7 +87,6 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
     if len(class_names) < 2:
       raise UserError(f"{root}: found neither TRAIN/ and VAL/ nor two class folders "
                       f"({class_names}); cross-validation needs labelled images")
-    check_binary(class_names, root)
     found = []
     for label, d in enumerate(dirs):
       files, others = images.list_image_files(d)
@@ -102,11 +100,10 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
   return class_names, sorted(found), note
 
 
-def check_binary(class_names, where) -> None:
-  """Pooled out-of-fold ROC, bootstrap and operating figures are binary ones so far."""
-  if len(class_names) != 2:
-    raise UserError(f"{where}: found {len(class_names)} classes ({', '.join(class_names)}); "
-                    "radjax cv pools two-class (binary) results only so far")
+def check_classes(class_names, where) -> None:
+  if len(class_names) < 2:
+    raise UserError(f"{where}: found {len(class_names)} class(es) ({', '.join(class_names)}); "
+                    "cross-validation needs at least two")
 
 
 def manifest_images(manifest):
@@ -125,7 +122,7 @@ def manifest_images(manifest):
   if not rows:
     raise UserError(f"{manifest}: no row has a fold; write one with `radjax split --folds K`")
   class_names = sorted({r["class"] for r in rows})
-  check_binary(class_names, manifest)
+  check_classes(class_names, manifest)
   found, fold_of = [], {}
   for r in rows:
     relative = data.manifest_path(r["path"])
@@ -218,7 +215,7 @@ def assign_folds(labels, groups, folds: int, seed: int) -> list[int]:
 
 
 def _check_folds(fold_of: list[int], labels: list[int], folds: int, class_names, where: str):
-  """Every fold must hold out, and train on, both classes: otherwise it has no AUC."""
+  """Every fold must hold out, and train on, every class: otherwise it has no AUC."""
   for k in range(1, folds + 1):
     held = [lab for f, lab in zip(fold_of, labels) if f == k]
     rest = [lab for f, lab in zip(fold_of, labels) if f != k]
@@ -226,7 +223,7 @@ def _check_folds(fold_of: list[int], labels: list[int], folds: int, class_names,
       missing = [class_names[c] for c in range(len(class_names)) if c not in part]
       if missing:
         raise UserError(f"{where}: fold {k} {name} no {', '.join(missing)} image; every fold "
-                        "needs both classes (lower --folds, or add images)")
+                        "needs every class (lower --folds, or add images)")
 
 
 def make_plan(data_dir, folds: int, seeds: list[int], dicom_voi: str = "auto",
@@ -323,7 +320,7 @@ def held_out_predictions(fold_dir, epoch: int) -> dict:
       trained.variables, pipeline.eval_batches("val", trained.config.eval_batch_size))
   return {"epoch": epoch,
           "paths": [_source_path(fold_data, e.path) for e in pipeline.examples["val"]],
-          "labels": [int(x) for x in labels], "logits": [float(x) for x in logits]}
+          "labels": [int(x) for x in labels], "logits": np.asarray(logits, float).tolist()}
 
 
 def _fold_config(config, fold_data: pathlib.Path, seed: int):
@@ -373,21 +370,28 @@ def _mean_sd(values) -> dict:
 def summarize(plan: dict, results: dict[int, dict[int, dict]], bootstrap_seed: int = 0) -> dict:
   """Per-fold metrics, the pooled out-of-fold metrics of every seed with bootstrap intervals,
   and their mean and spread over seeds."""
+  from radjax.evaluate import per_class_intervals
+
   per_seed = {}
   for seed, by_fold in results.items():
     folds = {}
     for fold, r in sorted(by_fold.items()):
-      m = metrics.binary_metrics(r["logits"], r["labels"])
+      m = metrics.classification_metrics(np.asarray(r["logits"]), r["labels"])
       folds[str(fold)] = {k: m[k] for k in FOLD_METRICS + ("count",)}
-    logits = np.concatenate([r["logits"] for r in by_fold.values()])
-    labels = np.concatenate([r["labels"] for r in by_fold.values()])
-    pooled = metrics.binary_metrics(logits, labels)
+    logits, labels = pooled_predictions(by_fold)
+    pooled = metrics.classification_metrics(logits, labels)
+    multiclass = np.ndim(logits) == 2  # macro figures; the decision is the most probable class
     per_seed[str(seed)] = {
         "folds": folds,
         "pooled": {k: pooled[k] for k in FOLD_METRICS + ("loss", "count", "confusion_matrix")},
-        "intervals": metrics.bootstrap_intervals(logits, labels, seed=bootstrap_seed),
+        "intervals": (metrics.multiclass_bootstrap_intervals if multiclass
+                      else metrics.bootstrap_intervals)(logits, labels, seed=bootstrap_seed),
         # The bootstrap collapses on a perfect result; these do not (accuracy, sens., spec.).
         "exact_intervals": metrics.exact_intervals(pooled)}
+    if multiclass:
+      per_seed[str(seed)]["per_class"] = [
+          {**m, "intervals": per_class_intervals(logits, labels, k, False, bootstrap_seed)}
+          for k, m in enumerate(pooled["per_class"])]
   fold_values = [f for s in per_seed.values() for f in s["folds"].values()]
   return {
       "data_dir": plan["data_dir"], "source": plan["source"], "class_names": plan["class_names"],
@@ -400,6 +404,12 @@ def summarize(plan: dict, results: dict[int, dict[int, dict]], bootstrap_seed: i
                             for k in FOLD_METRICS},
       "per_fold_over_all": {k: _mean_sd([f[k] for f in fold_values]) for k in FOLD_METRICS},
   }
+
+
+def pooled_predictions(by_fold: dict[int, dict]) -> tuple[np.ndarray, np.ndarray]:
+  """Every fold's held-out (logits, labels), pooled: (n,) or (n, N) logits."""
+  return (np.concatenate([np.asarray(r["logits"], np.float64) for r in by_fold.values()]),
+          np.concatenate([np.asarray(r["labels"], int) for r in by_fold.values()]))
 
 
 def _cell(x: float) -> str:
@@ -424,12 +434,18 @@ def format_summary(summary: dict) -> str:
                  + "   (95% bootstrap)")
     exact = s["exact_intervals"]
     lines.append(f"{'':>14}  {'':>11}  " + "  ".join(
-        f"[{_cell(exact[k][0])},{_cell(exact[k][1])}]".rjust(11) for k in FOLD_METRICS[1:])
-        + "   (95% exact binomial)")
+        f"[{_cell(exact[k][0])},{_cell(exact[k][1])}]".rjust(11) if k in exact else " " * 11
+        for k in FOLD_METRICS[1:]) + "   (95% exact binomial)")
+    if "per_class" in s:
+      from radjax.evaluate import format_per_class
+
+      lines.append(f"  seed {seed}, pooled, per class one vs rest (in brackets: AUC's 95% "
+                   "bootstrap interval):\n" + format_per_class(s, summary["class_names"]))
   over = summary["pooled_over_seeds"]["auc"]
   spread = "" if np.isnan(over["sd"]) else f" +- {over['sd']:.3f} (sd over {over['n']} seeds)"
-  lines.append(f"Out-of-fold pooled ROC AUC: {_cell(over['mean'])}{spread}; held-out predictions "
-               "from each fold's final epoch")
+  macro = "macro one-vs-rest " if "per_class" in next(iter(summary["per_seed"].values())) else ""
+  lines.append(f"Out-of-fold pooled {macro}ROC AUC: {_cell(over['mean'])}{spread}; held-out "
+               "predictions from each fold's final epoch")
   return "\n".join(lines)
 
 
@@ -437,14 +453,25 @@ def plot_cv_roc(summary: dict, results: dict[int, dict[int, dict]], path) -> Non
   """The pooled out-of-fold ROC curve of every seed."""
   from sklearn import metrics as skm
 
-  from radjax.plots import _figure
+  from radjax import plots
 
   names = summary["class_names"]
-  fig = _figure(5, 5)
+  first = next(iter(results.values()))
+  if np.ndim(pooled_predictions(first)[0]) == 2:  # multiclass: one-vs-rest curves, every seed
+    curves = []
+    for seed, by_fold in results.items():
+      logits, labels = pooled_predictions(by_fold)
+      for c, name in enumerate(names):
+        if 0 < np.sum(labels == c) < len(labels):
+          log_odds = logits[:, c] - np.logaddexp.reduce(np.delete(logits, c, axis=1), axis=1)
+          auc = summary["per_seed"][str(seed)]["per_class"][c]["auc"]
+          curves.append((labels == c, log_odds, f"seed {seed}: {name} vs rest (AUC {auc:.3f})"))
+    plots._plot_roc_curves(curves, path, f"{summary['folds']}-fold CV, out-of-fold pooled")
+    return
+  fig = plots._figure(5, 5)
   ax = fig.add_subplot()
   for seed, by_fold in results.items():
-    logits = np.concatenate([r["logits"] for r in by_fold.values()])
-    labels = np.concatenate([r["labels"] for r in by_fold.values()])
+    logits, labels = pooled_predictions(by_fold)
     fpr, tpr, _ = skm.roc_curve(labels, logits)
     s = summary["per_seed"][str(seed)]
     lo, hi = s["intervals"]["auc"]
@@ -459,14 +486,23 @@ def plot_cv_roc(summary: dict, results: dict[int, dict[int, dict]], path) -> Non
 
 
 def _write_predictions(plan: dict, results, path) -> None:
+  """held_out.csv: binary, the second class' probability and the logit; multiclass, every class'
+  probability and the most probable class."""
   names = plan["class_names"]
+  multiclass = np.ndim(pooled_predictions(next(iter(results.values())))[0]) == 2
   with open(path, "w", newline="") as f:
     writer = csv.writer(f)
-    writer.writerow(["seed", "fold", "path", "class", f"p_{names[1]}", "logit"])
+    writer.writerow(["seed", "fold", "path", "class"] + (
+        [f"p_{n}" for n in names] + ["predicted"] if multiclass else [f"p_{names[1]}", "logit"]))
     for seed, by_fold in results.items():
       for fold, r in sorted(by_fold.items()):
         for p, lab, z in zip(r["paths"], r["labels"], r["logits"]):
-          writer.writerow([seed, fold, p, names[lab], f"{metrics.sigmoid(z):.6f}", f"{z:.6g}"])
+          if multiclass:
+            probability = metrics.softmax(np.asarray(z)[None])[0]
+            scores = [f"{q:.6f}" for q in probability] + [names[int(np.argmax(probability))]]
+          else:
+            scores = [f"{metrics.sigmoid(z):.6f}", f"{z:.6g}"]
+          writer.writerow([seed, fold, p, names[lab], *scores])
 
 
 def cross_validate(config, workdir, folds: int, seeds: int = 1, manifest=None) -> dict:
@@ -476,9 +512,9 @@ def cross_validate(config, workdir, folds: int, seeds: int = 1, manifest=None) -
   """
   if seeds < 1:
     raise UserError(f"--seeds {seeds}: expected at least 1")
-  if config.task in ("multiclass", "multilabel"):
-    raise UserError(f"--config.task={config.task}: radjax cv pools two-class (binary) results "
-                    "only so far")
+  if config.task == "multilabel":
+    raise UserError("--config.task=multilabel: radjax cv folds single-label (binary or "
+                    "multiclass) data only so far")
   seed_list = [config.seed + i for i in range(seeds)]
   workdir = workdir_lib.prepare(workdir)
   with workdir_lib.lock(workdir):

@@ -103,6 +103,10 @@ def _evaluate_per_class(trained, logits, labels, split, which, data_dir, source,
   result = (metrics.multilabel_metrics if multilabel else metrics.multiclass_metrics)(logits, labels)
   for k, m in enumerate(result["per_class"]):
     m["intervals"] = per_class_intervals(logits, labels, k, multilabel, trained.config.seed)
+  if not multilabel:  # the macro figures' intervals, and accuracy's exact one
+    result["intervals"] = metrics.multiclass_bootstrap_intervals(logits, labels,
+                                                                 seed=trained.config.seed)
+    result["exact_intervals"] = metrics.exact_intervals(result)
   result.update({"task": trained.task, "split": split, "epoch": trained.epoch,
                  "checkpoint": which, "data_dir": str(data_dir), "data_dir_from": source,
                  "class_names": trained.class_names})
@@ -177,6 +181,15 @@ def format_summary(values: dict, intervals: dict, class_names, exact: dict | Non
           f"{with_interval(values['specificity'], intervals['specificity'], exact.get('specificity'))}")
 
 
+def format_macro(values: dict, intervals: dict, exact: dict) -> str:
+  """A multiclass result's macro AUC, accuracy, macro sensitivity and specificity, each with its
+  bootstrap interval (accuracy also with its exact binomial one)."""
+  return (f"macro AUC {with_interval(values['auc'], intervals['auc'])}  accuracy "
+          f"{with_interval(values['accuracy'], intervals['accuracy'], exact.get('accuracy'))}\n"
+          f"  macro sensitivity {with_interval(values['sensitivity'], intervals['sensitivity'])}  "
+          f"macro specificity {with_interval(values['specificity'], intervals['specificity'])}")
+
+
 def _matrix(matrix, class_names) -> str:
   (tn, fp), (fn, tp) = matrix
   a, b = class_names
@@ -198,13 +211,16 @@ def format_metrics(result: dict) -> str:
         "per label (over the images where it is known):" if multilabel
         else "per class, one vs rest:", format_per_class(result, names)]
     if not multilabel:
+      lines[2:2] = ["  " + format_macro(result, result["intervals"], result["exact_intervals"])]
       lines += ["confusion matrix (rows true, columns predicted):",
                 _square_matrix(result["confusion_matrix"], names)]
     lines.append(
         "(in brackets: 95% stratified bootstrap intervals over each label's known images; no "
         "macro intervals, calibration or operating points for multilabel runs yet)" if multilabel
-        else "(in brackets: 95% stratified bootstrap intervals of each class' one-vs-rest AUC; no "
-        "macro intervals, calibration or operating point for multiclass runs yet)")
+        else f"95% intervals: stratified bootstrap ({metrics.BOOTSTRAP_RESAMPLES} seeded resamples "
+        "of these images, each class' count kept), exact binomial for accuracy; in brackets each "
+        "class' one-vs-rest AUC interval. No calibration or operating point for multiclass runs "
+        "yet (the decision is the most probable class)")
     return "\n".join(lines)
   lines = [f"Data: {result['data_dir']} (from {result['data_dir_from']})",
            f"{result['split'].upper()} ({result['count']} images, checkpoint epoch "

@@ -201,16 +201,61 @@ def _resampled_metrics(logits: np.ndarray, labels: np.ndarray, threshold_logit: 
             "specificity": (~predicted & ~positive).sum(1) / n_neg}
 
 
+def multiclass_bootstrap_intervals(logits, labels, resamples: int = BOOTSTRAP_RESAMPLES,
+                                   level: float = 0.95, seed: int = 0) -> dict:
+  """Percentile bootstrap intervals {metric: [low, high]} of `multiclass_metrics`' macro
+  one-vs-rest AUC, accuracy, and macro sensitivity and specificity of (n, N) logits. Stratified
+  by class, as `bootstrap_intervals`: each resample keeps every class' count, so a class' AUC is
+  defined in every resample where it is in the data (its absence leaves it out of every macro
+  mean, as in `multiclass_metrics`)."""
+  logits, labels = np.asarray(logits, np.float64), np.asarray(labels).astype(int)
+  rng = np.random.default_rng(seed)
+  groups = [g for g in (np.flatnonzero(labels == c) for c in range(logits.shape[1])) if len(g)]
+  chunks = []
+  for start in range(0, resamples, BOOTSTRAP_CHUNK):
+    index = np.stack([np.concatenate([rng.choice(g, len(g)) for g in groups])
+                      for _ in range(min(BOOTSTRAP_CHUNK, resamples - start))])
+    chunks.append(_resampled_macro_metrics(logits[index], labels[index]))
+  values = {name: np.concatenate([c[name] for c in chunks]) for name in INTERVAL_METRICS}
+  tail = (1 - level) / 2 * 100
+  return {name: ([float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
+                 if np.all(np.isfinite(v)) else [float("nan"), float("nan")])
+          for name, v in values.items()}
+
+
+def _resampled_macro_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
+  """`multiclass_metrics`' macro AUC, accuracy, macro sensitivity and specificity of every row
+  of (R, n, N) logits and (R, n) labels (AUC from average ranks of each class' log-odds)."""
+  from scipy.stats import rankdata
+
+  predicted = np.argmax(logits, axis=-1)
+  per_class = {"auc": [], "sensitivity": [], "specificity": []}
+  with np.errstate(invalid="ignore", divide="ignore"):
+    for c in range(logits.shape[-1]):
+      positive, hit = labels == c, predicted == c
+      n_pos, n_neg = positive.sum(1), (~positive).sum(1)
+      log_odds = logits[..., c] - np.logaddexp.reduce(np.delete(logits, c, axis=-1), axis=-1)
+      ranks = rankdata(log_odds, axis=1)
+      auc = ((ranks * positive).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+      per_class["auc"].append(np.where((n_pos > 0) & (n_neg > 0), auc, np.nan))
+      per_class["sensitivity"].append((hit & positive).sum(1) / n_pos)
+      per_class["specificity"].append((~hit & ~positive).sum(1) / n_neg)
+    macro = {k: np.nanmean(np.stack(v), axis=0) for k, v in per_class.items()}
+  return {**macro, "accuracy": (predicted == labels).mean(1)}
+
+
 def exact_intervals(result: dict, level: float = 0.95) -> dict:
   """Clopper-Pearson intervals {metric: [low, high]} of accuracy, sensitivity and specificity
-  from the counts of `binary_metrics`' result. Unlike the bootstrap, they do not collapse when
-  every image is right: 10 of 10 correct gives 0.69-1.00 (resampling a perfect result can only
-  give perfect results)."""
+  from the counts of `binary_metrics`' result (of accuracy alone from `multiclass_metrics`').
+  Unlike the bootstrap, they do not collapse when every image is right: 10 of 10 correct gives
+  0.69-1.00 (resampling a perfect result can only give perfect results)."""
   from scipy.stats import binomtest
 
-  (tn, fp), (fn, tp) = result["confusion_matrix"]
-  counts = {"accuracy": (tn + tp, tn + fp + fn + tp), "sensitivity": (tp, tp + fn),
-            "specificity": (tn, tn + fp)}
+  matrix = np.asarray(result["confusion_matrix"])
+  counts = {"accuracy": (int(np.trace(matrix)), int(matrix.sum()))}
+  if "per_class" not in result:  # binary: the second class is the positive one
+    (tn, fp), (fn, tp) = matrix.tolist()
+    counts.update({"sensitivity": (tp, tp + fn), "specificity": (tn, tn + fp)})
   intervals = {}
   for name, (k, n) in counts.items():
     ci = binomtest(k, n).proportion_ci(level, "exact") if n else None

@@ -174,15 +174,18 @@ def _recalibration_batches(run, pipeline, shard=(0, 1)):
 
 def _final_summary(epoch: int, logits, labels, class_names, seed: int) -> None:
   """The last epoch's validation figures with their bootstrap intervals: how much 10 images say."""
-  from radjax.evaluate import format_per_class, format_summary
+  from radjax.evaluate import format_macro, format_per_class, format_summary
 
   if np.ndim(logits) == 2:  # multiclass, or multilabel ((n, K) labels)
     multilabel = np.ndim(labels) == 2
     values = metrics.classification_metrics(logits, labels)
     decision = "each label at probability 0.5" if multilabel else "the most probable class"
+    macro = "" if multilabel else "  " + format_macro(
+        values, metrics.multiclass_bootstrap_intervals(logits, labels, seed=seed),
+        metrics.exact_intervals(values)) + "\n"
     print(f"Validation at epoch {epoch} ({len(labels)} images, {decision}): "
           f"accuracy {values['accuracy']:.3f}{' (of the known labels)' if multilabel else ''}  "
-          f"macro AUC {values['auc']:.3f}\n" + format_per_class(values, class_names)
+          f"macro AUC {values['auc']:.3f}\n" + macro + format_per_class(values, class_names)
           + "\n  (`radjax evaluate` for the best checkpoint"
           + (")" if multilabel else " and its confusion matrix)"))
     return

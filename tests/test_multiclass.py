@@ -79,6 +79,31 @@ def test_multiclass_metrics_match_scikit_learn_per_class_and_macro():
   assert saturated["per_class"][1]["auc"] == 1.0
 
 
+def test_macro_bootstrap_intervals_resample_the_figures_of_multiclass_metrics():
+  rng = np.random.default_rng(4)
+  labels = np.repeat([0, 1, 2], [6, 9, 5])
+  logits = rng.normal(size=(20, 3)) + 1.5 * np.eye(3)[labels]
+  logits[3] = logits[4]  # a tie, counted one half as scikit-learn counts it
+  # Scoring the resamples together gives each resample's `multiclass_metrics` macro figures.
+  index = np.stack([np.arange(20), rng.integers(0, 20, 20), np.r_[0:6, 6:15, 15, 15, 16, 17, 18]])
+  scored = metrics._resampled_macro_metrics(logits[index], labels[index])
+  for r, rows in enumerate(index):
+    want = metrics.multiclass_metrics(logits[rows], labels[rows])
+    for key in metrics.INTERVAL_METRICS:
+      assert scored[key][r] == pytest.approx(want[key], nan_ok=True), (r, key)
+  intervals = metrics.multiclass_bootstrap_intervals(logits, labels, seed=1)
+  point = metrics.multiclass_metrics(logits, labels)
+  for key, (low, high) in intervals.items():
+    assert low < point[key] < high, key  # 20 images: wide, around the figure
+  assert intervals == metrics.multiclass_bootstrap_intervals(logits, labels, seed=1)  # seeded
+  # Accuracy's exact binomial interval: 13 right of 20, say, is scipy's Clopper-Pearson one.
+  from scipy.stats import binomtest
+
+  right = int(np.trace(point["confusion_matrix"]))
+  ci = binomtest(right, 20).proportion_ci(0.95, "exact")
+  assert metrics.exact_intervals(point) == {"accuracy": pytest.approx([ci.low, ci.high])}
+
+
 def test_softmax_cross_entropy_in_the_train_step_loss():
   import jax.numpy as jnp
 
@@ -132,6 +157,12 @@ def test_evaluate_reports_each_class_and_the_confusion_matrix(three_class_run, t
     assert result["per_class"][c]["intervals"] == {"auc": pytest.approx(want)}, name
     assert name in text
   assert "confusion matrix (rows true, columns predicted)" in text
+  # The macro figures with their bootstrap intervals, accuracy also with its exact one.
+  assert result["intervals"] == pytest.approx(metrics.multiclass_bootstrap_intervals(
+      logits, labels, seed=trained.config.seed))
+  assert set(result["exact_intervals"]) == {"accuracy"}
+  low, high = result["intervals"]["auc"]
+  assert f"macro AUC {result['auc']:.3f} (95% CI {low:.3f}-{high:.3f})" in text
   assert (out / "roc.png").stat().st_size > 10_000
   assert cli.main(["evaluate", "--workdir", str(workdir), "--target-sensitivity", "0.9",
                    "--out", str(out)]) == 2
@@ -195,16 +226,77 @@ def test_explain_shows_the_asked_class_and_refuses_an_unknown_one(three_class_ru
       "(blank, bottom_right, top_left)")
 
 
-def test_cross_validation_refuses_three_classes_or_a_multiclass_task_in_one_line(tmp_path,
-                                                                                dataset_dir):
-  from radjax import config as config_lib, cv
+def _three_film_classes(dataset_dir, root, per_class: int = 4):
+  """Unsplit folders of three classes of real, distinct films: abdomens, chests, and other
+  chests turned a quarter (cv keeps near duplicates together: the marker films all are)."""
+  from PIL import Image
 
-  data = _three_marker_dataset(tmp_path / "d", per_class=(3, 1))
-  with pytest.raises(UserError, match="found 3 classes .*; radjax cv pools two-class"):
-    cv.labelled_images(data)
+  chests = sorted((dataset_dir / "TRAIN" / "chest").glob("*.png"))
+  sources = {"abd": sorted((dataset_dir / "TRAIN" / "abd").glob("*.png"))[:per_class],
+             "chest": chests[:per_class], "turned": chests[per_class:2 * per_class]}
+  for name, files in sources.items():
+    (root / name).mkdir(parents=True)
+    for src in files:
+      image = Image.open(src)
+      (image.transpose(Image.Transpose.ROTATE_90) if name == "turned" else image).save(
+          root / name / src.name)
+  return root
+
+
+def test_three_classes_cross_validate_with_macro_figures_and_per_class_intervals(
+    tmp_path, dataset_dir, jit_cache, capsys):
+  import csv as csv_lib
+
+  from radjax import cv
+
+  data = _three_film_classes(dataset_dir, tmp_path / "d")
+  workdir = tmp_path / "cv"
+  assert cli.main(["cv", "--config", str(REPO / "configs" / "smoke.py"), "--workdir",
+                   str(workdir), "--folds", "2", f"--config.data_dir={data}",
+                   "--config.num_epochs=1", "--config.batch_size=5",
+                   "--config.augment.enabled=false",
+                   f"--config.compilation_cache={jit_cache}"]) == 0
+  out = capsys.readouterr().out
+  summary = json.loads((workdir / cv.SUMMARY).read_text())
+  names = ["abd", "chest", "turned"]
+  assert summary["class_names"] == names and summary["images"] == 12
+  with (workdir / cv.PREDICTIONS_CSV).open() as f:
+    rows = list(csv_lib.DictReader(f))
+  assert len(rows) == 12 and set(rows[0]) == {"seed", "fold", "path", "class", "predicted",
+                                              *(f"p_{c}" for c in names)}
+  probabilities = np.array([[float(r[f"p_{c}"]) for c in names] for r in rows])
+  labels = np.array([names.index(r["class"]) for r in rows])
+  np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-5)
+  assert [r["predicted"] for r in rows] == [names[i] for i in probabilities.argmax(1)]
+  seed = summary["per_seed"]["0"]
+  # The pooled macro AUC is scikit-learn's one-vs-rest AUC of the held-out probabilities (of the
+  # folds' logits: the CSV's 6 decimals tie an untrained model's nearly equal probabilities).
+  held = [json.loads((workdir / cv.fold_name(0, k) / cv.HELD_OUT).read_text()) for k in (1, 2)]
+  held_logits = np.concatenate([h["logits"] for h in held])
+  held_labels = np.concatenate([h["labels"] for h in held])
+  assert held_logits.shape == (12, 3)
+  assert seed["pooled"]["auc"] == pytest.approx(
+      skm.roc_auc_score(held_labels, metrics.softmax(held_logits), multi_class="ovr"))
+  assert seed["pooled"]["accuracy"] == pytest.approx(np.mean(probabilities.argmax(1) == labels))
+  assert np.array(seed["pooled"]["confusion_matrix"]).shape == (3, 3)
+  assert set(seed["intervals"]) == {"auc", "accuracy", "sensitivity", "specificity"}
+  assert set(seed["exact_intervals"]) == {"accuracy"}
+  assert [m["count"] for m in seed["per_class"]] == [4, 4, 4]
+  assert all(set(m["intervals"]) == {"auc"} for m in seed["per_class"])
+  assert "Out-of-fold pooled macro one-vs-rest ROC AUC" in out and "  turned  AUC" in out
+  assert (workdir / cv.ROC_FIGURE).stat().st_size > 10_000
+
+
+def test_cross_validation_refuses_multilabel_data_in_one_line(tmp_path, dataset_dir):
+  from radjax import config as config_lib, cv
+  from test_multilabel import _write_multilabel_csv
+
+  manifest = _write_multilabel_csv(tmp_path, per_split=(6, 2))
+  with pytest.raises(UserError, match="multilabel data; radjax cv folds single-label"):
+    cv.labelled_images(manifest)
   config = config_lib.load_config(REPO / "configs" / "smoke.py", [
-      f"--config.data_dir={dataset_dir}", "--config.task=multiclass"])
-  with pytest.raises(UserError, match="^--config.task=multiclass: radjax cv pools two-class"):
+      f"--config.data_dir={dataset_dir}", "--config.task=multilabel"])
+  with pytest.raises(UserError, match="^--config.task=multilabel: radjax cv folds single-label"):
     cv.cross_validate(config, tmp_path / "cv", folds=2)
   assert not (tmp_path / "cv" / "seed_0").exists()  # refused before any training
 

@@ -248,7 +248,7 @@ def test_multilabel_data_refuses_class_weights_cv_and_arrays_in_one_line(tmp_pat
   with pytest.raises(UserError, match="--config.class_weight=balanced: weights are per class; "
                                       "multilabel data has independent labels"):
     datasets.open_pipeline(manifest, config)
-  with pytest.raises(UserError, match="multilabel data; radjax cv pools two-class"):
+  with pytest.raises(UserError, match="multilabel data; radjax cv folds single-label"):
     cv.labelled_images(manifest)
   config.class_weight = ""
   with pytest.raises(UserError, match="multilabel manifests cannot be exported as arrays yet"):
