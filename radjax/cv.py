@@ -34,7 +34,7 @@ import sys
 
 import numpy as np
 
-from radjax import data, images, metrics, workdir as workdir_lib
+from radjax import data, datasets, images, metrics, prepared, workdir as workdir_lib
 from radjax.errors import UserError
 
 PLAN = "plan.json"
@@ -59,6 +59,8 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
   and VAL/ pooled, or the class folders of an unsplit folder. Unreadable files are skipped by the
   listing with a warning naming them."""
   root = pathlib.Path(data_dir)
+  if prepared.is_prepared(root):
+    return _prepared_images(root)
   if root.suffix.lower() == ".npz":
     raise UserError(f"{root}: cross-validation reads class folders or a CSV manifest (each fold "
                     "links the image files), not pre-decoded arrays")
@@ -98,6 +100,23 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
                 if isinstance(c, data.Example)]
     note = "the class folders"
   return class_names, sorted(found), note
+
+
+def _prepared_images(root: pathlib.Path):
+  """`labelled_images` of a prepared dataset: its train and val examples, by source path."""
+  index = prepared.read_index(root)
+  if index["format"] != prepared.FORMAT:
+    raise UserError(f"{root}: a view of the prepared dataset {index['prepared']} (a fold's "
+                    "data?); cross-validate the dataset itself")
+  if index["multilabel"]:
+    raise UserError(f"{root}: a multilabel prepared dataset; radjax cv folds single-label "
+                    "(binary or multiclass) data only so far")
+  pooled = [s for s in POOLED_SPLITS if s in index["splits"]]
+  found = [(path, int(label)) for s in pooled
+           for path, label in zip(index["splits"][s]["paths"], index["splits"][s]["labels"])]
+  note = (f"the {' and '.join(pooled)} splits of the prepared dataset {root.name}"
+          + ("; its test split left out (the final test)" if "test" in index["splits"] else ""))
+  return index["class_names"], sorted(found), note
 
 
 def check_classes(class_names, where) -> None:
@@ -158,17 +177,31 @@ def csv_patients(csv_path) -> dict[str, str]:
           for _, r in data.read_manifest(csv_path)[1] if r.get(GROUP_COLUMN) and r.get("path")}
 
 
+def prepared_identity(root, paths: list[str]) -> list[tuple[str, int, str]]:
+  """`_identity` of each (source) path of a prepared dataset, from its stored pixels and patient
+  ids: the source files need not exist any more."""
+  where = prepared.locations(root)
+  index = prepared.read_index(root)
+  hashes = prepared.identities(root, sorted({where[p][0] for p in paths}))
+  return [(*hashes[where[p]], index["splits"][where[p][0]]["patient_ids"][where[p][1]])
+          for p in paths]
+
+
 def groups_of(root, paths: list[str], dicom_voi: str = "auto",
-              patients: dict[str, str] | None = None) -> tuple[list[int], list[list[str]]]:
+              patients: dict[str, str] | None = None,
+              identity: list[tuple[str, int, str]] | None = None
+              ) -> tuple[list[int], list[list[str]]]:
   """Group index of every path: exact duplicates, near duplicates and one patient's images (DICOM
   PatientID, or `patients`: a manifest's patient_id column) are joined (transitively). Also
-  returns the groups of more than one image, for the report."""
+  returns the groups of more than one image, for the report. `identity`: each path's (SHA-256,
+  perceptual hash, patient), when known (a prepared dataset's), else read from the files."""
   from radjax import audit
   from tqdm import tqdm
 
-  identity = [_identity(pathlib.Path(root) / p, dicom_voi)
-              for p in tqdm(paths, desc="radjax cv: grouping duplicates", unit="image",
-                            file=sys.stderr, leave=False, disable=None)]  # None: only on a terminal
+  if identity is None:
+    identity = [_identity(pathlib.Path(root) / p, dicom_voi)
+                for p in tqdm(paths, desc="radjax cv: grouping duplicates", unit="image",
+                              file=sys.stderr, leave=False, disable=None)]  # None: on a terminal
   parent = list(range(len(paths)))
 
   def find(i):
@@ -243,6 +276,7 @@ def make_plan(data_dir, folds: int, seeds: list[int], dicom_voi: str = "auto",
     source = pathlib.Path(data_dir).resolve()
     class_names, found, note = labelled_images(source, dicom_voi)
     root = source.parent if source.suffix.lower() == ".csv" else source  # paths are relative to it
+  from_prepared = manifest is None and prepared.is_prepared(root)  # paths: its source paths
   paths, labels = [p for p, _ in found], [lab for _, lab in found]
   counts = collections.Counter(labels)
   for c, name in enumerate(class_names):
@@ -250,7 +284,8 @@ def make_plan(data_dir, folds: int, seeds: list[int], dicom_voi: str = "auto",
       raise UserError(f"{root}: class {name} has {counts[c]} image(s), fewer than --folds {folds}")
   csv_file = manifest if manifest is not None else (
       source if source.suffix.lower() == ".csv" else None)
-  groups, joined = groups_of(root, paths, dicom_voi, csv_patients(csv_file) if csv_file else None)
+  groups, joined = groups_of(root, paths, dicom_voi, csv_patients(csv_file) if csv_file else None,
+                             prepared_identity(root, paths) if from_prepared else None)
   assignment = {}
   for seed in seeds:
     if manifest is not None:  # the manifest's folds for every seed; seeds vary the training
@@ -264,7 +299,7 @@ def make_plan(data_dir, folds: int, seeds: list[int], dicom_voi: str = "auto",
     _check_folds(fold_of, labels, folds, class_names, str(manifest or root))
     assignment[str(seed)] = fold_of
   return {"data_dir": str(root if manifest is not None else source), "root": str(root),
-          "source": note, "manifest": str(manifest or ""),
+          "source": note, "manifest": str(manifest or ""), "prepared": from_prepared,
           "class_names": class_names, "folds": folds, "paths": paths, "labels": labels,
           "groups": joined, "assignment": assignment}
 
@@ -288,12 +323,21 @@ def _check_plan(stored: dict, plan: dict, workdir) -> None:
 
 def _fold_data(plan: dict, seed: str, fold: int, target: pathlib.Path) -> pathlib.Path:
   """TRAIN/ and VAL/ class folders of symbolic links to the fold's images (kept at their paths
-  below the class folder, so equal names never collide). Built once, atomically."""
+  below the class folder, so equal names never collide); for a prepared dataset, a view of it
+  (`prepared.write_view`: nothing is copied or decoded again). Built once, atomically."""
   if target.is_dir():
     return target
   building = target.with_name(target.name + ".partial")
   shutil.rmtree(building, ignore_errors=True)
   root = pathlib.Path(plan["root"])
+  if plan.get("prepared"):
+    where = prepared.locations(root)
+    held = plan["assignment"][seed]
+    prepared.write_view(root, building, {
+        "train": [where[p] for p, f in zip(plan["paths"], held) if f != fold],
+        "val": [where[p] for p, f in zip(plan["paths"], held) if f == fold]})
+    building.rename(target)
+    return target
   for path, label, f in zip(plan["paths"], plan["labels"], plan["assignment"][seed]):
     split = "VAL" if f == fold else "TRAIN"
     link = building / split / plan["class_names"][label] / path
@@ -314,12 +358,13 @@ def held_out_predictions(fold_dir, epoch: int) -> dict:
 
   trained = run_lib.load(fold_dir, str(epoch))
   fold_data = pathlib.Path(trained.meta["data_dir"])
-  folders = data.list_folders(fold_data, splits=("val",), dicom_voi=trained.config.dicom_voi)
-  pipeline = data.Pipeline(folders, trained.config)
+  pipeline = datasets.open_pipeline(fold_data, trained.config, splits=("val",))
   logits, labels = trained.steps.logits_of(
       trained.variables, pipeline.eval_batches("val", trained.config.eval_batch_size))
+  view = prepared.is_prepared(fold_data)  # its examples' paths are the plan's, the source paths
   return {"epoch": epoch,
-          "paths": [_source_path(fold_data, e.path) for e in pipeline.examples["val"]],
+          "paths": [e.path if view else _source_path(fold_data, e.path)
+                    for e in pipeline.examples["val"]],
           "labels": [int(x) for x in labels], "logits": np.asarray(logits, float).tolist()}
 
 

@@ -423,15 +423,14 @@ class Pipeline:
   def __init__(self, folders: Folders, config):
     self.config = config
     self.folders = folders
-    self.examples = {split: sorted(examples, key=lambda e: e.path)
-                     for split, examples in folders.splits.items()}
+    self.examples = {split: self._ordered(examples) for split, examples in folders.splits.items()}
     if folders.multilabel and config.class_weight:
       raise UserError(f"--config.class_weight={config.class_weight}: weights are per class; "
                       "multilabel data has independent labels (leave it empty)")
     if folders.multilabel and config.sampling == "balanced":
       raise UserError("--config.sampling=balanced: balances classes; multilabel data has "
                       "independent labels (use shuffle)")
-    self._cached = {split: self._decoded(examples) for split, examples in self.examples.items()}
+    self._cached = {split: self._decoded(split) for split in self.examples}
     self.class_weights = None if folders.multilabel else (config_lib.class_weights(
         config, [e.label for e in self.examples["train"]], folders.class_names)
         if "train" in self.examples else None)  # evaluation pipelines have no training labels
@@ -458,9 +457,13 @@ class Pipeline:
   def steps_per_epoch(self, batch_size: int) -> int:
     return self.num_examples("train") // batch_size
 
-  def _decoded(self, examples: list[Example]):
-    """`decoded_dataset` of the examples, cached in memory after the first pass."""
-    return decoded_dataset(examples, self.config).cache()
+  def _ordered(self, examples: list[Example]) -> list[Example]:
+    """A split's examples in the order of its `index`: path order."""
+    return sorted(examples, key=lambda e: e.path)
+
+  def _decoded(self, split: str):
+    """`decoded_dataset` of the split's examples, cached in memory after the first pass."""
+    return decoded_dataset(self.examples[split], self.config).cache()
 
   def _examples_of(self, split: str, start: int, stop: int):
     """(image, label, index) of examples start..stop-1 of `split` in path order."""

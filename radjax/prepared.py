@@ -35,12 +35,14 @@ import shutil
 import numpy as np
 
 from radjax import data, dicom
+from radjax.preprocess import HIGH_BIT_STEPS
 from radjax.errors import UserError
 
 NAME = "radjax_prepared"
 VERSION = "1.1.0"  # 1.1.0: patient_id feature
 INDEX = "radjax.json"
 FORMAT = "radjax-prepared-2"  # 2: patient ids
+VIEW_FORMAT = "radjax-prepared-view-1"  # `write_view`: some examples of a prepared dataset
 PIXEL_SETTINGS = ("image_size", "resize", "resize_method", "dicom_voi")
 
 
@@ -112,38 +114,111 @@ def prepare(config, folders: data.Folders, out, progress: bool = True) -> dict:
           "decoded_bytes": total * size * size * channels * np.dtype(dtype).itemsize}
 
 
+def read_index(path) -> dict:
+  """`path`/radjax.json of a prepared dataset; refuses anything else in one line."""
+  path = pathlib.Path(path)
+  index = json.loads((path / INDEX).read_text())
+  if index.get("format") == "radjax-prepared-1":
+    raise UserError(f"{path}: written by an older `radjax prepare` (no patient ids); "
+                    "prepare it again")
+  if index.get("format") not in (FORMAT, VIEW_FORMAT):
+    raise UserError(f"{path}: not a dataset written by `radjax prepare` ({INDEX} format "
+                    f"{index.get('format')!r})")
+  return index
+
+
+def write_view(prepared_dir, out, splits: dict[str, list[tuple[str, int]]]) -> None:
+  """A view of a prepared dataset in `out` (a folder `train` reads like the dataset itself): each
+  of its splits is the listed (split, index) examples of the dataset, e.g. a cross-validation
+  fold's training and held-out images. Its examples are in the dataset's order (its splits in
+  their order, each in path order), the order a view is read in."""
+  prepared_dir = pathlib.Path(prepared_dir).resolve()
+  order = {name: k for k, name in enumerate(read_index(prepared_dir)["splits"])}
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / INDEX).write_text(json.dumps({
+      "format": VIEW_FORMAT, "prepared": str(prepared_dir),
+      "splits": {name: sorted(([s, int(i)] for s, i in listed), key=lambda e: (order[e[0]], e[1]))
+                 for name, listed in splits.items()}}))
+
+
+def locations(prepared_dir) -> dict[str, tuple[str, int]]:
+  """{source path: (split, index)} of every example of a prepared dataset."""
+  index = read_index(prepared_dir)
+  return {p: (split, i) for split, listed in index["splits"].items()
+          for i, p in enumerate(listed["paths"])}
+
+
+def identities(prepared_dir, splits) -> dict[tuple[str, int], tuple[str, int]]:
+  """{(split, index): (SHA-256 of the prepared pixels, their perceptual hash)} of `splits`: what
+  `radjax cv` groups duplicates by without the source files (one pass over the dataset)."""
+  import hashlib
+
+  import tensorflow_datasets as tfds
+  from tqdm import tqdm
+
+  from radjax import audit
+
+  builder = tfds.builder_from_directory(str(pathlib.Path(prepared_dir) / NAME / VERSION))
+  found = {}
+  for split in splits:
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+    for e in tqdm(tfds.as_numpy(ds), total=builder.info.splits[split].num_examples,
+                  desc=f"hashing the prepared {split} images", unit="image", leave=False,
+                  disable=None):
+      image = e["image"]
+      pixels = image / HIGH_BIT_STEPS if image.dtype == np.uint16 else image  # [0, 255]
+      pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels  # PIL: (H, W) or (H, W, 3)
+      found[(split, int(e["index"]))] = (hashlib.sha256(image.tobytes()).hexdigest(),
+                                         audit.perceptual_hash(np.asarray(pixels, np.float32)))
+  return found
+
+
 class PreparedPipeline(data.Pipeline):
-  """`data.Pipeline` over a prepared dataset: cached in memory when it fits `config.cache_mb`,
-  else streamed from disk (see the module docstring)."""
+  """`data.Pipeline` over a prepared dataset (or a view of one: `write_view`): cached in memory
+  when it fits `config.cache_mb`, else streamed from disk (see the module docstring)."""
 
   def __init__(self, path, config, splits=("train", "val")):
     import tensorflow_datasets as tfds
 
     self.path = pathlib.Path(path)
-    index = json.loads((self.path / INDEX).read_text())
-    if index.get("format") == "radjax-prepared-1":
-      raise UserError(f"{self.path}: written by an older `radjax prepare` (no patient ids); "
-                      "prepare it again")
-    if index.get("format") != FORMAT:
-      raise UserError(f"{self.path}: not a dataset written by `radjax prepare` ({INDEX} format "
-                      f"{index.get('format')!r})")
+    index = read_index(self.path)
+    self.view = None  # {split: [(dataset split, index), ...]} for a view
+    if index["format"] == VIEW_FORMAT:
+      self.view = {name: [(s, int(i)) for s, i in listed]
+                   for name, listed in index["splits"].items()}
+      source = pathlib.Path(index["prepared"])
+      if not is_prepared(source):
+        raise UserError(f"{self.path}: a view of the prepared dataset {source}, which is gone")
+      index = read_index(source)
+    else:
+      source = self.path
     for key in PIXEL_SETTINGS:
       if index["settings"][key] != config[key]:
-        raise UserError(f"--config.{key}={config[key]}: {self.path} was prepared with "
+        raise UserError(f"--config.{key}={config[key]}: {source} was prepared with "
                         f"{key}={index['settings'][key]}; use that, or prepare it again")
-    missing = [s for s in splits if s not in index["splits"]]
+    present = self.view if self.view is not None else index["splits"]
+    missing = [s for s in splits if s not in present]
     if missing:
-      raise UserError(f"{self.path}: has no {missing[0]} split (it has "
-                      f"{list(index['splits'])})")
-    self.builder = tfds.builder_from_directory(str(self.path / NAME / VERSION))
+      raise UserError(f"{self.path}: has no {missing[0]} split (it has {list(present)})")
+    self.builder = tfds.builder_from_directory(str(source / NAME / VERSION))
     multilabel = index["multilabel"]
-    listed = {s: [data.Example(p, tuple(label) if multilabel else int(label), patient_id=patient)
-                  for p, label, patient in zip(index["splits"][s]["paths"],
-                                               index["splits"][s]["labels"],
-                                               index["splits"][s]["patient_ids"])]
-              for s in splits}
+
+    def example(split, i):
+      listed = index["splits"][split]
+      label = listed["labels"][i]
+      return data.Example(listed["paths"][i], tuple(label) if multilabel else int(label),
+                          patient_id=listed["patient_ids"][i])
+
+    members = self.view if self.view is not None else {
+        s: [(s, i) for i in range(len(index["splits"][s]["paths"]))] for s in splits}
+    listed = {s: [example(*m) for m in members[s]] for s in splits}
+    # A split of gray images only is cached with one channel; a view's split takes its sources'.
+    self.split_channels = {s: max(index["split_channels"][source_split]
+                                  for source_split, _ in members[s]) if members[s] else 1
+                           for s in splits}
+    self.members = {s: members[s] for s in splits}
     folders = data.Folders(self.path, index["class_names"], listed, [], multilabel)
-    self.split_channels = index["split_channels"]
     self.itemsize = np.dtype(index["dtype"]).itemsize * index["channels"]
     decoded = sum(len(v) for v in listed.values()) * config.image_size ** 2 * self.itemsize
     self.streaming = decoded > config.cache_mb * 2**20
@@ -153,28 +228,53 @@ class PreparedPipeline(data.Pipeline):
             "images")
     super().__init__(folders, config)
 
-  def _decoded(self, examples):
-    """The split whose examples these are, read from disk: (image, label, index) in path order."""
-    split = next(s for s, listed in self.examples.items() if listed is examples)
-    ds = self._read(split, split)
+  def _ordered(self, examples):
+    """As listed: path order in a prepared split, the dataset's order in a view."""
+    return list(examples)
+
+  def _decoded(self, split: str):
+    """The split read from disk: (image, label, index) in the order of its examples."""
+    ds = self._read(split)
     return ds if self.streaming else ds.cache()
 
-  def _read(self, split: str, selection: str):
-    """(image, label, index) of the TFDS split `selection` (a slice of `split`), from disk."""
+  def _read(self, split: str, start: int = 0, stop: int | None = None):
+    """(image, label, index) of examples start..stop-1 of `split`, from disk: a TFDS slice of a
+    prepared split (only the files holding it are read); for a view, each dataset split it draws
+    on, its examples picked out and numbered in the view's order."""
     import tensorflow as tf
 
     channels = self.split_channels[split]
-    ds = self.builder.as_dataset(split=selection, shuffle_files=False)
-    return ds.map(lambda e: (e["image"][..., :channels], tf.cast(e["label"], tf.int32),
-                             e["index"]), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def decoded(selection):
+      return self.builder.as_dataset(split=selection, shuffle_files=False).map(
+          lambda e: (e["image"][..., :channels], tf.cast(e["label"], tf.int32), e["index"]),
+          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    if self.view is None:
+      stop = self.num_examples(split) if stop is None else stop
+      whole = (start, stop) == (0, self.num_examples(split))
+      return decoded(split if whole else f"{split}[{start}:{stop}]")
+    parts = []
+    for source in dict.fromkeys(s for s, _ in self.members[split]):  # in the view's order
+      keys = [(i, position) for position, (s, i) in enumerate(self.members[split]) if s == source]
+      table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+          tf.constant([k for k, _ in keys], tf.int64), tf.constant([p for _, p in keys], tf.int64)),
+          default_value=-1)
+      parts.append(decoded(source).map(lambda image, label, i, t=table: (image, label, t.lookup(i)))
+                   .filter(lambda image, label, position: position >= 0))
+    ds = parts[0]
+    for part in parts[1:]:
+      ds = ds.concatenate(part)
+    return ds if (start, stop) == (0, None) else ds.skip(start).take(stop - start)
 
   def _examples_of(self, split: str, start: int, stop: int):
-    """Streamed: only the files that hold examples start..stop-1 are read (a TFDS slice)."""
+    """Streamed: only the files that hold examples start..stop-1 are read (a TFDS slice; a view
+    reads its dataset splits whole)."""
     if not self.streaming or (start, stop) == (0, self.num_examples(split)):
       return super()._examples_of(split, start, stop)
     if start == stop:
       return self._cached[split].take(0)
-    return self._read(split, f"{split}[{start}:{stop}]")
+    return self._read(split, start, stop)
 
   def shuffle_buffer(self, split: str) -> int:
     if not self.streaming:

@@ -184,6 +184,54 @@ def test_cv_end_to_end_resumes_an_interrupted_fold(small_set, jit_cache, tmp_pat
   assert "holds a cross-validation with different folds" in err and len(err.splitlines()) == 1
 
 
+def test_a_prepared_dataset_is_cross_validated_through_views_of_it(small_set, jit_cache,
+                                                                  tmp_path, capsys):
+  from radjax import prepared
+
+  source = tmp_path / "source"
+  shutil.copytree(small_set, source)
+  shutil.copy(source / "TRAIN/abd/abd0.png", source / "TRAIN/abd/again.png")  # a duplicate
+  out = tmp_path / "prepared"
+  assert cli.main(["prepare", "--config", str(REPO / "configs" / "smoke.py"), str(source),
+                   str(out)]) == 0
+  shutil.rmtree(source)  # cv needs only the prepared dataset: grouping reads its pixels
+  workdir = tmp_path / "cv"
+  assert cli.main(_cv_args(out, workdir, jit_cache)) == 0
+  console = capsys.readouterr().out
+  plan = json.loads((workdir / cv.PLAN).read_text())
+  assert plan["prepared"] and len(plan["paths"]) == 15
+  assert plan["source"] == "the train and val splits of the prepared dataset prepared"
+  assert [sorted(pathlib.Path(p).name for p in g) for g in plan["groups"]] == \
+      [["abd0.png", "again.png"]]  # the copy, found from the stored pixels
+  where = prepared.locations(out)
+  for fold in (1, 2):  # each fold's data is a view: its held-out paths, nothing copied
+    view = json.loads((workdir / "data/seed_0" / f"fold_{fold}" / prepared.INDEX).read_text())
+    held = sorted(p for p, f in zip(plan["paths"], plan["assignment"]["0"]) if f == fold)
+    assert view["format"] == prepared.VIEW_FORMAT
+    assert sorted(tuple(m) for m in view["splits"]["val"]) == sorted(where[p] for p in held)
+    assert len(view["splits"]["train"]) + len(held) == 15
+  with (workdir / cv.PREDICTIONS_CSV).open() as f:
+    rows = list(csv.DictReader(f))
+  assert sorted(r["path"] for r in rows) == plan["paths"]  # every image held out once
+  for r in rows:
+    assert int(r["fold"]) == plan["assignment"]["0"][plan["paths"].index(r["path"])]
+    assert r["class"] == plan["class_names"][plan["labels"][plan["paths"].index(r["path"])]]
+  summary = json.loads((workdir / cv.SUMMARY).read_text())
+  labels = [int(r["class"] == "chest") for r in rows]
+  assert summary["per_seed"]["0"]["pooled"]["auc"] == pytest.approx(
+      skm.roc_auc_score(labels, [float(r["logit"]) for r in rows]))
+  assert "Out-of-fold pooled ROC AUC" in console
+  # A fold's run is a normal run on its view: evaluate reads it again.
+  fold_dir = workdir / "seed_0/fold_1"
+  assert cli.main(["evaluate", "--workdir", str(fold_dir), "--checkpoint", "latest"]) == 0
+  evaluated = json.loads((fold_dir / "metrics.json").read_text())
+  assert evaluated["auc"] == pytest.approx(summary["per_seed"]["0"]["folds"]["1"]["auc"])
+  # A view is not a dataset to cross-validate.
+  with pytest.raises(UserError, match="a view of the prepared dataset .*; cross-validate the "
+                                      "dataset itself"):
+    cv.labelled_images(workdir / "data/seed_0/fold_1")
+
+
 def test_cli_cv_refuses_one_fold(small_set, jit_cache, tmp_path, capsys):
   assert cli.main(_cv_args(small_set, tmp_path / "w", jit_cache, "--folds", "1")) == 2
   err = capsys.readouterr().err
