@@ -44,8 +44,9 @@ class Arrays:
   class_names: list[str]
   settings: dict
   images: dict[str, np.ndarray]  # split -> (N, S, S, C) uint8 | uint16
-  labels: dict[str, np.ndarray]
+  labels: dict[str, np.ndarray]  # split -> (N,) classes, or (N, K) 1/0/-1 for multilabel data
   paths: dict[str, list[str]]
+  multilabel: bool = False
 
 
 def export(config, out, folders) -> dict:
@@ -58,11 +59,9 @@ def export(config, out, folders) -> dict:
     raise UserError(f"--out {out}: expected a {SUFFIX} file")
   if not out.parent.is_dir():
     raise UserError(f"--out {out}: no such folder {out.parent}/")
-  if folders.multilabel:
-    raise UserError(f"{folders.root}: multilabel manifests cannot be exported as arrays yet; "
-                    "train from the CSV (a machine with TensorFlow)")
   pipeline = data.Pipeline(folders, config)
   columns = {"format": np.array(FORMAT), "class_names": np.array(folders.class_names),
+             "multilabel": np.array(folders.multilabel),
              "settings": np.array(json.dumps({k: config[k] for k in PIXEL_SETTINGS})),
              "source": np.array(str(folders.root))}
   for split in folders.splits:
@@ -87,7 +86,8 @@ def load(path) -> Arrays:
       splits = [s for s in SPLITS if f"{s}_images" in f]
       return Arrays(path, [str(c) for c in f["class_names"]], json.loads(str(f["settings"])),
                     {s: f[f"{s}_images"] for s in splits}, {s: f[f"{s}_labels"] for s in splits},
-                    {s: [str(p) for p in f[f"{s}_paths"]] for s in splits})
+                    {s: [str(p) for p in f[f"{s}_paths"]] for s in splits},
+                    bool(f["multilabel"]) if "multilabel" in f else False)
   except (OSError, ValueError, KeyError) as e:
     raise UserError(f"{path}: unreadable arrays file ({type(e).__name__}: {e})") from None
 
@@ -109,14 +109,23 @@ class ArrayPipeline:
                       "augments on the device; set --config.augment_on=device")
     self.config, self.arrays = config, arrays
     self.class_names = arrays.class_names
-    self.multilabel = False  # export refuses multilabel manifests
-    self.examples = {s: [_Example(p, int(label)) for p, label in zip(arrays.paths[s],
-                                                                     arrays.labels[s])]
+    self.multilabel = arrays.multilabel
+    if self.multilabel:
+      from radjax import data
+
+      data.refuse_class_settings(config)
+    self.examples = {s: [_Example(p, tuple(int(v) for v in label) if self.multilabel
+                                  else int(label))
+                         for p, label in zip(arrays.paths[s], arrays.labels[s])]
                      for s in splits}
     self.class_weights = (config_lib.class_weights(config, arrays.labels["train"], self.class_names)
-                          if "train" in splits else None)
+                          if "train" in splits and not self.multilabel else None)
 
   def counts(self) -> dict[str, dict[str, int]]:
+    """Images per class; for multilabel data, positive images per label."""
+    if self.multilabel:
+      return {s: {name: int(np.sum(self.arrays.labels[s][:, i] == 1))
+                  for i, name in enumerate(self.class_names)} for s in self.examples}
     return {s: {name: int(np.sum(self.arrays.labels[s] == i))
                 for i, name in enumerate(self.class_names)} for s in self.examples}
 
@@ -194,4 +203,4 @@ class ArrayPipeline:
 @dataclasses.dataclass(frozen=True)
 class _Example:
   path: str
-  label: int
+  label: int | tuple[int, ...]

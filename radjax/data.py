@@ -404,6 +404,16 @@ def rows_of(ds, batch_size: int, shard: tuple[int, int]):
       .map(lambda k, example: example)
 
 
+def refuse_class_settings(config) -> None:
+  """Multilabel data: the settings that act on classes cannot apply."""
+  if config.class_weight:
+    raise UserError(f"--config.class_weight={config.class_weight}: weights are per class; "
+                    "multilabel data has independent labels (leave it empty)")
+  if config.sampling == "balanced":
+    raise UserError("--config.sampling=balanced: balances classes; multilabel data has "
+                    "independent labels (use shuffle)")
+
+
 class Pipeline:
   """Input pipelines over listed folders. Decoded images are cached after the first pass.
 
@@ -424,12 +434,8 @@ class Pipeline:
     self.config = config
     self.folders = folders
     self.examples = {split: self._ordered(examples) for split, examples in folders.splits.items()}
-    if folders.multilabel and config.class_weight:
-      raise UserError(f"--config.class_weight={config.class_weight}: weights are per class; "
-                      "multilabel data has independent labels (leave it empty)")
-    if folders.multilabel and config.sampling == "balanced":
-      raise UserError("--config.sampling=balanced: balances classes; multilabel data has "
-                      "independent labels (use shuffle)")
+    if folders.multilabel:
+      refuse_class_settings(config)
     self._cached = {split: self._decoded(split) for split in self.examples}
     self.class_weights = None if folders.multilabel else (config_lib.class_weights(
         config, [e.label for e in self.examples["train"]], folders.class_names)

@@ -239,8 +239,43 @@ def test_explain_shows_a_named_label(multilabel_run, tmp_path, capsys):
   assert (out / "val0.explain.png").stat().st_size > 20_000
 
 
-def test_multilabel_data_refuses_class_weights_cv_and_arrays_in_one_line(tmp_path):
-  from radjax import arrays, config as config_lib, cv, datasets
+def test_multilabel_arrays_export_and_evaluate_as_the_csv_does(multilabel_run, tmp_path):
+  from radjax import arrays, config as config_lib, datasets
+
+  manifest, workdir, _ = multilabel_run
+  config = config_lib.load_config(config_lib.shipped_config("smoke"), [
+      f"--config.image_size={SIZE}", "--config.augment_on=device"])
+  npz = tmp_path / "findings.npz"
+  arrays.export(config, npz, datasets.list_every_split(manifest))
+  pipeline = datasets.open_pipeline(npz, config)
+  listed = data.list_manifest(manifest)
+  assert pipeline.multilabel and pipeline.class_names == list(LABELS)
+  assert pipeline.counts() == listed.counts()
+  assert [e.label for e in pipeline.examples["val"]] == \
+      [e.label for e in sorted(listed.splits["val"], key=lambda e: e.path)]
+  batch = next(pipeline.train_batches(6, 1))
+  assert batch["label"].shape == (6, 3) and set(np.unique(batch["label"])) <= {-1, 0, 1}
+  # The checkpoint evaluated on the arrays: the CSV's figures (the same pixels).
+  for data_dir, out in ((manifest, tmp_path / "csv"), (npz, tmp_path / "npz")):
+    assert cli.main(["evaluate", "--workdir", str(workdir), "--checkpoint", "latest",
+                     "--data", str(data_dir), "--out", str(out)]) == 0
+  from_csv, from_npz = (json.loads((tmp_path / d / "metrics.json").read_text())
+                        for d in ("csv", "npz"))
+  # Integer pixels are scaled on the device from arrays, by tf.data from the CSV: float32 rounding.
+  for key in ("loss", "accuracy", "auc"):
+    assert from_npz[key] == pytest.approx(from_csv[key], rel=1e-5), key
+  for a, b in zip(from_npz["per_class"], from_csv["per_class"]):
+    assert {k: a[k] for k in ("auc", "count", "known")} == \
+        pytest.approx({k: b[k] for k in ("auc", "count", "known")}, rel=1e-5)
+  bad = config_lib.load_config(config_lib.shipped_config("smoke"), [
+      f"--config.image_size={SIZE}", "--config.augment_on=device", "--config.sampling=balanced"])
+  with pytest.raises(UserError, match="^--config.sampling=balanced: balances classes; "
+                                      "multilabel data has independent labels"):
+    datasets.open_pipeline(npz, bad)
+
+
+def test_multilabel_data_refuses_class_weights_and_cv_in_one_line(tmp_path):
+  from radjax import config as config_lib, cv, datasets
 
   manifest = _write_multilabel_csv(tmp_path, per_split=(12, 4))
   config = config_lib.load_config(config_lib.shipped_config("smoke"), [
@@ -250,6 +285,4 @@ def test_multilabel_data_refuses_class_weights_cv_and_arrays_in_one_line(tmp_pat
     datasets.open_pipeline(manifest, config)
   with pytest.raises(UserError, match="multilabel data; radjax cv folds single-label"):
     cv.labelled_images(manifest)
-  config.class_weight = ""
-  with pytest.raises(UserError, match="multilabel manifests cannot be exported as arrays yet"):
-    arrays.export(config, tmp_path / "a.npz", datasets.list_every_split(manifest))
+
