@@ -92,7 +92,7 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
     found = []
     for label, d in enumerate(dirs):
       files, others = images.list_image_files(d)
-      checked = [data.checked_example(p, label, True, dicom_voi) for p in files]
+      checked = data.checked_examples([(p, label, "") for p in files], True, dicom_voi)
       others += [c for c in checked if not isinstance(c, data.Example)]
       for path, reason in others:
         print(f"radjax cv: skipped {path}: {reason}", file=sys.stderr)

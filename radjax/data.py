@@ -36,6 +36,7 @@ SPLIT_ALIASES = {"train": "train", "val": "val", "validation": "val", "test": "t
 RECALIBRATION_STREAM = 0
 # Third seed word of balanced sampling's per-epoch plan ((seed, epoch) orders a shuffled epoch).
 BALANCED_STREAM = 1
+PROGRESS_MIN = 1000  # images: listing fewer takes seconds and shows no progress bar
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,8 +137,8 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
       files, others = images.list_image_files(class_dir)
       skipped += others
       reasons = list(others)
-      for path in files:
-        example = checked_example(path, label, validate, dicom_voi)
+      for example in checked_examples([(path, label, "") for path in files], validate,
+                                      dicom_voi):
         if isinstance(example, Example):
           examples.append(example)
         else:
@@ -153,6 +154,24 @@ def list_folders(data_dir, splits=("train", "val"), validate: bool = True,
     result[split] = examples
   _warn_skipped(skipped, result)
   return Folders(root, class_names, result, skipped)
+
+
+def checked_examples(jobs: list[tuple[str, int, str]], validate: bool, dicom_voi: str) -> list:
+  """`checked_example` of each (path, label, patient id), in order, decoded on every core (the
+  decoders release the GIL: 1.7x on 2 cores), with a progress bar on a terminal for long lists."""
+  import os
+  from concurrent.futures import ThreadPoolExecutor
+
+  from tqdm import tqdm
+
+  def check(job):
+    return checked_example(job[0], job[1], validate, dicom_voi, job[2])
+
+  if not validate:
+    return [check(job) for job in jobs]
+  with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    return list(tqdm(pool.map(check, jobs), total=len(jobs), desc="checking images",
+                     unit="image", leave=False, disable=None if len(jobs) >= PROGRESS_MIN else True))
 
 
 def checked_example(path: str, label: int, validate: bool, dicom_voi: str, patient_id: str = ""):
@@ -249,6 +268,7 @@ def list_manifest(csv_path, splits=("train", "val"), validate: bool = True,
                     "classifier needs at least two")
   result: dict[str, list[Example]] = {s: [] for s in splits}
   skipped: list[tuple[str, str]] = []
+  jobs, split_of = [], []
   for relative_path, label, split, patient in listed:
     if split not in result:
       continue
@@ -256,8 +276,9 @@ def list_manifest(csv_path, splits=("train", "val"), validate: bool = True,
     if not pathlib.Path(path).is_file():
       skipped.append((path, "no such file (listed in the CSV)"))
       continue
-    example = checked_example(path, label if multilabel else class_names.index(label), validate,
-                              dicom_voi, patient)
+    jobs.append((path, label if multilabel else class_names.index(label), patient))
+    split_of.append(split)
+  for split, example in zip(split_of, checked_examples(jobs, validate, dicom_voi)):
     (result[split] if isinstance(example, Example) else skipped).append(example)
   for split, examples in result.items():
     if multilabel:  # training needs both values of every label; evaluation reports what it has

@@ -44,6 +44,9 @@ INDEX = "radjax.json"
 FORMAT = "radjax-prepared-2"  # 2: patient ids
 VIEW_FORMAT = "radjax-prepared-view-1"  # `write_view`: some examples of a prepared dataset
 PIXEL_SETTINGS = ("image_size", "resize", "resize_method", "dicom_voi")
+# zlib level of the stored PNGs. Measured on 299x299 gray films: level 1 encodes in 1.8 ms, the
+# default (6) in 13.1 ms, for files 16% larger (37 vs 32 KiB); decoding takes 1.0 ms either way.
+PNG_COMPRESSION = 1
 
 
 def is_prepared(path) -> bool:
@@ -79,10 +82,16 @@ def prepare(config, folders: data.Folders, out, progress: bool = True) -> dict:
   bar = tqdm(total=total, desc="prepare", unit="image", disable=not progress)
 
   def split_examples(split):
+    import tensorflow as tf
+
     # One decoding pipeline over every split's examples would mix their channel counts: decode
-    # each split with the channels and dtype of the whole dataset.
+    # each split with the channels and dtype of the whole dataset. PNG-encoded there, in
+    # parallel: TFDS would encode each image in this generator's one thread (80% of the time).
     listed = examples[split]
-    decoded = data.decoded_dataset(listed, config, channels=channels, high_bit=high_bit)
+    decoded = data.decoded_dataset(listed, config, channels=channels, high_bit=high_bit).map(
+        lambda image, label, index: (tf.io.encode_png(image, compression=PNG_COMPRESSION), label,
+                                     index),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     for image, _, index in decoded.as_numpy_iterator():
       e = listed[int(index)]
       bar.update(1)
