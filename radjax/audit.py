@@ -171,10 +171,6 @@ def _class_warnings(counts: dict[str, dict[str, int]], folder: dict[str, str]) -
     if len(per_class) < 2:
       warnings.append(f"{name}/ has {len(per_class)} class folder(s); a classifier needs two or "
                       "more")
-    elif len(per_class) > 2:
-      warnings.append(f"{name}/ has {len(per_class)} class folders ({', '.join(per_class)}): "
-                      "a multiclass task (softmax over every class); radjax cv and the shortcut "
-                      "audit handle two classes only so far")
     largest = max(per_class.values(), default=0)
     for cls, n in per_class.items():
       if n < MIN_CLASS_IMAGES or n < MIN_CLASS_FRACTION * largest:
@@ -311,34 +307,49 @@ def _file_record(path, rel_path: str, split: str, cls: str, info: dict, n_bytes:
 
 
 def _shortcut_warning(feature: dict, classes: list[str]) -> str:
+  auc = "AUC" if len(classes) == 2 else "macro one-vs-rest AUC"
   return (f"SHORTCUT: '{feature['feature']}' alone predicts {' vs '.join(classes)} with "
-          f"cross-validated AUC {feature['auc']:.3f} ({feature['detail']}). A model may learn "
+          f"cross-validated {auc} {feature['auc']:.3f} ({feature['detail']}). A model may learn "
           "this instead of the anatomy and fail on images where it differs; make it uniform "
           "across classes (resize, crop borders, strip text), check explanations (e.g. saliency "
           "maps) and test on an external set.")
 
 
 def _cv_scores_numeric(x: np.ndarray, y: np.ndarray, folds) -> np.ndarray:
-  """Out-of-fold P(class 1) from a shallow tree trained on the one feature `x`."""
+  """Out-of-fold class probabilities (n, classes) from a shallow tree trained on the one feature
+  `x`."""
   from sklearn.model_selection import cross_val_predict
   from sklearn.tree import DecisionTreeClassifier
 
   tree = DecisionTreeClassifier(max_depth=SHORTCUT_TREE_DEPTH, random_state=SHORTCUT_SEED)
-  return cross_val_predict(tree, x.reshape(-1, 1), y, cv=folds, method="predict_proba")[:, 1]
+  return cross_val_predict(tree, x.reshape(-1, 1), y, cv=folds, method="predict_proba")
 
 
 def _cv_scores_categorical(x: np.ndarray, y: np.ndarray, folds) -> np.ndarray:
-  """Out-of-fold target encoding: each held-out file scores its value's class-1 rate in the other
-  folds (smoothed toward their overall rate by one pseudo-count; an unseen value gets that rate)."""
-  scores = np.empty(len(y))
+  """Out-of-fold target encoding (n, classes): each held-out file scores each class' rate among
+  the files with its value in the other folds (smoothed toward their overall rate by one
+  pseudo-count; an unseen value gets that rate). Each row sums to one."""
+  classes = int(y.max()) + 1
+  scores = np.empty((len(y), classes))
   for train, test in folds.split(x.reshape(-1, 1), y):
-    prior = float(y[train].mean())
-    positives, totals = collections.Counter(), collections.Counter()
+    prior = np.bincount(y[train], minlength=classes) / len(train)
+    members, totals = collections.defaultdict(lambda: np.zeros(classes)), collections.Counter()
     for value, label in zip(x[train], y[train]):
       totals[value] += 1
-      positives[value] += int(label)
-    scores[test] = [(positives[v] + prior) / (totals[v] + 1) for v in x[test]]
+      members[value][label] += 1
+    scores[test] = [(members[v] + prior) / (totals[v] + 1) if v in totals else prior
+                    for v in x[test]]
   return scores
+
+
+def _cv_auc(y: np.ndarray, scores: np.ndarray) -> float:
+  """ROC AUC of out-of-fold class probabilities: of the second class' for two classes, else the
+  macro mean of every class' one-vs-rest AUC."""
+  from sklearn.metrics import roc_auc_score
+
+  if scores.shape[1] == 2:
+    return float(roc_auc_score(y, scores[:, 1]))
+  return float(roc_auc_score(y, scores, multi_class="ovr", average="macro"))
 
 
 def _number(value: float) -> str:
@@ -368,21 +379,20 @@ def _per_class_detail(x: np.ndarray, y: np.ndarray, names: list[str], numeric: b
 
 
 def shortcut_audit(records: list[dict], feature_specs) -> dict:
-  """Cross-validated ROC AUC of each feature alone for the class label.
+  """Cross-validated ROC AUC of each feature alone for the class label (three or more classes:
+  the macro one-vs-rest AUC).
 
   records: one dict per readable image, with "class" and every key of `feature_specs`
   ((key, name, numeric) triples). Returns {"classes", "folds", "features" (sorted by AUC, highest
   first) or "skipped" (why)}.
   """
-  from sklearn.metrics import roc_auc_score
   from sklearn.model_selection import StratifiedKFold
 
   names = sorted({r["class"] for r in records})
   result = {"classes": names, "folds": None, "features": [], "skipped": None}
   counts = collections.Counter(r["class"] for r in records)
-  if len(names) != 2:
-    result["skipped"] = (f"{len(names)} classes; the shortcut audit handles two classes only"
-                         if len(names) > 2 else "fewer than two classes")
+  if len(names) < 2:
+    result["skipped"] = "fewer than two classes"
     return result
   smallest = min(counts.values())
   if smallest < 2:
@@ -402,7 +412,7 @@ def shortcut_audit(records: list[dict], feature_specs) -> dict:
                                  "detail": f"constant ({value})"})
       continue
     scores = (_cv_scores_numeric if numeric else _cv_scores_categorical)(x, y, folds)
-    result["features"].append({"feature": name, "auc": round(float(roc_auc_score(y, scores)), 4),
+    result["features"].append({"feature": name, "auc": round(_cv_auc(y, scores), 4),
                                "constant": False,
                                "detail": _per_class_detail(x, y, names, numeric)})
   result["features"].sort(key=lambda f: -f["auc"])  # stable: ties keep the feature order

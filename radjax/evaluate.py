@@ -103,10 +103,11 @@ def _evaluate_per_class(trained, logits, labels, split, which, data_dir, source,
   result = (metrics.multilabel_metrics if multilabel else metrics.multiclass_metrics)(logits, labels)
   for k, m in enumerate(result["per_class"]):
     m["intervals"] = per_class_intervals(logits, labels, k, multilabel, trained.config.seed)
-  if not multilabel:  # the macro figures' intervals, and accuracy's exact one
-    result["intervals"] = metrics.multiclass_bootstrap_intervals(logits, labels,
-                                                                 seed=trained.config.seed)
-    result["exact_intervals"] = metrics.exact_intervals(result)
+  # The macro figures' intervals (multiclass: and accuracy's exact one).
+  result["intervals"] = (metrics.multilabel_bootstrap_intervals if multilabel
+                         else metrics.multiclass_bootstrap_intervals)(logits, labels,
+                                                                      seed=trained.config.seed)
+  result["exact_intervals"] = {} if multilabel else metrics.exact_intervals(result)
   result.update({"task": trained.task, "split": split, "epoch": trained.epoch,
                  "checkpoint": which, "data_dir": str(data_dir), "data_dir_from": source,
                  "class_names": trained.class_names})
@@ -210,13 +211,14 @@ def format_metrics(result: dict) -> str:
         f"{result['specificity']:.3f}",
         "per label (over the images where it is known):" if multilabel
         else "per class, one vs rest:", format_per_class(result, names)]
+    lines[2:2] = ["  " + format_macro(result, result["intervals"], result["exact_intervals"])]
     if not multilabel:
-      lines[2:2] = ["  " + format_macro(result, result["intervals"], result["exact_intervals"])]
       lines += ["confusion matrix (rows true, columns predicted):",
                 _square_matrix(result["confusion_matrix"], names)]
     lines.append(
-        "(in brackets: 95% stratified bootstrap intervals over each label's known images; no "
-        "macro intervals, calibration or operating points for multilabel runs yet)" if multilabel
+        f"95% intervals: bootstrap ({metrics.BOOTSTRAP_RESAMPLES} seeded resamples of these "
+        "images, each with all its labels); in brackets each label's, stratified over its known "
+        "images. No calibration or per-label operating points for multilabel runs yet" if multilabel
         else f"95% intervals: stratified bootstrap ({metrics.BOOTSTRAP_RESAMPLES} seeded resamples "
         "of these images, each class' count kept), exact binomial for accuracy; in brackets each "
         "class' one-vs-rest AUC interval. No calibration or operating point for multiclass runs "

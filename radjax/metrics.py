@@ -244,6 +244,50 @@ def _resampled_macro_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
   return {**macro, "accuracy": (predicted == labels).mean(1)}
 
 
+def multilabel_bootstrap_intervals(logits, labels, resamples: int = BOOTSTRAP_RESAMPLES,
+                                   level: float = 0.95, seed: int = 0) -> dict:
+  """Percentile bootstrap intervals {metric: [low, high]} of `multilabel_metrics`' macro AUC,
+  accuracy (of the known labels), macro sensitivity and specificity. Images are resampled whole,
+  with all their labels (labels of one image are not independent); a label without both values
+  among a resample's known ones is left out of that resample's macro means, as
+  `multilabel_metrics` leaves it out."""
+  logits, labels = np.asarray(logits, np.float64), np.asarray(labels).astype(int)
+  rng = np.random.default_rng(seed)
+  chunks = []
+  for start in range(0, resamples, BOOTSTRAP_CHUNK):
+    index = rng.integers(0, len(labels), (min(BOOTSTRAP_CHUNK, resamples - start), len(labels)))
+    chunks.append(_resampled_multilabel_metrics(logits[index], labels[index]))
+  values = {name: np.concatenate([c[name] for c in chunks]) for name in INTERVAL_METRICS}
+  tail = (1 - level) / 2 * 100
+  return {name: ([float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
+                 if np.all(np.isfinite(v)) else [float("nan"), float("nan")])
+          for name, v in values.items()}
+
+
+def _resampled_multilabel_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
+  """`multilabel_metrics`' macro AUC, accuracy, macro sensitivity and specificity of every row of
+  (R, n, K) logits and 1/0/-1 labels. An unknown label is ranked above every known one, so the
+  known ones keep their ranks among themselves (the AUC of the known images alone)."""
+  import warnings
+
+  from scipy.stats import rankdata
+
+  known, positive = labels >= 0, labels == 1
+  negative = known & ~positive
+  predicted = logits > THRESHOLD_LOGIT
+  n_pos, n_neg = positive.sum(1), negative.sum(1)  # (R, K)
+  with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no label is defined
+    ranks = rankdata(np.where(known, logits, np.inf), axis=1)
+    auc = ((ranks * positive).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    per_label = {"auc": np.where((n_pos > 0) & (n_neg > 0), auc, np.nan),
+                 "sensitivity": (predicted & positive).sum(1) / n_pos,
+                 "specificity": (~predicted & negative).sum(1) / n_neg}
+    macro = {k: np.nanmean(v, axis=1) for k, v in per_label.items()}
+  right = ((logits > 0) == positive) & known
+  return {**macro, "accuracy": right.sum((1, 2)) / np.maximum(known.sum((1, 2)), 1)}
+
+
 def exact_intervals(result: dict, level: float = 0.95) -> dict:
   """Clopper-Pearson intervals {metric: [low, high]} of accuracy, sensitivity and specificity
   from the counts of `binary_metrics`' result (of accuracy alone from `multiclass_metrics`').

@@ -180,9 +180,10 @@ def _final_summary(epoch: int, logits, labels, class_names, seed: int) -> None:
     multilabel = np.ndim(labels) == 2
     values = metrics.classification_metrics(logits, labels)
     decision = "each label at probability 0.5" if multilabel else "the most probable class"
-    macro = "" if multilabel else "  " + format_macro(
-        values, metrics.multiclass_bootstrap_intervals(logits, labels, seed=seed),
-        metrics.exact_intervals(values)) + "\n"
+    intervals = (metrics.multilabel_bootstrap_intervals if multilabel
+                 else metrics.multiclass_bootstrap_intervals)(logits, labels, seed=seed)
+    macro = "  " + format_macro(values, intervals,
+                                {} if multilabel else metrics.exact_intervals(values)) + "\n"
     print(f"Validation at epoch {epoch} ({len(labels)} images, {decision}): "
           f"accuracy {values['accuracy']:.3f}{' (of the known labels)' if multilabel else ''}  "
           f"macro AUC {values['auc']:.3f}\n" + macro + format_per_class(values, class_names)

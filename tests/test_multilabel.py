@@ -146,6 +146,26 @@ def test_unknown_labels_are_masked_out_of_the_loss_accuracy_and_metrics():
                                                     for k in (0, 1)]))
 
 
+def test_macro_bootstrap_intervals_resample_whole_images_with_their_known_labels():
+  rng = np.random.default_rng(5)
+  labels = rng.integers(0, 2, (24, 3))
+  labels[rng.random((24, 3)) < 0.2] = -1  # unknown cells
+  logits = rng.normal(size=(24, 3)) + 1.0 * (labels == 1)
+  logits[5, 0] = logits[6, 0]  # a tie
+  index = np.stack([np.arange(24), rng.integers(0, 24, 24), rng.integers(0, 24, 24),
+                    np.r_[[0] * 12, [1] * 12]])  # the last: two images, a label undefined
+  scored = metrics._resampled_multilabel_metrics(logits[index], labels[index])
+  for r, rows in enumerate(index):
+    want = metrics.multilabel_metrics(logits[rows], labels[rows])
+    for key in metrics.INTERVAL_METRICS:
+      assert scored[key][r] == pytest.approx(want[key], nan_ok=True), (r, key)
+  intervals = metrics.multilabel_bootstrap_intervals(logits, labels, seed=2)
+  point = metrics.multilabel_metrics(logits, labels)
+  for key, (low, high) in intervals.items():
+    assert low <= point[key] <= high and low < high, key
+  assert intervals == metrics.multilabel_bootstrap_intervals(logits, labels, seed=2)
+
+
 def test_a_findings_csv_trains_three_sigmoid_logits_that_learn_the_squares(multilabel_run):
   _, workdir, console = multilabel_run
   assert "Task: multilabel (3 labels, a sigmoid logit each; unknown labels masked)" in console
@@ -189,6 +209,10 @@ def test_evaluate_reports_each_label_over_its_known_images(multilabel_run, tmp_p
     assert low <= m["auc"] <= high and f"AUC {m['auc']:.3f} ({low:.3f}-{high:.3f})" in text
     assert f"  {name}" in text
   assert "per label (over the images where it is known)" in text
+  assert result["intervals"] == pytest.approx(metrics.multilabel_bootstrap_intervals(
+      logits, labels, seed=trained.config.seed), nan_ok=True)
+  low, high = result["intervals"]["auc"]
+  assert f"macro AUC {result['auc']:.3f} (95% CI {low:.3f}-{high:.3f})" in text
   assert (out / "roc.png").stat().st_size > 10_000
   assert cli.main(["evaluate", "--workdir", str(workdir), "--target-sensitivity", "0.9",
                    "--out", str(out)]) == 2

@@ -136,13 +136,36 @@ def test_a_study_uid_shared_across_splits_is_leakage(tmp_path):
   assert report["warnings"][0].startswith("LEAKAGE: 1 DICOM StudyInstanceUID value(s)")
 
 
-def test_shortcut_audit_skips_more_than_two_classes():
-  records = [{"class": c, "width": w} for c in ("a", "b", "c") for w in range(4)]
-  result = audit.shortcut_audit(records, [("width", "width", True)])
-  assert result["features"] == [] and "3 classes" in result["skipped"]
-  text = audit._shortcut_lines({"shortcuts": [], "shortcut_skipped": result["skipped"]})
-  assert text == ["What predicts the label besides the anatomy: skipped (3 classes; the shortcut "
-                  "audit handles two classes only)"]
+def test_three_classes_are_audited_by_macro_one_vs_rest_auc():
+  from sklearn.metrics import roc_auc_score
+
+  rng = np.random.default_rng(0)
+  records = [{"class": c, "width": 100 * k + int(rng.integers(0, 50)),
+              "noise": float(rng.normal()), "maker": "acme" if c == "c" else str(rng.choice(
+                  ["x", "y"]))}
+             for k, c in enumerate(("a", "b", "c")) for _ in range(8)]
+  specs = [("width", "width", True), ("noise", "noise", True), ("maker", "maker", False)]
+  result = audit.shortcut_audit(records, specs)
+  assert result["skipped"] is None and result["classes"] == ["a", "b", "c"] and result["folds"] == 5
+  by_name = {f["feature"]: f for f in result["features"]}
+  assert by_name["width"]["auc"] == 1.0  # each class its own range of widths
+  assert "a median" in by_name["width"]["detail"] and "c median" in by_name["width"]["detail"]
+  assert by_name["noise"]["auc"] < 0.7
+  # The maker tells c from the rest, not a from b: its macro AUC is the mean of the three
+  # one-vs-rest AUCs of the out-of-fold encoding.
+  from sklearn.model_selection import StratifiedKFold
+
+  y = np.repeat([0, 1, 2], 8)
+  x = np.array([r["maker"] for r in records], object)
+  scores = audit._cv_scores_categorical(
+      x, y, StratifiedKFold(5, shuffle=True, random_state=audit.SHORTCUT_SEED))
+  np.testing.assert_allclose(scores.sum(1), 1)
+  want = np.mean([roc_auc_score(y == c, scores[:, c]) for c in range(3)])
+  assert by_name["maker"]["auc"] == pytest.approx(want, abs=1e-4)
+  assert roc_auc_score(y == 2, scores[:, 2]) == 1.0
+  warning = audit._shortcut_warning(by_name["width"], result["classes"])
+  assert warning.startswith("SHORTCUT: 'width' alone predicts a vs b vs c with cross-validated "
+                            "macro one-vs-rest AUC 1.000")
 
 
 def test_the_shared_dataset_is_separable_by_image_size(dataset_dir):
