@@ -1,7 +1,8 @@
 """`radjax cv`: stratified k-fold cross-validation, every fold a normal, resumable training run.
 
     WORKDIR/plan.json                    which image is held out in which fold, per seed
-    WORKDIR/data/seed_S/fold_K/          TRAIN/ and VAL/ class folders of symbolic links
+    WORKDIR/data/seed_S/fold_K/          TRAIN/ and VAL/ class folders of symbolic links (a view of
+                                         a prepared dataset; a manifest of links for multilabel)
     WORKDIR/seed_S/fold_K/               a `radjax train` run (evaluate, predict, explain work on it)
     WORKDIR/seed_S/fold_K/held_out.json  its final-epoch predictions on the held-out fold
     WORKDIR/cv.json, cv_roc.png, held_out.csv   the summary
@@ -19,6 +20,9 @@ one was chosen on the held-out images themselves and would flatter them. The hea
 out-of-fold pooled ROC AUC (every image scored once, by the model that did not train on it) with
 a stratified bootstrap interval, and its mean and spread over seeds. Three or more classes: the
 macro one-vs-rest figures (`metrics.multiclass_metrics`), with each class' AUC interval too.
+Multilabel CSVs: folds stratified by each image's rarest positive label, each fold a manifest of
+links, the figures per label over its known images (`metrics.multilabel_metrics`) and their
+macro means.
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ SUMMARY = "cv.json"
 ROC_FIGURE = "cv_roc.png"
 PREDICTIONS_CSV = "held_out.csv"
 HELD_OUT = "held_out.json"
+FOLD_MANIFEST = "manifest.csv"  # a multilabel fold's data: its images/ and this manifest
+FOLD_IMAGES = "images"
 MIN_FOLDS = 2
 POOLED_SPLITS = ("train", "val")  # TEST/ is never pooled: it is the final, untouched test
 
@@ -69,11 +75,9 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
     folders = data.list_manifest(root, splits=POOLED_SPLITS if has_split else ("train",),
                                  dicom_voi=dicom_voi)
     examples = [e for split in folders.splits.values() for e in split]
-    found = [(pathlib.Path(e.path).relative_to(root.parent).as_posix(), e.label) for e in examples]
+    found = [(pathlib.Path(e.path).relative_to(root.parent).as_posix(),
+              list(e.label) if folders.multilabel else e.label) for e in examples]
     rows = "train and val rows" if has_split else "rows"
-    if folders.multilabel:
-      raise UserError(f"{root}: one 1/0/blank column per label is multilabel data; radjax cv "
-                      "folds single-label (binary or multiclass) data only so far")
     return folders.class_names, sorted(found), f"the {rows} of {root.name}"
   present = data.find_splits(root)  # raises for a missing directory
   if present:
@@ -109,8 +113,8 @@ def _prepared_images(root: pathlib.Path):
     raise UserError(f"{root}: a view of the prepared dataset {index['prepared']} (a fold's "
                     "data?); cross-validate the dataset itself")
   if index["multilabel"]:
-    raise UserError(f"{root}: a multilabel prepared dataset; radjax cv folds single-label "
-                    "(binary or multiclass) data only so far")
+    raise UserError(f"{root}: a multilabel prepared dataset; radjax cv folds multilabel data "
+                    "from its CSV manifest only so far (cross-validate the CSV)")
   pooled = [s for s in POOLED_SPLITS if s in index["splits"]]
   found = [(path, int(label)) for s in pooled
            for path, label in zip(index["splits"][s]["paths"], index["splits"][s]["labels"])]
@@ -231,6 +235,17 @@ def groups_of(root, paths: list[str], dicom_voi: str = "auto",
   return [index[r] for r in roots], [m for m in members.values() if len(m) > 1]
 
 
+def stratification_labels(labels: list, num_labels: int) -> list[int]:
+  """The class of each image; for multilabel data (label vectors) the image's rarest positive
+  label, or `num_labels` when it has none: folds then spread every label's rarest cases."""
+  if not labels or not isinstance(labels[0], list):
+    return list(labels)
+  vectors = np.array(labels)
+  positives = (vectors == 1).sum(0)
+  order = np.argsort(positives, kind="stable")  # rarest first
+  return [next((int(j) for j in order if v[j] == 1), num_labels) for v in vectors]
+
+
 def assign_folds(labels, groups, folds: int, seed: int) -> list[int]:
   """Fold 1..folds of every image: stratified by label, groups kept whole, shuffled by `seed`."""
   from sklearn.model_selection import StratifiedGroupKFold
@@ -247,8 +262,18 @@ def assign_folds(labels, groups, folds: int, seed: int) -> list[int]:
   return fold_of.tolist()
 
 
-def _check_folds(fold_of: list[int], labels: list[int], folds: int, class_names, where: str):
-  """Every fold must hold out, and train on, every class: otherwise it has no AUC."""
+def _check_folds(fold_of: list[int], labels: list, folds: int, class_names, where: str):
+  """Every fold must hold out, and train on, every class: otherwise it has no AUC. Multilabel:
+  every fold must train on both values of every label (its held-out figures use what it has)."""
+  if labels and isinstance(labels[0], list):
+    for k in range(1, folds + 1):
+      rest = np.array([lab for f, lab in zip(fold_of, labels) if f != k])
+      for j, name in enumerate(class_names):
+        if not {0, 1} <= set(rest[:, j].tolist()):
+          raise UserError(f"{where}: fold {k} trains on no {'positive' if 1 not in rest[:, j] else 'negative'} "
+                          f"{name} image; every fold needs both values of every label (lower "
+                          "--folds, or add images)")
+    return
   for k in range(1, folds + 1):
     held = [lab for f, lab in zip(fold_of, labels) if f == k]
     rest = [lab for f, lab in zip(fold_of, labels) if f != k]
@@ -278,9 +303,10 @@ def make_plan(data_dir, folds: int, seeds: list[int], dicom_voi: str = "auto",
     root = source.parent if source.suffix.lower() == ".csv" else source  # paths are relative to it
   from_prepared = manifest is None and prepared.is_prepared(root)  # paths: its source paths
   paths, labels = [p for p, _ in found], [lab for _, lab in found]
-  counts = collections.Counter(labels)
+  strata = stratification_labels(labels, len(class_names))
+  counts = collections.Counter(strata)
   for c, name in enumerate(class_names):
-    if counts[c] < folds:
+    if not isinstance(labels[0], list) and counts[c] < folds:
       raise UserError(f"{root}: class {name} has {counts[c]} image(s), fewer than --folds {folds}")
   csv_file = manifest if manifest is not None else (
       source if source.suffix.lower() == ".csv" else None)
@@ -295,7 +321,7 @@ def make_plan(data_dir, folds: int, seeds: list[int], dicom_voi: str = "auto",
         print(f"radjax cv: warning: {manifest}: duplicates or one patient's images in different "
               f"folds: {', '.join(g)}", file=sys.stderr)
     else:
-      fold_of = assign_folds(labels, groups, folds, seed)
+      fold_of = assign_folds(strata, groups, folds, seed)
     _check_folds(fold_of, labels, folds, class_names, str(manifest or root))
     assignment[str(seed)] = fold_of
   return {"data_dir": str(root if manifest is not None else source), "root": str(root),
@@ -326,10 +352,12 @@ def _fold_data(plan: dict, seed: str, fold: int, target: pathlib.Path) -> pathli
   below the class folder, so equal names never collide); for a prepared dataset, a view of it
   (`prepared.write_view`: nothing is copied or decoded again). Built once, atomically."""
   if target.is_dir():
-    return target
+    return target / FOLD_MANIFEST if (target / FOLD_MANIFEST).is_file() else target
   building = target.with_name(target.name + ".partial")
   shutil.rmtree(building, ignore_errors=True)
   root = pathlib.Path(plan["root"])
+  if plan["labels"] and isinstance(plan["labels"][0], list):  # multilabel: a manifest per fold
+    return _multilabel_fold_data(plan, seed, fold, target, building)
   if plan.get("prepared"):
     where = prepared.locations(root)
     held = plan["assignment"][seed]
@@ -347,6 +375,24 @@ def _fold_data(plan: dict, seed: str, fold: int, target: pathlib.Path) -> pathli
   return target
 
 
+def _multilabel_fold_data(plan: dict, seed: str, fold: int, target: pathlib.Path,
+                          building: pathlib.Path) -> pathlib.Path:
+  """A fold of multilabel data: images/ (symbolic links at the images' own paths) and a manifest
+  of them (split train or val, a 1/0/blank column per label). Returns the manifest."""
+  root = pathlib.Path(plan["root"])
+  rows = []
+  for path, label, f in zip(plan["paths"], plan["labels"], plan["assignment"][seed]):
+    link = building / FOLD_IMAGES / path
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(root / path, link)
+    rows.append([f"{FOLD_IMAGES}/{path}", "val" if f == fold else "train",
+                 *("" if v < 0 else str(v) for v in label)])
+  with open(building / FOLD_MANIFEST, "w", newline="") as f:
+    csv.writer(f).writerows([["path", "split", *plan["class_names"]], *rows])
+  building.rename(target)
+  return target / FOLD_MANIFEST
+
+
 def _source_path(fold_data: pathlib.Path, path: str) -> str:
   """The data-dir-relative path of a fold's linked image (below VAL/<class>/)."""
   return pathlib.Path(*pathlib.Path(path).relative_to(fold_data).parts[2:]).as_posix()
@@ -362,10 +408,16 @@ def held_out_predictions(fold_dir, epoch: int) -> dict:
   logits, labels = trained.steps.logits_of(
       trained.variables, pipeline.eval_batches("val", trained.config.eval_batch_size))
   view = prepared.is_prepared(fold_data)  # its examples' paths are the plan's, the source paths
-  return {"epoch": epoch,
-          "paths": [e.path if view else _source_path(fold_data, e.path)
-                    for e in pipeline.examples["val"]],
-          "labels": [int(x) for x in labels], "logits": np.asarray(logits, float).tolist()}
+
+  def source(path):
+    if view:
+      return path
+    if fold_data.suffix == ".csv":  # multilabel: below the fold's images/
+      return pathlib.Path(path).relative_to(fold_data.parent / FOLD_IMAGES).as_posix()
+    return _source_path(fold_data, path)
+
+  return {"epoch": epoch, "paths": [source(e.path) for e in pipeline.examples["val"]],
+          "labels": np.asarray(labels, int).tolist(), "logits": np.asarray(logits, float).tolist()}
 
 
 def _fold_config(config, fold_data: pathlib.Path, seed: int):
@@ -425,17 +477,20 @@ def summarize(plan: dict, results: dict[int, dict[int, dict]], bootstrap_seed: i
       folds[str(fold)] = {k: m[k] for k in FOLD_METRICS + ("count",)}
     logits, labels = pooled_predictions(by_fold)
     pooled = metrics.classification_metrics(logits, labels)
-    multiclass = np.ndim(logits) == 2  # macro figures; the decision is the most probable class
+    multilabel = np.ndim(labels) == 2  # else multiclass with (n, N) logits: macro figures
+    intervals = (metrics.multilabel_bootstrap_intervals if multilabel
+                 else metrics.multiclass_bootstrap_intervals if np.ndim(logits) == 2
+                 else metrics.bootstrap_intervals)
     per_seed[str(seed)] = {
         "folds": folds,
-        "pooled": {k: pooled[k] for k in FOLD_METRICS + ("loss", "count", "confusion_matrix")},
-        "intervals": (metrics.multiclass_bootstrap_intervals if multiclass
-                      else metrics.bootstrap_intervals)(logits, labels, seed=bootstrap_seed),
+        "pooled": {k: pooled[k] for k in FOLD_METRICS + ("loss", "count", "confusion_matrix")
+                   if k in pooled},
+        "intervals": intervals(logits, labels, seed=bootstrap_seed),
         # The bootstrap collapses on a perfect result; these do not (accuracy, sens., spec.).
-        "exact_intervals": metrics.exact_intervals(pooled)}
-    if multiclass:
+        "exact_intervals": {} if multilabel else metrics.exact_intervals(pooled)}
+    if np.ndim(logits) == 2:
       per_seed[str(seed)]["per_class"] = [
-          {**m, "intervals": per_class_intervals(logits, labels, k, False, bootstrap_seed)}
+          {**m, "intervals": per_class_intervals(logits, labels, k, multilabel, bootstrap_seed)}
           for k, m in enumerate(pooled["per_class"])]
   fold_values = [f for s in per_seed.values() for f in s["folds"].values()]
   return {
@@ -484,11 +539,15 @@ def format_summary(summary: dict) -> str:
     if "per_class" in s:
       from radjax.evaluate import format_per_class
 
-      lines.append(f"  seed {seed}, pooled, per class one vs rest (in brackets: AUC's 95% "
-                   "bootstrap interval):\n" + format_per_class(s, summary["class_names"]))
+      per = ("per label, over its known images" if "known" in s["per_class"][0]
+             else "per class one vs rest")
+      lines.append(f"  seed {seed}, pooled, {per} (in brackets: 95% bootstrap intervals):\n"
+                   + format_per_class(s, summary["class_names"]))
   over = summary["pooled_over_seeds"]["auc"]
   spread = "" if np.isnan(over["sd"]) else f" +- {over['sd']:.3f} (sd over {over['n']} seeds)"
-  macro = "macro one-vs-rest " if "per_class" in next(iter(summary["per_seed"].values())) else ""
+  first = next(iter(summary["per_seed"].values()))
+  macro = ("" if "per_class" not in first else "macro per-label " if "known" in
+           first["per_class"][0] else "macro one-vs-rest ")
   lines.append(f"Out-of-fold pooled {macro}ROC AUC: {_cell(over['mean'])}{spread}; held-out "
                "predictions from each fold's final epoch")
   return "\n".join(lines)
@@ -502,6 +561,18 @@ def plot_cv_roc(summary: dict, results: dict[int, dict[int, dict]], path) -> Non
 
   names = summary["class_names"]
   first = next(iter(results.values()))
+  if np.ndim(pooled_predictions(first)[1]) == 2:  # multilabel: a curve per label and seed
+    curves = []
+    for seed, by_fold in results.items():
+      logits, labels = pooled_predictions(by_fold)
+      for k, name in enumerate(names):
+        known = labels[:, k] >= 0
+        if len(np.unique(labels[known, k])) == 2:
+          auc = summary["per_seed"][str(seed)]["per_class"][k]["auc"]
+          curves.append((labels[known, k] == 1, logits[known, k],
+                         f"seed {seed}: {name} (AUC {auc:.3f})"))
+    plots._plot_roc_curves(curves, path, f"{summary['folds']}-fold CV, out-of-fold pooled")
+    return
   if np.ndim(pooled_predictions(first)[0]) == 2:  # multiclass: one-vs-rest curves, every seed
     curves = []
     for seed, by_fold in results.items():
@@ -534,14 +605,25 @@ def _write_predictions(plan: dict, results, path) -> None:
   """held_out.csv: binary, the second class' probability and the logit; multiclass, every class'
   probability and the most probable class."""
   names = plan["class_names"]
-  multiclass = np.ndim(pooled_predictions(next(iter(results.values())))[0]) == 2
+  logits, labels = pooled_predictions(next(iter(results.values())))
+  multilabel, multiclass = np.ndim(labels) == 2, np.ndim(logits) == 2
   with open(path, "w", newline="") as f:
     writer = csv.writer(f)
-    writer.writerow(["seed", "fold", "path", "class"] + (
-        [f"p_{n}" for n in names] + ["predicted"] if multiclass else [f"p_{names[1]}", "logit"]))
+    if multilabel:  # each label's truth (blank: unknown), probability, and the decision
+      writer.writerow(["seed", "fold", "path", *names, *(f"p_{n}" for n in names), "predicted"])
+    else:
+      writer.writerow(["seed", "fold", "path", "class"] + (
+          [f"p_{n}" for n in names] + ["predicted"] if multiclass
+          else [f"p_{names[1]}", "logit"]))
     for seed, by_fold in results.items():
       for fold, r in sorted(by_fold.items()):
         for p, lab, z in zip(r["paths"], r["labels"], r["logits"]):
+          if multilabel:
+            probability = metrics.sigmoid(np.asarray(z))
+            above = [n for n, q in zip(names, probability) if q > 0.5]
+            writer.writerow([seed, fold, p, *("" if v < 0 else v for v in lab),
+                             *(f"{q:.6f}" for q in probability), "+".join(above) or "none"])
+            continue
           if multiclass:
             probability = metrics.softmax(np.asarray(z)[None])[0]
             scores = [f"{q:.6f}" for q in probability] + [names[int(np.argmax(probability))]]
@@ -557,9 +639,6 @@ def cross_validate(config, workdir, folds: int, seeds: int = 1, manifest=None) -
   """
   if seeds < 1:
     raise UserError(f"--seeds {seeds}: expected at least 1")
-  if config.task == "multilabel":
-    raise UserError("--config.task=multilabel: radjax cv folds single-label (binary or "
-                    "multiclass) data only so far")
   seed_list = [config.seed + i for i in range(seeds)]
   workdir = workdir_lib.prepare(workdir)
   with workdir_lib.lock(workdir):

@@ -287,20 +287,6 @@ def test_three_classes_cross_validate_with_macro_figures_and_per_class_intervals
   assert (workdir / cv.ROC_FIGURE).stat().st_size > 10_000
 
 
-def test_cross_validation_refuses_multilabel_data_in_one_line(tmp_path, dataset_dir):
-  from radjax import config as config_lib, cv
-  from test_multilabel import _write_multilabel_csv
-
-  manifest = _write_multilabel_csv(tmp_path, per_split=(6, 2))
-  with pytest.raises(UserError, match="multilabel data; radjax cv folds single-label"):
-    cv.labelled_images(manifest)
-  config = config_lib.load_config(REPO / "configs" / "smoke.py", [
-      f"--config.data_dir={dataset_dir}", "--config.task=multilabel"])
-  with pytest.raises(UserError, match="^--config.task=multilabel: radjax cv folds single-label"):
-    cv.cross_validate(config, tmp_path / "cv", folds=2)
-  assert not (tmp_path / "cv" / "seed_0").exists()  # refused before any training
-
-
 def test_a_run_resumes_only_as_its_own_task(monkeypatch, tmp_path):
   from radjax import train
 

@@ -298,8 +298,47 @@ def test_multilabel_arrays_export_and_evaluate_as_the_csv_does(multilabel_run, t
     datasets.open_pipeline(npz, bad)
 
 
-def test_multilabel_data_refuses_class_weights_and_cv_in_one_line(tmp_path):
-  from radjax import config as config_lib, cv, datasets
+def test_a_findings_csv_is_cross_validated_per_label(tmp_path, jit_cache, capsys):
+  from radjax import cv
+
+  manifest = _write_multilabel_csv(tmp_path, per_split=(18, 6))
+  workdir = tmp_path / "cv"
+  assert cli.main(["cv", "--config", "smoke", "--workdir", str(workdir), "--folds", "2",
+                   f"--config.data_dir={manifest}", f"--config.image_size={SIZE}",
+                   "--config.num_epochs=1", "--config.batch_size=6",
+                   "--config.augment.enabled=false",
+                   f"--config.compilation_cache={jit_cache}"]) == 0
+  out = capsys.readouterr().out
+  plan = json.loads((workdir / cv.PLAN).read_text())
+  assert len(plan["paths"]) == 24 and len(plan["labels"][0]) == 3
+  truth = dict(zip(plan["paths"], plan["labels"]))
+  held = [json.loads((workdir / cv.fold_name(0, k) / cv.HELD_OUT).read_text()) for k in (1, 2)]
+  paths = [p for h in held for p in h["paths"]]
+  assert sorted(paths) == plan["paths"]  # every image held out once
+  logits = np.concatenate([h["logits"] for h in held])
+  labels = np.concatenate([h["labels"] for h in held])
+  assert labels.tolist() == [truth[p] for p in paths] and (labels == -1).any()
+  for k, fold_of in enumerate(plan["assignment"]["0"]):  # a fold's data: a manifest of links
+    fold_manifest = workdir / "data" / cv.fold_name(0, fold_of) / cv.FOLD_MANIFEST
+    rows = {r["path"]: r for r in csv.DictReader(fold_manifest.open())}
+    assert rows[f"{cv.FOLD_IMAGES}/{plan['paths'][k]}"]["split"] == "val"
+  summary = json.loads((workdir / cv.SUMMARY).read_text())
+  seed = summary["per_seed"]["0"]
+  for k, name in enumerate(LABELS):  # pooled per label over its known images, as scikit-learn
+    known = labels[:, k] >= 0
+    assert seed["per_class"][k]["auc"] == pytest.approx(
+        skm.roc_auc_score(labels[known, k], logits[known, k]))
+    assert seed["per_class"][k]["known"] == known.sum()
+  assert seed["pooled"]["auc"] == pytest.approx(np.mean([m["auc"] for m in seed["per_class"]]))
+  assert set(seed["intervals"]) == {"auc", "accuracy", "sensitivity", "specificity"}
+  with (workdir / cv.PREDICTIONS_CSV).open() as f:
+    table = list(csv.DictReader(f))
+  assert len(table) == 24 and {f"p_{n}" for n in LABELS} <= set(table[0])
+  assert "Out-of-fold pooled macro per-label ROC AUC" in out
+
+
+def test_multilabel_data_refuses_class_weights_in_one_line(tmp_path):
+  from radjax import config as config_lib, datasets
 
   manifest = _write_multilabel_csv(tmp_path, per_split=(12, 4))
   config = config_lib.load_config(config_lib.shipped_config("smoke"), [
@@ -307,6 +346,4 @@ def test_multilabel_data_refuses_class_weights_and_cv_in_one_line(tmp_path):
   with pytest.raises(UserError, match="--config.class_weight=balanced: weights are per class; "
                                       "multilabel data has independent labels"):
     datasets.open_pipeline(manifest, config)
-  with pytest.raises(UserError, match="multilabel data; radjax cv folds single-label"):
-    cv.labelled_images(manifest)
 

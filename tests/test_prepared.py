@@ -159,6 +159,11 @@ def test_a_multilabel_manifest_prepares_with_its_label_vectors(tmp_path):
   want = {e.path: e.label for e in listed.splits["val"]}
   got = [tuple(label) for _, label, _ in pipeline.cached("val")]
   assert got == [want[p] for p in sorted(want)]
+  from radjax import cv
+
+  with pytest.raises(UserError, match="a multilabel prepared dataset; radjax cv folds multilabel "
+                                      "data from its CSV manifest only so far"):
+    cv.labelled_images(out)
 
 
 def test_patient_ids_are_a_feature_from_the_manifest_else_the_dicom_header(dataset_dir,
