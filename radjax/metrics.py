@@ -168,14 +168,27 @@ def bootstrap_intervals(logits, labels, threshold_logit: float = THRESHOLD_LOGIT
   The resamples are scored together (`_resampled_metrics`), with the figures `binary_metrics`
   gives each of them (tested): calling scikit-learn 1,000 times took 8 s per summary."""
   logits, labels = np.asarray(logits, np.float64), np.asarray(labels).astype(int)
+  groups = [np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)]
+  return _percentile_intervals(
+      _stratified(groups), lambda i: _resampled_metrics(logits[i], labels[i], threshold_logit),
+      resamples, level, seed)
+
+
+def _stratified(groups: list[np.ndarray]):
+  """rng, count -> (count, n) resampled indices: each group drawn with replacement, its size kept."""
+  groups = [g for g in groups if len(g)]
+  return lambda rng, count: np.stack([np.concatenate([rng.choice(g, len(g)) for g in groups])
+                                      for _ in range(count)])
+
+
+def _percentile_intervals(draw, score, resamples: int, level: float, seed: int) -> dict:
+  """Percentile intervals {metric: [low, high]} of INTERVAL_METRICS over `resamples` resamples:
+  `draw(rng, count)` gives (count, n) indices, `score(indices)` each resample's figures (arrays of
+  count). BOOTSTRAP_CHUNK resamples at a time: memory ~ chunk x images, not 1000 x images. NaN when
+  a figure is undefined in any resample."""
   rng = np.random.default_rng(seed)
-  positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-  chunks = []  # BOOTSTRAP_CHUNK resamples at a time: memory ~ chunk x images, not 1000 x images
-  for start in range(0, resamples, BOOTSTRAP_CHUNK):
-    index = np.stack([np.concatenate([rng.choice(group, len(group)) for group in
-                                      (positives, negatives) if len(group)])
-                      for _ in range(min(BOOTSTRAP_CHUNK, resamples - start))])
-    chunks.append(_resampled_metrics(logits[index], labels[index], threshold_logit))
+  chunks = [score(draw(rng, min(BOOTSTRAP_CHUNK, resamples - start)))
+            for start in range(0, resamples, BOOTSTRAP_CHUNK)]
   values = {name: np.concatenate([c[name] for c in chunks]) for name in INTERVAL_METRICS}
   tail = (1 - level) / 2 * 100
   return {name: ([float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
@@ -209,18 +222,10 @@ def multiclass_bootstrap_intervals(logits, labels, resamples: int = BOOTSTRAP_RE
   defined in every resample where it is in the data (its absence leaves it out of every macro
   mean, as in `multiclass_metrics`)."""
   logits, labels = np.asarray(logits, np.float64), np.asarray(labels).astype(int)
-  rng = np.random.default_rng(seed)
-  groups = [g for g in (np.flatnonzero(labels == c) for c in range(logits.shape[1])) if len(g)]
-  chunks = []
-  for start in range(0, resamples, BOOTSTRAP_CHUNK):
-    index = np.stack([np.concatenate([rng.choice(g, len(g)) for g in groups])
-                      for _ in range(min(BOOTSTRAP_CHUNK, resamples - start))])
-    chunks.append(_resampled_macro_metrics(logits[index], labels[index]))
-  values = {name: np.concatenate([c[name] for c in chunks]) for name in INTERVAL_METRICS}
-  tail = (1 - level) / 2 * 100
-  return {name: ([float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
-                 if np.all(np.isfinite(v)) else [float("nan"), float("nan")])
-          for name, v in values.items()}
+  groups = [np.flatnonzero(labels == c) for c in range(logits.shape[1])]
+  return _percentile_intervals(
+      _stratified(groups), lambda i: _resampled_macro_metrics(logits[i], labels[i]),
+      resamples, level, seed)
 
 
 def _resampled_macro_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
@@ -252,16 +257,10 @@ def multilabel_bootstrap_intervals(logits, labels, resamples: int = BOOTSTRAP_RE
   among a resample's known ones is left out of that resample's macro means, as
   `multilabel_metrics` leaves it out."""
   logits, labels = np.asarray(logits, np.float64), np.asarray(labels).astype(int)
-  rng = np.random.default_rng(seed)
-  chunks = []
-  for start in range(0, resamples, BOOTSTRAP_CHUNK):
-    index = rng.integers(0, len(labels), (min(BOOTSTRAP_CHUNK, resamples - start), len(labels)))
-    chunks.append(_resampled_multilabel_metrics(logits[index], labels[index]))
-  values = {name: np.concatenate([c[name] for c in chunks]) for name in INTERVAL_METRICS}
-  tail = (1 - level) / 2 * 100
-  return {name: ([float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
-                 if np.all(np.isfinite(v)) else [float("nan"), float("nan")])
-          for name, v in values.items()}
+  n = len(labels)
+  return _percentile_intervals(
+      lambda rng, count: rng.integers(0, n, (count, n)),
+      lambda i: _resampled_multilabel_metrics(logits[i], labels[i]), resamples, level, seed)
 
 
 def _resampled_multilabel_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
