@@ -103,6 +103,9 @@ def _evaluate_per_class(trained, logits, labels, split, which, data_dir, source,
   result = (metrics.multilabel_metrics if multilabel else metrics.multiclass_metrics)(logits, labels)
   for k, m in enumerate(result["per_class"]):
     m["intervals"] = per_class_intervals(logits, labels, k, multilabel, trained.config.seed)
+    scores, truth = one_vs_rest(logits, labels, k, multilabel)
+    if len(truth):  # the class' (label's) probability against its frequency: Brier, ECE, bins
+      m["calibration"] = metrics.calibration(scores, truth)
   # The macro figures' intervals (multiclass: and accuracy's exact one).
   result["intervals"] = (metrics.multilabel_bootstrap_intervals if multilabel
                          else metrics.multiclass_bootstrap_intervals)(logits, labels,
@@ -122,20 +125,28 @@ def _evaluate_per_class(trained, logits, labels, split, which, data_dir, source,
   return result
 
 
-def per_class_intervals(logits, labels, k: int, multilabel: bool, seed: int) -> dict:
-  """Bootstrap 95% intervals of one class' (label's) figures. Multilabel: the label is a binary
-  problem over the images where it is known, so AUC, accuracy, sensitivity and specificity all get
-  one. Multiclass: the class' one-vs-rest AUC on its log-odds only (its sensitivity and
-  specificity follow the most probable class, not a threshold on one score)."""
+def one_vs_rest(logits, labels, k: int, multilabel: bool):
+  """One class' (label's) binary problem: (logits, 0/1 truths). Multilabel: the label's logit over
+  the images where it is known. Multiclass: the class' log-odds, log p / (1 - p) of its softmax
+  probability, over every image."""
   import numpy as np
 
   logits, labels = np.asarray(logits, np.float64), np.asarray(labels)
   if multilabel:
     known = labels[:, k] >= 0
-    return metrics.bootstrap_intervals(logits[known, k], labels[known, k], seed=seed)
+    return logits[known, k], labels[known, k].astype(int)
   log_odds = logits[:, k] - np.logaddexp.reduce(np.delete(logits, k, axis=1), axis=1)
-  return {"auc": metrics.bootstrap_intervals(log_odds, (labels == k).astype(int),
-                                             seed=seed)["auc"]}
+  return log_odds, (labels == k).astype(int)
+
+
+def per_class_intervals(logits, labels, k: int, multilabel: bool, seed: int) -> dict:
+  """Bootstrap 95% intervals of one class' (label's) figures. Multilabel: the label is a binary
+  problem over the images where it is known, so AUC, accuracy, sensitivity and specificity all get
+  one. Multiclass: the class' one-vs-rest AUC on its log-odds only (its sensitivity and
+  specificity follow the most probable class, not a threshold on one score)."""
+  scores, truth = one_vs_rest(logits, labels, k, multilabel)
+  intervals = metrics.bootstrap_intervals(scores, truth, seed=seed)
+  return intervals if multilabel else {"auc": intervals["auc"]}
 
 
 def format_per_class(values: dict, class_names) -> str:
@@ -151,9 +162,13 @@ def format_per_class(values: dict, class_names) -> str:
     interval = m.get("intervals", {}).get(key)
     return f"{m[key]:.3f}" + (f" ({interval[0]:.3f}-{interval[1]:.3f})" if interval else "")
 
+  def calibrated(m):  # evaluate's per-class calibration, when it computed one
+    c = m.get("calibration")
+    return f"  Brier {c['brier']:.3f} ECE {c['ece']:.3f}" if c else ""
+
   return "\n".join(
       f"  {name:<{width}}  AUC {shown(m, 'auc')}  sensitivity {shown(m, 'sensitivity')}  "
-      f"specificity {shown(m, 'specificity')}  ({count(m)})"
+      f"specificity {shown(m, 'specificity')}  ({count(m)}){calibrated(m)}"
       for name, m in zip(class_names, values["per_class"]))
 
 
@@ -218,11 +233,12 @@ def format_metrics(result: dict) -> str:
     lines.append(
         f"95% intervals: bootstrap ({metrics.BOOTSTRAP_RESAMPLES} seeded resamples of these "
         "images, each with all its labels); in brackets each label's, stratified over its known "
-        "images. No calibration or per-label operating points for multilabel runs yet" if multilabel
+        "images. Brier and ECE: each label's calibration over its known images. No per-label "
+        "operating points yet" if multilabel
         else f"95% intervals: stratified bootstrap ({metrics.BOOTSTRAP_RESAMPLES} seeded resamples "
         "of these images, each class' count kept), exact binomial for accuracy; in brackets each "
-        "class' one-vs-rest AUC interval. No calibration or operating point for multiclass runs "
-        "yet (the decision is the most probable class)")
+        "class' one-vs-rest AUC interval. Brier and ECE: each class' probability against its "
+        "frequency, one vs rest. No operating point (the decision is the most probable class)")
     return "\n".join(lines)
   lines = [f"Data: {result['data_dir']} (from {result['data_dir_from']})",
            f"{result['split'].upper()} ({result['count']} images, checkpoint epoch "

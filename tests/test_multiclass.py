@@ -155,6 +155,10 @@ def test_evaluate_reports_each_class_and_the_confusion_matrix(three_class_run, t
     want = metrics.bootstrap_intervals(log_odds, (labels == c).astype(int),
                                        seed=trained.config.seed)["auc"]
     assert result["per_class"][c]["intervals"] == {"auc": pytest.approx(want)}, name
+    # Calibration one vs rest: the class' softmax probability against its frequency.
+    brier = np.mean((metrics.softmax(logits)[:, c] - (labels == c)) ** 2)
+    assert result["per_class"][c]["calibration"]["brier"] == pytest.approx(brier, rel=1e-5), name
+    assert f"Brier {brier:.3f} ECE" in text
     assert name in text
   assert "confusion matrix (rows true, columns predicted)" in text
   # The macro figures with their bootstrap intervals, accuracy also with its exact one.

@@ -205,6 +205,13 @@ def test_evaluate_reports_each_label_over_its_known_images(multilabel_run, tmp_p
     want = metrics.bootstrap_intervals(logits[known, k], labels[known, k],
                                        seed=trained.config.seed)
     assert m["intervals"] == pytest.approx(want, nan_ok=True)
+    brier = np.mean((metrics.sigmoid(logits[known, k]) - labels[known, k]) ** 2)  # known only
+    # (rel 1e-5: these logits come from batches of 5, evaluate's from its own batch size)
+    assert m["calibration"]["brier"] == pytest.approx(brier, rel=1e-5)
+    want_calibration = metrics.calibration(logits[known, k], labels[known, k])
+    assert m["calibration"]["ece"] == pytest.approx(want_calibration["ece"], rel=1e-5)
+    assert [b["count"] for b in m["calibration"]["bins"]] == \
+        [b["count"] for b in want_calibration["bins"]]
     low, high = want["auc"]
     assert low <= m["auc"] <= high and f"AUC {m['auc']:.3f} ({low:.3f}-{high:.3f})" in text
     assert f"  {name}" in text
