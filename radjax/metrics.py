@@ -11,6 +11,7 @@ by Youden's J or for a target sensitivity).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from sklearn import metrics as skm
@@ -198,20 +199,26 @@ def _percentile_intervals(draw, score, resamples: int, level: float, seed: int) 
 
 def _resampled_metrics(logits: np.ndarray, labels: np.ndarray, threshold_logit: float) -> dict:
   """`binary_metrics`' AUC, accuracy, sensitivity and specificity of every row of (R, n) logits
-  and labels. AUC is the Mann-Whitney statistic from average ranks: ties count one half, as in
-  scikit-learn's roc_auc_score."""
+  and labels."""
+  positive, predicted = labels == 1, logits > threshold_logit
+  return {**_resampled_binary(logits, positive, ~positive, predicted),
+          "accuracy": (predicted == positive).mean(1)}
+
+
+def _resampled_binary(scores, positive, negative, predicted) -> dict:
+  """AUC, sensitivity and specificity of each row (axis 0) of (R, n, ...) scores. AUC is the
+  Mann-Whitney statistic from average ranks along axis 1: ties count one half, as in
+  scikit-learn's roc_auc_score; NaN without positives and negatives. Entries neither positive nor
+  negative (unknown) must score above every other, so the others keep their ranks."""
   from scipy.stats import rankdata
 
-  positive = labels == 1
-  predicted = logits > threshold_logit
-  n_pos, n_neg = positive.sum(1), (~positive).sum(1)
+  n_pos, n_neg = positive.sum(1), negative.sum(1)
   with np.errstate(invalid="ignore", divide="ignore"):
-    ranks = rankdata(logits, axis=1)
+    ranks = rankdata(scores, axis=1)
     auc = ((ranks * positive).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     return {"auc": np.where((n_pos > 0) & (n_neg > 0), auc, np.nan),
-            "accuracy": (predicted == positive).mean(1),
             "sensitivity": (predicted & positive).sum(1) / n_pos,
-            "specificity": (~predicted & ~positive).sum(1) / n_neg}
+            "specificity": (~predicted & negative).sum(1) / n_neg}
 
 
 def multiclass_bootstrap_intervals(logits, labels, resamples: int = BOOTSTRAP_RESAMPLES,
@@ -231,21 +238,15 @@ def multiclass_bootstrap_intervals(logits, labels, resamples: int = BOOTSTRAP_RE
 def _resampled_macro_metrics(logits: np.ndarray, labels: np.ndarray) -> dict:
   """`multiclass_metrics`' macro AUC, accuracy, macro sensitivity and specificity of every row
   of (R, n, N) logits and (R, n) labels (AUC from average ranks of each class' log-odds)."""
-  from scipy.stats import rankdata
-
   predicted = np.argmax(logits, axis=-1)
-  per_class = {"auc": [], "sensitivity": [], "specificity": []}
-  with np.errstate(invalid="ignore", divide="ignore"):
-    for c in range(logits.shape[-1]):
-      positive, hit = labels == c, predicted == c
-      n_pos, n_neg = positive.sum(1), (~positive).sum(1)
-      log_odds = logits[..., c] - np.logaddexp.reduce(np.delete(logits, c, axis=-1), axis=-1)
-      ranks = rankdata(log_odds, axis=1)
-      auc = ((ranks * positive).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-      per_class["auc"].append(np.where((n_pos > 0) & (n_neg > 0), auc, np.nan))
-      per_class["sensitivity"].append((hit & positive).sum(1) / n_pos)
-      per_class["specificity"].append((~hit & ~positive).sum(1) / n_neg)
-    macro = {k: np.nanmean(np.stack(v), axis=0) for k, v in per_class.items()}
+  per_class = []
+  for c in range(logits.shape[-1]):
+    positive = labels == c
+    log_odds = logits[..., c] - np.logaddexp.reduce(np.delete(logits, c, axis=-1), axis=-1)
+    per_class.append(_resampled_binary(log_odds, positive, ~positive, predicted == c))
+  with np.errstate(invalid="ignore"), warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # a figure no class defines
+    macro = {k: np.nanmean(np.stack([m[k] for m in per_class]), axis=0) for k in per_class[0]}
   return {**macro, "accuracy": (predicted == labels).mean(1)}
 
 
@@ -267,21 +268,12 @@ def _resampled_multilabel_metrics(logits: np.ndarray, labels: np.ndarray) -> dic
   """`multilabel_metrics`' macro AUC, accuracy, macro sensitivity and specificity of every row of
   (R, n, K) logits and 1/0/-1 labels. An unknown label is ranked above every known one, so the
   known ones keep their ranks among themselves (the AUC of the known images alone)."""
-  import warnings
-
-  from scipy.stats import rankdata
-
   known, positive = labels >= 0, labels == 1
-  negative = known & ~positive
-  predicted = logits > THRESHOLD_LOGIT
-  n_pos, n_neg = positive.sum(1), negative.sum(1)  # (R, K)
-  with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+  # The unknown entries scored above every known one: the AUC of the known images alone.
+  per_label = _resampled_binary(np.where(known, logits, np.inf), positive, known & ~positive,
+                                logits > THRESHOLD_LOGIT)
+  with np.errstate(invalid="ignore"), warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)  # a resample where no label is defined
-    ranks = rankdata(np.where(known, logits, np.inf), axis=1)
-    auc = ((ranks * positive).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-    per_label = {"auc": np.where((n_pos > 0) & (n_neg > 0), auc, np.nan),
-                 "sensitivity": (predicted & positive).sum(1) / n_pos,
-                 "specificity": (~predicted & negative).sum(1) / n_neg}
     macro = {k: np.nanmean(v, axis=1) for k, v in per_label.items()}
   right = ((logits > 0) == positive) & known
   return {**macro, "accuracy": right.sum((1, 2)) / np.maximum(known.sum((1, 2)), 1)}

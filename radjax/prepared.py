@@ -192,10 +192,9 @@ class PreparedPipeline(data.Pipeline):
 
     self.path = pathlib.Path(path)
     index = read_index(self.path)
-    self.view = None  # {split: [(dataset split, index), ...]} for a view
+    view = None  # {split: [(dataset split, index), ...]} for a view
     if index["format"] == VIEW_FORMAT:
-      self.view = {name: [(s, int(i)) for s, i in listed]
-                   for name, listed in index["splits"].items()}
+      view = {name: [(s, int(i)) for s, i in listed] for name, listed in index["splits"].items()}
       source = pathlib.Path(index["prepared"])
       if not is_prepared(source):
         raise UserError(f"{self.path}: a view of the prepared dataset {source}, which is gone")
@@ -206,7 +205,7 @@ class PreparedPipeline(data.Pipeline):
       if index["settings"][key] != config[key]:
         raise UserError(f"--config.{key}={config[key]}: {source} was prepared with "
                         f"{key}={index['settings'][key]}; use that, or prepare it again")
-    present = self.view if self.view is not None else index["splits"]
+    present = view if view is not None else index["splits"]
     missing = [s for s in splits if s not in present]
     if missing:
       raise UserError(f"{self.path}: has no {missing[0]} split (it has {list(present)})")
@@ -219,7 +218,9 @@ class PreparedPipeline(data.Pipeline):
       return data.Example(listed["paths"][i], tuple(label) if multilabel else int(label),
                           patient_id=listed["patient_ids"][i])
 
-    members = self.view if self.view is not None else {
+    self.is_view = view is not None
+    # Each split's examples as (dataset split, index), in the order they are read.
+    members = view if view is not None else {
         s: [(s, i) for i in range(len(index["splits"][s]["paths"]))] for s in splits}
     listed = {s: [example(*m) for m in members[s]] for s in splits}
     # A split of gray images only is cached with one channel; a view's split takes its sources'.
@@ -259,7 +260,7 @@ class PreparedPipeline(data.Pipeline):
           lambda e: (e["image"][..., :channels], tf.cast(e["label"], tf.int32), e["index"]),
           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
-    if self.view is None:
+    if not self.is_view:
       stop = self.num_examples(split) if stop is None else stop
       whole = (start, stop) == (0, self.num_examples(split))
       return decoded(split if whole else f"{split}[{start}:{stop}]")

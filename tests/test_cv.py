@@ -89,6 +89,17 @@ def test_bad_settings_are_refused_in_one_line(grouped_set, tmp_path):
   (tmp_path / "one" / "abd").mkdir()
   with pytest.raises(UserError, match="neither TRAIN/ and VAL/ nor two class folders"):
     cv.make_plan(tmp_path / "one", folds=2, seeds=[0])
+  (tmp_path / "single.csv").write_text("path,class,split,fold\nabd/abd0.png,abd,TRAIN,0\n")
+  with pytest.raises(UserError, match=f"^{tmp_path / 'single.csv'}: found 1 class\\(es\\) "
+                                      "\\(abd\\); cross-validation needs at least two$"):
+    cv.make_plan(None, folds=0, seeds=[0], manifest=tmp_path / "single.csv")
+  # Multilabel folds: each must train on both values of every label.
+  labels = [[1, 0], [0, 1], [1, -1], [0, 0]]
+  with pytest.raises(UserError, match="^where: fold 1 trains on no positive a image; every fold "
+                                      "needs both values of every label"):
+    cv._check_folds([1, 2, 1, 2], labels, 2, ["a", "b"], "where")
+  cv._check_folds([1, 1, 1, 2, 2, 2], [[1, 0], [0, 1], [1, 1], [0, 0], [1, 0], [0, 1]], 2,
+                  ["a", "b"], "where")  # both values of both labels in each fold's training part
 
 
 def test_the_folds_of_a_split_manifest_are_used(grouped_set, tmp_path):

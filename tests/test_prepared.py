@@ -137,6 +137,15 @@ def test_bad_prepare_and_training_settings_are_one_line(prepared_dir, dataset_di
     datasets.open_pipeline(prepared_dir, _config(), splits=("test",))
   assert refused(["prepare", "--config", "smoke", str(dataset_dir), str(tmp_path / "no" / "o")]) \
       == f"radjax prepare: error: {tmp_path / 'no' / 'o'}: no such folder {tmp_path / 'no'}/"
+  view = tmp_path / "view"
+  prepared.write_view(prepared_dir, view, {"train": [("train", 0), ("val", 1)], "val": []})
+  index = json.loads((view / prepared.INDEX).read_text())
+  assert index["splits"]["train"] == [["train", 0], ["val", 1]]
+  index["prepared"] = str(tmp_path / "gone")
+  (view / prepared.INDEX).write_text(json.dumps(index))
+  with pytest.raises(UserError, match=f"^{view}: a view of the prepared dataset "
+                                      f"{tmp_path / 'gone'}, which is gone$"):
+    datasets.open_pipeline(view, _config())
   other = tmp_path / "other"
   other.mkdir()
   (other / prepared.INDEX).write_text(json.dumps({"format": "something-else"}))
