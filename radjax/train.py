@@ -203,7 +203,7 @@ def _compile_train_step(run, state, batch, rng):
   example = {k: jax.ShapeDtypeStruct((len(v) * jax.process_count(), *v.shape[1:]), v.dtype,
                                      sharding=run.steps.data) for k, v in batch.items()}
   started = time.perf_counter()
-  compiled = run.steps.train.lower(state, example, rng).compile()
+  compiled = run.steps.compile_train(state, example, rng)
   print(f"Compiled the train step in {time.perf_counter() - started:.1f} s "
         f"({jax.device_count()} x {jax.devices()[0].device_kind})")
   return compiled

@@ -121,7 +121,7 @@ def _compiled_radjax_step(device_kind: str, batch: int, dtype: str, args, varian
   key = jax.random.key(0)
 
   start = time.perf_counter()
-  compiled = steps.train.lower(state, data, key).compile()
+  compiled = steps.compile_train(state, data, key)
   compile_s = time.perf_counter() - start
   return devices, compiled, state, data, key, compile_s, implementations
 

@@ -88,7 +88,7 @@ def stream(args) -> None:
   batches = pipeline.train_batches(config.batch_size, 2)
   state, rng = run.state, jax.random.key(0)
   first = next(batches)
-  train = run.steps.train.lower(state, run.steps.shard(first), rng).compile()
+  train = run.steps.compile_train(state, run.steps.shard(first), rng)
   start = time.perf_counter()
   for batch in itertools.islice(itertools.chain([first], batches), args.steps):
     state, metrics = train(state, run.steps.shard(batch), rng)
