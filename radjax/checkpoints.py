@@ -221,14 +221,19 @@ def load_for_inference(workdir, which: str = "best"):
   return jax.tree.map(np.asarray, restored.model), restored.meta, epoch
 
 
-def task_of(workdir, which: str = "best") -> str:
-  """The task ("binary", "multiclass") of a run's checkpoint, from its metadata alone."""
+def meta_of(workdir, which: str = "best") -> dict:
+  """A run's checkpoint's metadata alone (class names, task, config), without its arrays."""
   directory = pathlib.Path(workdir) / "checkpoints"
   if not directory.is_dir():
     raise UserError(f"{workdir}: no checkpoints folder; is this a radjax training workdir?")
   with manager(workdir, keep=None, create=False) as mngr:
     _, restored = _select(mngr, which, items=("meta",))
-  return restored.meta.get("task", "binary")  # written before tasks existed: binary
+  return restored.meta
+
+
+def task_of(workdir, which: str = "best") -> str:
+  """The task ("binary", "multiclass", "multilabel") of a run's checkpoint."""
+  return meta_of(workdir, which).get("task", "binary")  # written before tasks existed: binary
 
 
 def _set_aside(src: pathlib.Path, workdir, epoch: int, reason: str) -> None:

@@ -146,18 +146,18 @@ def _predict(args) -> int:
     folder = pathlib.Path(args.csv).parent
     if not folder.is_dir():
       raise UserError(f"--csv {args.csv}: no such folder {folder}/")
-  task = checkpoints.task_of(args.workdir, args.checkpoint)
+  meta = checkpoints.meta_of(args.workdir, args.checkpoint)
+  task = meta.get("task", "binary")  # written before tasks existed: binary
   if task == "multiclass":
     if args.threshold is not None:
       raise UserError(f"--threshold {args.threshold}: a multiclass run calls the most probable "
                       "class; thresholds apply to binary and multilabel runs")
     threshold = None
     print("Decision: the most probable class (multiclass run)", file=sys.stderr)
-  elif task == "multilabel":  # one threshold for every label; evaluate stores no operating point
-    threshold = 0.5 if args.threshold is None else args.threshold
-    if not 0 < threshold < 1:
-      raise UserError(f"--threshold {threshold}: expected a probability strictly between 0 and 1")
-    print(f"Decision: every label with probability > {threshold:.4f} (multilabel run)",
+  elif task == "multilabel":  # each label above its own threshold
+    threshold, source = predict.label_thresholds(args.workdir, meta["class_names"], args.threshold)
+    print("Decision: each label above its threshold ("
+          + ", ".join(f"{n} {t:.4f}" for n, t in threshold.items()) + f"; from {source})",
           file=sys.stderr)
   else:
     threshold, source = predict.decision_threshold(args.workdir, args.threshold)
@@ -309,8 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", help="folder for metrics.json, roc.png and calibration.png "
                                 "(default: the workdir)")
   p.add_argument("--target-sensitivity", type=float, metavar="S",
-                 help="on VAL, choose the operating point as the highest threshold whose "
-                      "sensitivity reaches S (default: Youden's J)")
+                 help="on VAL, choose the operating point (a multilabel run: each label's) as "
+                      "the highest threshold whose sensitivity reaches S (default: Youden's J)")
   p.set_defaults(func=_evaluate)
 
   p = sub.add_parser("predict", help="class probabilities for PNG, JPEG or DICOM files")
@@ -318,8 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="images, or folders of images")
   p.add_argument("--checkpoint", default="best", help="best (default), latest or an epoch")
   p.add_argument("--threshold", type=float, metavar="P",
-                 help="call the second class above probability P (default: the operating point "
-                      "radjax evaluate chose on VAL, else 0.5)")
+                 help="call the second class (a multilabel run: every label) above probability P "
+                      "(default: the operating point(s) radjax evaluate chose on VAL, else 0.5)")
   p.add_argument("--tta", type=int, default=0, metavar="N",
                  help="test-time augmentation: predict N seeded augmented copies of each image "
                       "(the run's augmentation) and report their mean and spread")

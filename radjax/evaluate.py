@@ -2,8 +2,10 @@
 
 Every figure comes with a seeded, stratified bootstrap 95% interval. On the validation split the
 run's operating point (the decision threshold, Youden's J or a target sensitivity) is chosen and
-stored as `WORKDIR/operating_point.json`; `predict` uses it unless given `--threshold`, and
-evaluating another split reports its metrics at that stored threshold too.
+stored as `WORKDIR/operating_point.json` (a multilabel run: one per label, over the images where
+the label is known); `predict` uses it unless given `--threshold`, and evaluating another split
+reports its metrics at the stored threshold(s) too. A multiclass run calls the most probable class:
+it has none.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
   if target_sensitivity is not None and not 0 < target_sensitivity <= 1:
     raise UserError(f"--target-sensitivity {target_sensitivity}: expected 0 < value <= 1")
   trained = run_lib.load(workdir, which)
-  if trained.task != "binary" and target_sensitivity is not None:
-    raise UserError(f"--target-sensitivity {target_sensitivity}: a {trained.task} run has no "
-                    "single decision threshold; operating points are for binary runs")
+  if trained.task == "multiclass" and target_sensitivity is not None:
+    raise UserError(f"--target-sensitivity {target_sensitivity}: a multiclass run calls the most "
+                    "probable class; operating points are for binary and multilabel runs")
   config = trained.config
   data_dir, source = data_dir_of(trained, data_dir)
   split = data.SPLIT_ALIASES.get(split.lower(), split.lower())
@@ -60,7 +62,12 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
   out = pathlib.Path(out_dir or workdir)
   out.mkdir(parents=True, exist_ok=True)
   if trained.task != "binary":
-    return _evaluate_per_class(trained, logits, labels, split, which, data_dir, source, out)
+    result = _evaluate_per_class(trained, logits, labels, split, which, data_dir, source, out)
+    if trained.task == "multilabel":
+      _label_operating_points(result, trained, logits, labels, split, which, workdir,
+                              target_sensitivity)
+    (out / "metrics.json").write_text(json.dumps(metrics.json_safe(result), indent=2))
+    return result
   result = metrics.binary_metrics(logits, labels)
   result["intervals"] = metrics.bootstrap_intervals(logits, labels, seed=config.seed)
   result["exact_intervals"] = metrics.exact_intervals(result)
@@ -97,8 +104,9 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
 def _evaluate_per_class(trained, logits, labels, split, which, data_dir, source, out) -> dict:
   """Multiclass: per-class one-vs-rest figures, their macro means and the confusion matrix.
   Multilabel: per-label figures over the images whose label is known, and their macro means.
-  metrics.json and roc.png (a curve per class or label). No operating point: the decision is the
-  most probable class, or each label at probability 0.5."""
+  metrics.json and roc.png (a curve per class or label); the caller writes metrics.json. The
+  figures are at the most probable class, or each label at probability 0.5 (a multilabel run's
+  operating points come after, `_label_operating_points`)."""
   multilabel = trained.task == "multilabel"
   result = (metrics.multilabel_metrics if multilabel else metrics.multiclass_metrics)(logits, labels)
   for k, m in enumerate(result["per_class"]):
@@ -121,8 +129,51 @@ def _evaluate_per_class(trained, logits, labels, split, which, data_dir, source,
     plots.plot_roc_per_class(logits, labels, trained.class_names, out / "roc.png",
                              f"{split.upper()} ROC per class, epoch {trained.epoch}")
   result["written"] = [str(out / "metrics.json"), str(out / "roc.png")]
-  (out / "metrics.json").write_text(json.dumps(metrics.json_safe(result), indent=2))
   return result
+
+
+def _label_operating_points(result, trained, logits, labels, split, which, workdir,
+                            target_sensitivity) -> None:
+  """A multilabel run's operating points: on VAL, each label's threshold chosen over the images
+  where it is known (`metrics.operating_point`; a label VAL holds only one value of keeps
+  probability 0.5) and stored for predict; on another split, the stored ones. Adds each label's
+  figures at its threshold, with their bootstrap intervals, to `result`."""
+  names = trained.class_names
+  if split == "val":
+    chosen = {}
+    for k, name in enumerate(names):
+      scores, truth = one_vs_rest(logits, labels, k, multilabel=True)
+      chosen[name] = (metrics.operating_point(scores, truth, target_sensitivity)
+                      if len(set(truth.tolist())) == 2 else None)
+    rule = "Youden's J" if target_sensitivity is None else f"sensitivity >= {target_sensitivity:g}"
+    point = {"task": "multilabel", "rule": rule, "labels": chosen, "epoch": trained.epoch,
+             "checkpoint": which}
+    path = pathlib.Path(workdir) / OPERATING_POINT
+    path.write_text(json.dumps(point, indent=2))
+    result["written"].insert(1, str(path))
+  else:
+    point = read_operating_point(workdir)
+    if point is None or point.get("task") != "multilabel":
+      return
+  on_split = {}
+  for k, name in enumerate(names):
+    chosen = point["labels"].get(name)
+    scores, truth = one_vs_rest(logits, labels, k, multilabel=True)
+    if chosen is None or not len(truth):
+      on_split[name] = None
+      continue
+    at = metrics.binary_metrics(scores, truth, chosen["threshold_logit"])
+    on_split[name] = {**{key: at[key] for key in ("accuracy", "sensitivity", "specificity",
+                                                  "confusion_matrix")},
+                      "intervals": metrics.bootstrap_intervals(scores, truth,
+                                                               chosen["threshold_logit"],
+                                                               seed=trained.config.seed)}
+  result["operating_point"] = {**point, "on_this_split": on_split}
+
+
+def label_thresholds(point: dict, names) -> dict[str, float]:
+  """A multilabel operating point's probability threshold per label (0.5 for a label without one)."""
+  return {n: (point["labels"].get(n) or {"threshold": 0.5})["threshold"] for n in names}
 
 
 def one_vs_rest(logits, labels, k: int, multilabel: bool):
@@ -212,6 +263,28 @@ def _matrix(matrix, class_names) -> str:
   return (f"  {'':>10} {a:>10} {b:>10}\n  {a:>10} {tn:>10} {fp:>10}\n  {b:>10} {fn:>10} {tp:>10}")
 
 
+def _format_label_points(point: dict, names) -> list[str]:
+  """A multilabel run's operating points: each label's threshold and its figures there."""
+  width = max(len(n) for n in names)
+  lines = [f"operating points ({point['rule']}, each label's own, chosen on VAL at epoch "
+           f"{point['epoch']}), over the images where the label is known:"]
+  for name in names:
+    chosen, at = point["labels"].get(name), point["on_this_split"].get(name)
+    if chosen is None:
+      lines.append(f"  {name:<{width}}  probability 0.5 (VAL holds one value of this label: "
+                   "nothing to choose from)")
+    elif at is None:
+      lines.append(f"  {name:<{width}}  probability {chosen['threshold']:.4f} (no image of this "
+                   "split has this label known)")
+    else:
+      (tn, fp), (fn, tp) = at["confusion_matrix"]
+      lines.append(f"  {name:<{width}}  probability {chosen['threshold']:.4f}  sensitivity "
+                   f"{with_interval(at['sensitivity'], at['intervals']['sensitivity'])}  "
+                   f"specificity {with_interval(at['specificity'], at['intervals']['specificity'])}"
+                   f"  (TP {tp} FN {fn} TN {tn} FP {fp})")
+  return lines
+
+
 def format_metrics(result: dict) -> str:
   names = result["class_names"]
   if result.get("task") in ("multiclass", "multilabel"):
@@ -230,11 +303,12 @@ def format_metrics(result: dict) -> str:
     if not multilabel:
       lines += ["confusion matrix (rows true, columns predicted):",
                 _square_matrix(result["confusion_matrix"], names)]
+    if result.get("operating_point"):
+      lines += _format_label_points(result["operating_point"], names)
     lines.append(
         f"95% intervals: bootstrap ({metrics.BOOTSTRAP_RESAMPLES} seeded resamples of these "
         "images, each with all its labels); in brackets each label's, stratified over its known "
-        "images. Brier and ECE: each label's calibration over its known images. No per-label "
-        "operating points yet" if multilabel
+        "images. Brier and ECE: each label's calibration over its known images" if multilabel
         else f"95% intervals: stratified bootstrap ({metrics.BOOTSTRAP_RESAMPLES} seeded resamples "
         "of these images, each class' count kept), exact binomial for accuracy; in brackets each "
         "class' one-vs-rest AUC interval. Brier and ECE: each class' probability against its "

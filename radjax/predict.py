@@ -48,16 +48,38 @@ def expand(inputs) -> list[tuple[pathlib.Path, str | None]]:
   return entries
 
 
+def label_thresholds(workdir, class_names, threshold: float | None = None
+                     ) -> tuple[dict[str, float], str]:
+  """A multilabel run's (probability threshold per label, where they came from): `--threshold`
+  for every label, else the run's operating points (each label's, chosen on validation by
+  `radjax evaluate`), else 0.5."""
+  from radjax.evaluate import OPERATING_POINT, label_thresholds as stored, read_operating_point
+
+  if threshold is not None:
+    return dict.fromkeys(class_names, _checked(threshold)), "--threshold"
+  point = read_operating_point(workdir)
+  if point is not None and point.get("task") == "multilabel":
+    return (stored(point, class_names),
+            f"{pathlib.Path(workdir) / OPERATING_POINT} ({point['rule']}, each label's own)")
+  return dict.fromkeys(class_names, 0.5), "default (no operating points: run radjax evaluate " \
+      "to choose them on VAL)"
+
+
+def _checked(threshold: float) -> float:
+  from radjax.errors import UserError
+
+  if not 0 < threshold < 1:
+    raise UserError(f"--threshold {threshold}: expected a probability strictly between 0 and 1")
+  return threshold
+
+
 def decision_threshold(workdir, threshold: float | None = None) -> tuple[float, str]:
   """(probability threshold, where it came from): `--threshold`, else the run's operating point
   (chosen on validation by `radjax evaluate`), else 0.5."""
-  from radjax.errors import UserError
   from radjax.evaluate import OPERATING_POINT, read_operating_point
 
   if threshold is not None:
-    if not 0 < threshold < 1:
-      raise UserError(f"--threshold {threshold}: expected a probability strictly between 0 and 1")
-    return threshold, "--threshold"
+    return _checked(threshold), "--threshold"
   point = read_operating_point(workdir)
   if point is not None:
     return point["threshold"], f"{pathlib.Path(workdir) / OPERATING_POINT} ({point['rule']})"
@@ -83,11 +105,14 @@ def tta_inputs(pixels, config, high_bit: bool, copies: int, seed: int,
 
 
 def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
-                  threshold: float | None = 0.5, tta: int = 0, tta_seed: int = 0,
+                  threshold: float | dict[str, float] | None = 0.5, tta: int = 0,
+                  tta_seed: int = 0,
                   augment_config=None) -> tuple[list[Prediction], list[str]]:
   """Predictions for every input file (errors included) and the checkpoint's class names. A
   binary run calls an image the second class when its probability is above `threshold`; a
-  multiclass run calls the most probable class (`threshold` does not apply). With `tta` N > 0,
+  multilabel run calls each label above its threshold (`threshold`: one for all, or a dict of
+  each label's); a multiclass run calls the most probable class (`threshold` does not apply).
+  With `tta` N > 0,
   each image is predicted as N seeded augmented copies (`tta_inputs`): the mean and the standard
   deviation of their probabilities are reported, and the mean decides."""
   import jax
@@ -96,8 +121,11 @@ def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
 
   trained = run_lib.load(workdir, which)
   config, class_names = trained.config, trained.class_names
-  threshold = 0.5 if threshold is None else threshold  # binary runs, and each multilabel label
+  threshold = 0.5 if threshold is None else threshold
   multilabel = trained.task == "multilabel"
+  if multilabel:
+    cuts = np.array([threshold[n] if isinstance(threshold, dict) else threshold
+                     for n in class_names])
 
   def probabilities_of(logits):  # multilabel: a sigmoid per label, not a softmax over them
     return metrics.sigmoid(logits) if multilabel else metrics.probabilities(logits)
@@ -124,8 +152,8 @@ def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
       prediction.label = class_names[int(probability > threshold)]
     elif multilabel:  # every label above the threshold, "none" when no label is
       prediction.probabilities = {n: float(p) for n, p in zip(class_names, probability)}
-      prediction.label = "+".join(n for n, p in zip(class_names, probability) if p > threshold) \
-          or "none"
+      prediction.label = "+".join(n for n, p, cut in zip(class_names, probability, cuts)
+                                  if p > cut) or "none"
       if spread is not None:
         prediction.probabilities_sd = {n: float(v) for n, v in zip(class_names, spread)}
       spread = None
@@ -184,7 +212,8 @@ def format_text(results: list[Prediction], class_names) -> str:
 
 
 def format_json(results: list[Prediction], class_names, threshold: float | None = 0.5) -> str:
-  """`threshold` None: a multiclass run (the most probable class decides)."""
+  """`threshold` None: a multiclass run (the most probable class decides); a dict: a multilabel
+  run's threshold per label."""
   return json.dumps({"class_names": list(class_names), "threshold": threshold,
                      "predictions": [dataclasses.asdict(r) for r in results]}, indent=2)
 

@@ -221,31 +221,114 @@ def test_evaluate_reports_each_label_over_its_known_images(multilabel_run, tmp_p
   low, high = result["intervals"]["auc"]
   assert f"macro AUC {result['auc']:.3f} (95% CI {low:.3f}-{high:.3f})" in text
   assert (out / "roc.png").stat().st_size > 10_000
-  assert cli.main(["evaluate", "--workdir", str(workdir), "--target-sensitivity", "0.9",
-                   "--out", str(out)]) == 2
-  assert "a multilabel run has no single decision threshold" in capsys.readouterr().err
+
+
+def _val_logits(manifest, workdir):
+  from radjax import datasets
+
+  trained = run_lib.load(workdir, "latest")
+  pipeline = datasets.open_pipeline(manifest, trained.config, splits=("val", "train"))
+  return trained, pipeline
+
+
+def test_evaluate_chooses_each_labels_operating_point_on_val(multilabel_run, tmp_path, capsys):
+  manifest, workdir, _ = multilabel_run
+  trained, pipeline = _val_logits(manifest, workdir)
+  assert cli.main(["evaluate", "--workdir", str(workdir), "--checkpoint", "latest",
+                   "--target-sensitivity", "0.9", "--out", str(tmp_path / "val")]) == 0
+  text = capsys.readouterr().out
+  point = json.loads((workdir / "operating_point.json").read_text())
+  assert point["task"] == "multilabel" and point["rule"] == "sensitivity >= 0.9"
+  assert point["epoch"] == 3 and set(point["labels"]) == set(LABELS)
+  assert "operating points (sensitivity >= 0.9, each label's own, chosen on VAL at epoch 3)" in text
+  # On TRAIN, the points stored from VAL: each label's figures at its own threshold.
+  assert cli.main(["evaluate", "--workdir", str(workdir), "--checkpoint", "latest",
+                   "--split", "train", "--out", str(tmp_path / "train")]) == 0
+  train_result = json.loads((tmp_path / "train" / "metrics.json").read_text())
+  assert json.loads((workdir / "operating_point.json").read_text()) == point  # not re-chosen
+  val_result = json.loads((tmp_path / "val" / "metrics.json").read_text())
+  thresholds = set()
+  for split, result in (("val", val_result), ("train", train_result)):
+    logits, labels = trained.steps.logits_of(trained.variables, pipeline.eval_batches(split, 6))
+    for k, name in enumerate(LABELS):
+      known = labels[:, k] >= 0
+      chosen, at = point["labels"][name], result["operating_point"]["on_this_split"][name]
+      if split == "val":  # the point is the binary rule over the label's known VAL images
+        want = metrics.operating_point(logits[known, k], labels[known, k], 0.9)
+        assert chosen["threshold_logit"] == pytest.approx(want["threshold_logit"], abs=1e-4)
+        assert chosen["sensitivity"] == want["sensitivity"] and want["sensitivity"] >= 0.9
+      called = logits[known, k] > chosen["threshold_logit"]
+      truth = labels[known, k] == 1
+      assert at["confusion_matrix"] == [[int(np.sum(~called & ~truth)), int(np.sum(called & ~truth))],
+                                        [int(np.sum(~called & truth)), int(np.sum(called & truth))]]
+      assert at["sensitivity"] == pytest.approx(np.mean(called[truth]))
+      low, high = at["intervals"]["specificity"]
+      assert low <= at["specificity"] <= high
+      thresholds.add(round(chosen["threshold"], 6))
+  assert len(thresholds) > 1  # each label its own
+
+
+def test_a_label_val_holds_one_value_of_keeps_probability_one_half(tmp_path):
+  import types
+
+  from radjax import evaluate
+
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 2, (20, 3))
+  labels[:, 2] = 1  # VAL holds only positives of the third label
+  labels[::5, 0] = -1  # and the first is unknown on a fifth of the images
+  logits = rng.normal(size=(20, 3)) + 2.0 * labels
+  trained = types.SimpleNamespace(class_names=list(LABELS), epoch=4,
+                                  config=types.SimpleNamespace(seed=0))
+  result = {"written": ["metrics.json"]}
+  evaluate._label_operating_points(result, trained, logits, labels, "val", "best", tmp_path, None)
+  point = json.loads((tmp_path / "operating_point.json").read_text())
+  assert point["labels"]["centre"] is None and point["rule"] == "Youden's J"
+  known = labels[:, 0] >= 0
+  assert point["labels"]["top_left"] == metrics.operating_point(logits[known, 0], labels[known, 0])
+  at = result["operating_point"]["on_this_split"]["top_left"]
+  called = logits[known, 0] > point["labels"]["top_left"]["threshold_logit"]
+  assert at["sensitivity"] == pytest.approx(np.mean(called[labels[known, 0] == 1]))
+  assert result["operating_point"]["on_this_split"]["centre"] is None
+  assert result["written"] == ["metrics.json", str(tmp_path / "operating_point.json")]
+  thresholds = evaluate.label_thresholds(point, LABELS)
+  assert thresholds["centre"] == 0.5 and thresholds["top_left"] == point["labels"]["top_left"]["threshold"]
+  lines = evaluate._format_label_points(result["operating_point"], LABELS)
+  assert "centre" in lines[3] and "probability 0.5 (VAL holds one value of this label" in lines[3]
+  assert f"probability {thresholds['top_left']:.4f}  sensitivity" in lines[1]
 
 
 def test_predict_gives_every_label_its_probability_and_decision(multilabel_run, tmp_path, capsys):
+  from radjax import evaluate
+
   manifest, workdir, _ = multilabel_run
   table = tmp_path / "predictions.csv"
   files = [str(manifest.parent / f"val{k}.png") for k in range(4)]
+  # Each label's operating point, as radjax evaluate chose them on VAL.
+  assert cli.main(["evaluate", "--workdir", str(workdir), "--checkpoint", "latest",
+                   "--out", str(tmp_path)]) == 0
+  point = json.loads((workdir / "operating_point.json").read_text())
+  cuts = evaluate.label_thresholds(point, LABELS)
   assert cli.main(["predict", "--workdir", str(workdir), "--checkpoint", "latest",
                    "--csv", str(table), *files]) == 0
   captured = capsys.readouterr()
-  assert "Decision: every label with probability > 0.5000 (multilabel run)" in captured.err
+  assert ("Decision: each label above its threshold ("
+          + ", ".join(f"{n} {cuts[n]:.4f}" for n in LABELS)
+          + f"; from {workdir / 'operating_point.json'} (Youden's J, each label's own))"
+          ) in captured.err
   rows = list(csv.DictReader(table.open()))
   assert list(rows[0]) == ["path", *(f"probability_{n}" for n in LABELS), "class", "error",
                            "probability_sd"]
   for row in rows:
     p = {n: float(row[f"probability_{n}"]) for n in LABELS}
-    assert row["class"] == ("+".join(n for n in LABELS if p[n] > 0.5) or "none")
+    assert row["class"] == ("+".join(n for n in LABELS if p[n] > cuts[n]) or "none")
   assert not np.isclose(sum(float(rows[0][f"probability_{n}"]) for n in LABELS), 1.0)  # sigmoids
   assert cli.main(["predict", "--workdir", str(workdir), "--checkpoint", "latest", "--json",
                    "--tta", "2", "--threshold", "0.9", files[0]]) == 0
   reply = json.loads(capsys.readouterr().out)
   (p,) = reply["predictions"]
-  assert reply["threshold"] == 0.9 and set(p["probabilities_sd"]) == set(LABELS)
+  assert reply["threshold"] == dict.fromkeys(LABELS, 0.9)
+  assert set(p["probabilities_sd"]) == set(LABELS)
   assert p["label"] == ("+".join(n for n in LABELS if p["probabilities"][n] > 0.9) or "none")
   assert cli.main(["predict", "--workdir", str(workdir), "--threshold", "1.5", files[0]]) == 2
   assert capsys.readouterr().err.strip() == (
