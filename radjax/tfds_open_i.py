@@ -8,11 +8,12 @@
     train = builder.as_dataset(split="train")                  # 65 films; "validation": 10
 
 With a manual_dir holding TRAIN/ and VAL/ (the extracted archive, or the shared copy), nothing is
-downloaded. Without one, the builder downloads the tutorial's archive (`data.PUBLIC_DATASET_URL`),
-which TFDS only accepts with its checksum registered (`checksums.tsv` beside this module): the
-archive's publisher gives none, and this project has not been able to fetch it to record one, so
-that path fails until someone runs `download_and_prepare` once with
-`DownloadConfig(register_checksums=True)` on a machine with network access and commits the file.
+downloaded. Without one, the builder downloads the tutorial's archive (`data.PUBLIC_DATASET_URL`).
+TFDS checks a download against the checksum registered for its URL (`checksums.tsv` beside this
+module), and none is: the publisher gives none, and this project has had no network to record
+one. So the archive is used unverified (tested against a local server). Running
+`download_and_prepare` once with `DownloadConfig(register_checksums=True)` on a machine with
+network access writes `checksums.tsv`; committed, it makes every later download checked.
 
 Examples are the original PNGs (3 channels, their own sizes) with the label (abd = 0, chest = 1,
 the sorted folder names) and the path relative to the split folder; `radjax prepare` is the way to

@@ -235,3 +235,45 @@ def test_the_tutorial_dataset_builds_offline_from_an_extracted_copy(dataset_dir,
     assert e["label"] == (0 if path.startswith("abd/") else 1)
     np.testing.assert_array_equal(
         e["image"], np.asarray(Image.open(dataset_dir / "VAL" / path).convert("RGB")))
+
+
+def test_the_tutorial_dataset_builds_from_its_archive_downloaded(dataset_dir, tmp_path,
+                                                                 monkeypatch):
+  """The download path, served from localhost: the archive (here zipped from the shared copy,
+  in a top folder as the tutorial's) is fetched, extracted and built; TFDS records the archive's
+  checksum it computed (none is registered to check it against)."""
+  import functools
+  import hashlib
+  import http.server
+  import threading
+  import zipfile
+
+  import tensorflow_datasets as tfds
+
+  from radjax import tfds_open_i
+
+  served = tmp_path / "served"
+  served.mkdir()
+  with zipfile.ZipFile(served / "Open_I_abd_vs_CXRs.zip", "w") as z:
+    for path in sorted(dataset_dir.rglob("*.png")):
+      z.write(path, "Open_I_abd_vs_CXRs/" + path.relative_to(dataset_dir).as_posix())
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(
+      http.server.SimpleHTTPRequestHandler, directory=str(served)))
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  try:
+    url = f"http://127.0.0.1:{server.server_port}/Open_I_abd_vs_CXRs.zip"
+    monkeypatch.setattr(data, "PUBLIC_DATASET_URL", url)
+    builder = tfds_open_i.OpenIAbdVsCxr(data_dir=str(tmp_path / "tfds"))
+    builder.download_and_prepare(download_dir=str(tmp_path / "downloads"))
+  finally:
+    server.shutdown()
+  assert builder.info.splits["train"].num_examples == 65
+  assert builder.info.splits["validation"].num_examples == 10
+  labels = [int(e["label"]) for e in tfds.as_numpy(builder.as_dataset(split="train"))]
+  assert sorted(labels) == [0] * 32 + [1] * 33
+  # The archive's SHA-256 as TFDS computed it (what register_checksums would commit).
+  (info,) = (tmp_path / "downloads").rglob("*.zip.INFO")
+  recorded = json.loads(info.read_text())["url_info"]
+  archive = (served / "Open_I_abd_vs_CXRs.zip").read_bytes()
+  assert recorded["checksum"] == hashlib.sha256(archive).hexdigest()
+  assert recorded["size"] == len(archive)
