@@ -112,11 +112,12 @@ def _prepared_images(root: pathlib.Path):
   if index["format"] != prepared.FORMAT:
     raise UserError(f"{root}: a view of the prepared dataset {index['prepared']} (a fold's "
                     "data?); cross-validate the dataset itself")
-  if index["multilabel"]:
-    raise UserError(f"{root}: a multilabel prepared dataset; radjax cv folds multilabel data "
-                    "from its CSV manifest only so far (cross-validate the CSV)")
   pooled = [s for s in POOLED_SPLITS if s in index["splits"]]
-  found = [(path, int(label)) for s in pooled
+
+  def label_of(label):  # a multilabel dataset's labels are 1/0/-1 vectors, as a CSV's
+    return [int(v) for v in label] if index["multilabel"] else int(label)
+
+  found = [(path, label_of(label)) for s in pooled
            for path, label in zip(index["splits"][s]["paths"], index["splits"][s]["labels"])]
   note = (f"the {' and '.join(pooled)} splits of the prepared dataset {root.name}"
           + ("; its test split left out (the final test)" if "test" in index["splits"] else ""))
@@ -356,9 +357,7 @@ def _fold_data(plan: dict, seed: str, fold: int, target: pathlib.Path) -> pathli
   building = target.with_name(target.name + ".partial")
   shutil.rmtree(building, ignore_errors=True)
   root = pathlib.Path(plan["root"])
-  if plan["labels"] and isinstance(plan["labels"][0], list):  # multilabel: a manifest per fold
-    return _multilabel_fold_data(plan, seed, fold, target, building)
-  if plan.get("prepared"):
+  if plan.get("prepared"):  # its labels travel with the dataset, multilabel ones too
     where = prepared.locations(root)
     held = plan["assignment"][seed]
     prepared.write_view(root, building, {
@@ -366,6 +365,8 @@ def _fold_data(plan: dict, seed: str, fold: int, target: pathlib.Path) -> pathli
         "val": [where[p] for p, f in zip(plan["paths"], held) if f == fold]})
     building.rename(target)
     return target
+  if plan["labels"] and isinstance(plan["labels"][0], list):  # multilabel: a manifest per fold
+    return _multilabel_fold_data(plan, seed, fold, target, building)
   for path, label, f in zip(plan["paths"], plan["labels"], plan["assignment"][seed]):
     split = "VAL" if f == fold else "TRAIN"
     link = building / split / plan["class_names"][label] / path

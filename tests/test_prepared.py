@@ -2,6 +2,7 @@
 when it fits `cache_mb`, else streamed with a bounded shuffle buffer."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -168,11 +169,39 @@ def test_a_multilabel_manifest_prepares_with_its_label_vectors(tmp_path):
   want = {e.path: e.label for e in listed.splits["val"]}
   got = [tuple(label) for _, label, _ in pipeline.cached("val")]
   assert got == [want[p] for p in sorted(want)]
+
+
+def test_a_multilabel_prepared_dataset_folds_into_views_with_its_label_vectors(tmp_path):
+  """radjax cv of a prepared findings dataset: the plan holds each image's label vector (as the
+  CSV's), and each fold is a view whose splits carry them (what training and the held-out
+  predictions read)."""
+  from test_multilabel import _write_multilabel_csv
+
   from radjax import cv
 
-  with pytest.raises(UserError, match="a multilabel prepared dataset; radjax cv folds multilabel "
-                                      "data from its CSV manifest only so far"):
-    cv.labelled_images(out)
+  manifest = _write_multilabel_csv(tmp_path, per_split=(12, 4))
+  out = tmp_path / "prepared"
+  config = _config()
+  prepared.prepare(config, datasets.list_every_split(manifest), out, progress=False)
+  plan = cv.make_plan(out, 2, [0])
+  from_csv = cv.make_plan(manifest, 2, [0])
+  assert plan["prepared"] and not from_csv["prepared"]
+  by_path = dict(zip(from_csv["paths"], from_csv["labels"]))
+  source = {e.path: e for split in data.list_manifest(manifest).splits.values() for e in split}
+  assert len(plan["paths"]) == 16 and all(isinstance(v, list) for v in plan["labels"])
+  for path, label in zip(plan["paths"], plan["labels"]):  # the source paths, the CSV's labels
+    assert label == list(source[path].label)
+    assert by_path[pathlib.Path(path).relative_to(manifest.parent).as_posix()] == label
+  fold_of = plan["assignment"]["0"]
+  for fold in (1, 2):
+    view = cv._fold_data(plan, "0", fold, tmp_path / f"fold_{fold}")
+    assert prepared.is_prepared(view)
+    pipeline = datasets.open_pipeline(view, config)
+    assert pipeline.multilabel
+    for split, held in (("val", True), ("train", False)):
+      want = {p: tuple(lab) for p, lab, f in zip(plan["paths"], plan["labels"], fold_of)
+              if (f == fold) == held}
+      assert {e.path: e.label for e in pipeline.examples[split]} == want
 
 
 def test_patient_ids_are_a_feature_from_the_manifest_else_the_dicom_header(dataset_dir,
