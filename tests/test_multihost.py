@@ -75,7 +75,10 @@ import json, sys
 who, port, data_dir, workdir, cache = sys.argv[1:6]
 import jax
 if who != "single":  # one of two processes, one CPU device each
-  jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=int(who))
+  # Three processes share 2 cores: generous timeouts, so a slow machine is not a failed run.
+  jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=int(who),
+                             initialization_timeout=900, heartbeat_timeout_seconds=900,
+                             shutdown_timeout_seconds=900)
 from radjax import config as config_lib, train
 config = config_lib.load_config("smoke", [
     f"--config.data_dir={data_dir}", "--config.num_epochs=1", "--config.batch_size=4",
@@ -108,7 +111,7 @@ def test_two_processes_train_what_one_process_with_two_devices_trains(tiny_data,
   processes = [subprocess.Popen([sys.executable, "-c", RUN, *argv], env=environment,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for argv, environment in commands]  # all three at once
-  results = [p.communicate(timeout=600) for p in processes]
+  results = [p.communicate(timeout=1200) for p in processes]
   for p, (out, err) in zip(processes, results):
     assert p.returncode == 0, err[-3000:]
   outputs, expected = results[:2], _history(results[2][0])
