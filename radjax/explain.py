@@ -75,10 +75,12 @@ def _gradcam_fn(model, layer: str):
   return run
 
 
-def occlusion(logits_of, image: np.ndarray, patch: int, stride: int, batch_size: int):
+def occlusion(logits_of, image: np.ndarray, patch: int, stride: int, batch_size: int,
+              base: float | None = None):
   """Score drop when a `patch`-pixel square of the image's mean value covers each grid position:
   (rows, columns) map, position (i, j) covering rows i*stride .. i*stride+patch. `logits_of`
-  gives one score per image (the binary logit, or a class' log-probability)."""
+  gives one score per image (the binary logit, or a class' log-probability); `base` is the
+  image's own score when the caller has it (else one more pass computes it)."""
   size = image.shape[0]
   starts = list(range(0, max(size - patch, 0) + 1, stride))
   if starts[-1] + patch < size:
@@ -90,7 +92,8 @@ def occlusion(logits_of, image: np.ndarray, patch: int, stride: int, batch_size:
       occluded = image.copy()
       occluded[top:top + patch, left:left + patch] = fill
       copies.append(occluded)
-  base = logits_of(image[None], batch_size)[0]
+  if base is None:
+    base = logits_of(image[None], batch_size)[0]
   drops = [base - logits_of(np.stack(copies[k:k + batch_size]), batch_size)
            for k in range(0, len(copies), batch_size)]
   return np.concatenate(drops).reshape(len(starts), len(starts)), starts
@@ -147,17 +150,17 @@ def explain_file(trained, path, layer: str = "mixed10", patch_fraction: float = 
   # class' (label's) own logit.
   cam, _ = gradcam(trained.model, variables, image, layer,
                    sign=1.0 if target or multilabel else -1.0, target=target)
-  if np.ndim(logits) == 0:
-    score_of = logits_of  # the logit: red hides evidence for the second class
-  elif multilabel:  # the label's own logit (log-odds): the other labels do not compete
-    def score_of(batch, size):
-      return np.asarray(logits_of(batch, size), np.float64)[:, target]
-  else:  # the explained class' log-probability
-    def score_of(batch, size):
-      z = np.asarray(logits_of(batch, size), np.float64)
-      return z[:, target] - np.logaddexp.reduce(z, axis=1)
+  def score(z):  # a batch's logits -> the explained score of each image
+    if np.ndim(logits) == 0:
+      return z  # the logit: red hides evidence for the second class
+    z = np.asarray(z, np.float64)
+    if multilabel:  # the label's own logit (log-odds): the other labels do not compete
+      return z[:, target]
+    return z[:, target] - np.logaddexp.reduce(z, axis=1)  # the class' log-probability
+
   patch = max(int(round(config.image_size * patch_fraction)), 1)
-  drop, starts = occlusion(score_of, image, patch, max(patch // 2, 1), batch_size)
+  drop, starts = occlusion(lambda batch, size: score(logits_of(batch, size)), image, patch,
+                           max(patch // 2, 1), batch_size, base=score(logits[None])[0])
   height, width = pixels.shape[:2]
   occluded = _occlusion_to_input(drop, starts, patch, config.image_size)
   multiclass = np.ndim(logits) == 1

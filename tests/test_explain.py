@@ -107,3 +107,26 @@ def test_explain_command_writes_figures_and_reads_dicom(marker_run, tmp_path, ca
   assert cli.main(["explain", "--workdir", str(workdir), "--out", str(out), "--layer", "mixed11",
                    str(inputs)]) == 2
   assert "--layer mixed11: expected one of mixed0" in capsys.readouterr().err
+
+
+def test_occlusion_drops_are_the_score_lost_under_each_patch_and_reuse_a_given_base():
+  image = np.zeros((8, 8, 3), np.float32)
+  image[0:2, 0:2] = 1.0  # all the "evidence" sits in the top-left corner
+  calls = []
+
+  def score_of(batch, size):  # a stand-in network: the sum of the pixels
+    calls.append(len(batch))
+    assert len(batch) <= size
+    return batch.reshape(len(batch), -1).sum(axis=1)
+
+  drop, starts = explain.occlusion(score_of, image, patch=4, stride=2, batch_size=4)
+  assert starts == [0, 2, 4]
+  # The patch's value is the image's mean, 4/64 per channel. The top-left patch takes away the
+  # corner's 12 ones and puts 16 pixels x 3 channels of 1/16 in their place.
+  assert drop[0, 0] == pytest.approx(12 - 3)
+  assert drop[2, 2] == pytest.approx(-3)  # covers none of the corner: it only adds the fill
+  assert calls == [1, 4, 4, 1]  # the base alone, then the 9 occluded copies
+  calls.clear()
+  again, _ = explain.occlusion(score_of, image, patch=4, stride=2, batch_size=4, base=12.0)
+  np.testing.assert_allclose(again, drop)
+  assert calls == [4, 4, 1]  # the given base is not computed again
