@@ -527,20 +527,37 @@ def _label(r: dict) -> str:
   return f"{r['impl']} ({'; '.join(settings)})" if settings else r["impl"]
 
 
+SOURCE = "_source"  # where a record came from, for `--table`: file and machine
+
+
+def _tagged(name: str, records: list[dict]) -> list[dict]:
+  """`records` of file `name`, each tagged with its file and the machine of the last "machine"
+  record before it (runs appended to one file on one machine stay comparable)."""
+  machine_of = None
+  for r in records:
+    if r.get("part") == "machine":
+      machine_of = json.dumps({k: r.get(k) for k in ("cpu", "cores", "devices")}, sort_keys=True)
+    r[SOURCE] = f"{name} {machine_of}"
+  return records
+
+
 def table() -> str:
   steps = [r for r in RESULTS if r["part"] == "train_step" and "skipped" not in r]
   base = [r for r in steps if r["impl"] == "radjax" and not r.get("variant")]
 
-  def ours_at(device, batch, dtype, xla_flags=""):
+  def ours_at(device, batch, dtype, xla_flags="", source=None):
+    # Only a record of the same machine in the same file (`--table`; one run: all of them) is
+    # a fair reference: another file may be another card, another day, another load.
     return next((o for o in base if o["device"] == device and o["batch"] == batch
-                 and o["dtype"] == dtype and o.get("xla_flags", "") == xla_flags), None)
+                 and o["dtype"] == dtype and o.get("xla_flags", "") == xla_flags
+                 and o.get(SOURCE) == source), None)
 
   lines = ["| part | impl | device | batch | dtype | ms/step | images/s | compile s | peak GiB "
            "| radjax / this |", "|---|---|---|---|---|---|---|---|---|---|"]
   for r in steps:
     # Peers and variants against radjax at the same batch and dtype (float32 if it has none).
-    ours = ours_at(r["device"], r["batch"], r["dtype"]) or ours_at(r["device"], r["batch"],
-                                                                   "float32")
+    ours = (ours_at(r["device"], r["batch"], r["dtype"], source=r.get(SOURCE))
+            or ours_at(r["device"], r["batch"], "float32", source=r.get(SOURCE)))
     ratio = f"{ours['images_per_s'] / r['images_per_s']:.2f}x" if ours and r is not ours else ""
     compile_s = r.get("compile_s", r.get("first_step_s"))
     peak = f"{r['peak_memory_gb']:.1f}" if r.get("peak_memory_gb") is not None else ""
@@ -551,14 +568,15 @@ def table() -> str:
                  f"| {ratio} |")
   for r in base:
     if r["device"] == "gpu" and not r.get("xla_flags"):
-      cpu = ours_at("cpu", r["batch"], r["dtype"])
+      cpu = ours_at("cpu", r["batch"], r["dtype"], source=r.get(SOURCE))
       if cpu:
         lines.append(f"| GPU/CPU | radjax | gpu vs cpu | {r['batch']} | {r['dtype']} | | "
                      f"{r['images_per_s'] / cpu['images_per_s']:.1f}x | | | |")
-  pipes = {r["impl"]: r for r in RESULTS if r["part"] == "pipeline" and "skipped" not in r}
-  for impl, r in pipes.items():
-    ratio = (f"{pipes['radjax']['images_per_s'] / r['images_per_s']:.2f}x"
-             if impl != "radjax" and "radjax" in pipes else "")
+  pipes = {(r.get(SOURCE), r["impl"]): r for r in RESULTS
+           if r["part"] == "pipeline" and "skipped" not in r}
+  for (source, impl), r in pipes.items():
+    ours = pipes.get((source, "radjax"))
+    ratio = f"{ours['images_per_s'] / r['images_per_s']:.2f}x" if ours and r is not ours else ""
     lines.append(f"| input pipeline | {impl} | cpu | {r['batch']} | float32 | | "
                  f"{r['images_per_s']:.1f} | | | {ratio} |")
   for r in RESULTS:
@@ -574,7 +592,8 @@ def table() -> str:
               "| epoch | epoch s | train s | precise BN s | validation s | train images/s "
               "| train s / (steps x step) | epoch s / (steps x step + validation s) |",
               "|---|---|---|---|---|---|---|---|"]
-    step = ours_at(r.get("device"), r.get("batch"), "float32", r.get("xla_flags", ""))
+    step = ours_at(r.get("device"), r.get("batch"), "float32", r.get("xla_flags", ""),
+                   r.get(SOURCE))
     for i, epoch_s in enumerate(r["epoch_s"]):
       train_s = r.get("train_s", [None] * len(r["epoch_s"]))[i]
       pure = (r["steps_per_epoch"] * step["ms_per_step"] / 1e3
@@ -654,7 +673,8 @@ def main() -> None:
     for name in args.table:
       if not os.path.exists(name):
         sys.exit(f"benchmark: {name}: no such file (no measurement finished?)")
-      RESULTS.extend(json.loads(line) for line in open(name) if line.startswith("{"))
+      RESULTS.extend(_tagged(name, [json.loads(line) for line in open(name)
+                                    if line.startswith("{")]))
     print(table())
     return
   if args.jsonl:

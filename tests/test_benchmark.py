@@ -129,3 +129,35 @@ def test_table_of_a_missing_file_is_one_line(tmp_path):
   assert result.returncode == 1
   assert result.stderr.strip() == (f"benchmark: {tmp_path / 'none.jsonl'}: no such file "
                                    "(no measurement finished?)")
+
+
+def test_table_compares_records_only_within_one_file_and_machine(tmp_path):
+  h200 = {"part": "machine", "cpu": "Xeon", "cores": 16, "devices": ["gpu:NVIDIA H200"]}
+  h100 = {"part": "machine", "cpu": "Xeon", "cores": 16, "devices": ["gpu:NVIDIA H100"]}
+  first, second = tmp_path / "h200.jsonl", tmp_path / "h100.jsonl"
+  # The first file: radjax, and a CPU step appended later by another run on the same machine.
+  first.write_text("".join(json.dumps(r) + "\n" for r in [
+      h200, _step("radjax", "gpu", 5, "float32", 10.0),
+      {"part": "pipeline", "impl": "radjax", "batch": 5, "images_per_s": 800.0},
+      h200, _step("radjax", "cpu", 5, "float32", 1500.0)]))
+  # The second: another card's peers (and a pipeline run of its own), without radjax steps.
+  second.write_text("".join(json.dumps(r) + "\n" for r in [
+      h100, _step("torch-fp32", "gpu", 5, "float32", 40.0),
+      {"part": "pipeline", "impl": "keras", "batch": 5, "images_per_s": 100.0}]))
+  out = subprocess.run([sys.executable, str(SCRIPT), "--table", str(first), str(second)],
+                       capture_output=True, text=True, check=True).stdout
+  torch = next(line for line in out.splitlines() if "torch-fp32" in line)
+  assert torch.split("|")[-2].strip() == ""  # no ratio against another file's (card's) radjax
+  keras = next(line for line in out.splitlines() if "| input pipeline | keras" in line)
+  assert keras.split("|")[-2].strip() == ""
+  assert "| GPU/CPU | radjax | gpu vs cpu | 5 | float32 | | 150.0x |" in out  # same machine
+
+  # The same records in one file on one machine are compared.
+  both = tmp_path / "both.jsonl"
+  both.write_text(first.read_text() + second.read_text().replace("H100", "H200"))
+  out = subprocess.run([sys.executable, str(SCRIPT), "--table", str(both)],
+                       capture_output=True, text=True, check=True).stdout
+  torch = next(line for line in out.splitlines() if "torch-fp32" in line)
+  assert torch.rstrip().endswith("| 4.00x |")
+  keras = next(line for line in out.splitlines() if "| input pipeline | keras" in line)
+  assert keras.rstrip().endswith("| 8.00x |")
