@@ -68,8 +68,10 @@ def resize(image, config):
     return tf.image.resize_with_pad(image, size, size, method=config.resize_method, antialias=True)
   if config.resize_method == "nearest":
     shape = tf.shape(image, out_type=tf.int64)
-    rows, columns = (tf.numpy_function(keras_nearest_indices, [shape[axis], size], tf.int64,
-                                       stateful=False) for axis in (0, 1))
+    # numpy_function's result has no static shape: say it, or every batch downstream has none.
+    rows, columns = (tf.ensure_shape(tf.numpy_function(keras_nearest_indices, [shape[axis], size],
+                                                       tf.int64, stateful=False), [size])
+                     for axis in (0, 1))
     return tf.gather(tf.gather(image, rows, axis=0), columns, axis=1)
   return tf.image.resize(image, [size, size], method=config.resize_method, antialias=True)
 

@@ -240,6 +240,18 @@ def test_nearest_resize_is_keras_load_img_pixel_for_pixel(dataset_dir):
   assert preprocess.keras_nearest_indices(512, 299)[149] == 255
 
 
+def test_nearest_resize_batches_have_static_shapes_for_every_pass(dataset_dir):
+  # hello_world resizes with "nearest": training, precise BN and (padded) validation batches.
+  config = _config()
+  config.resize_method = "nearest"
+  pipeline = data.Pipeline(data.list_folders(dataset_dir), config)
+  val = list(pipeline.eval_batches("val", 4))
+  assert [b["image"].shape for b in val] == [(4, 75, 75, 3)] * 3
+  assert [int(b["mask"].sum()) for b in val] == [4, 4, 2]
+  assert next(pipeline.recalibration_batches(5))["image"].shape == (5, 75, 75, 3)
+  assert next(pipeline.train_batches(5, 1, 1))["image"].shape == (5, 75, 75, 3)
+
+
 def test_high_bit_depth_png_equals_the_dicom_without_window_and_keeps_16_bits(tmp_path):
   from PIL import Image
 
