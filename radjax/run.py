@@ -7,12 +7,15 @@ TensorFlow.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
+import json
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 
 from radjax import steps as steps_lib
@@ -76,7 +79,23 @@ def trainable_labels(params, fine_tune: str):
   return jax.tree_util.tree_map_with_path(label, params)
 
 
+# The config fields the optimizer and the steps' input preparation read: equal values, equal
+# functions (`_steps_for` shares them between runs). Each builder sees only its fields, so one
+# that reads another fails at once instead of being shared by runs that differ in it.
+OPTIMIZER_FIELDS = ("learning_rate", "b1", "b2", "eps", "fine_tune")
+INPUT_FIELDS = ("augment", "value_range")
+
+
+def _only(config, fields) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({k: config[k] for k in fields})
+
+
+def _settings(config, fields) -> str:
+  return json.dumps(_only(config, fields).to_dict(), sort_keys=True)
+
+
 def make_optimizer(config, params) -> optax.GradientTransformation:
+  config = _only(config, OPTIMIZER_FIELDS)
   adam = optax.adam(config.learning_rate, b1=config.b1, b2=config.b2, eps=config.eps)
   if config.fine_tune == "all":
     return adam
@@ -90,9 +109,16 @@ def initial_variables(config, model):
   from radjax import weights
 
   size = config.image_size
-  variables = jax.jit(model.init, static_argnames="train")(
-      jax.random.key(config.seed), jnp.zeros((1, size, size, 3)), train=False)
+  variables = _jitted_init(model)(jax.random.key(config.seed), jnp.zeros((1, size, size, 3)),
+                                  train=False)
   return weights.load_into_classifier(variables, config.weights)
+
+
+@functools.lru_cache(maxsize=4)
+def _jitted_init(model):
+  """`model.init`, jitted once per model: equal models (flax modules compare by their fields)
+  share it and its trace."""
+  return jax.jit(model.init, static_argnames="train")
 
 
 def prepare(config):
@@ -100,6 +126,7 @@ def prepare(config):
   pixels (`augment_on="device"`) are augmented and scaled there (radjax.device_augment)."""
   from radjax import device_augment
 
+  config = _only(config, INPUT_FIELDS)
   return functools.partial(device_augment.model_input, augment=config.augment,
                            value_range=config.value_range)
 
@@ -127,12 +154,42 @@ def build(config, devices=None, class_names=("0", "1"), where: str = "the data",
   backend = devices[0].platform if devices else None
   model = create_model(config, task_lib.num_outputs(task, class_names), backend)
   variables, report = initial_variables(config, model)
-  tx = make_optimizer(config, variables["params"])
-  steps = steps_lib.Steps(model, tx, steps_lib.make_mesh(devices), prepare(config))
+  tx, steps, create_state = _steps_for(config, model, devices, variables["params"])
+  return Run(config, model, tx, steps, create_state(variables), report, task)
+
+
+# The optimizer and jitted steps of the last few (model, optimizer, input, devices) settings.
+# A second run with the same ones (cross-validation folds, `evaluate` after `train` in one
+# notebook, the tests) reuses their traces and compiled programs instead of tracing InceptionV3
+# again, seconds each. The functions are pure: sharing them cannot leak one run into another.
+_STEPS_KEPT = 4
+_steps: collections.OrderedDict = collections.OrderedDict()
+
+
+def clear_steps_cache() -> None:
+  """Forgets the shared steps and initialisers: the next `build` traces and compiles afresh, as
+  a new process does (benchmarks that report compile times call this first)."""
+  _steps.clear()
+  _jitted_init.cache_clear()
+
+
+def _steps_for(config, model, devices, params=None):
+  """(tx, Steps, jitted create_state) for these settings; `params` None: inference only."""
+  devices = tuple(devices) if devices else tuple(jax.devices())
+  key = (model, devices, params is None or _settings(config, OPTIMIZER_FIELDS),
+         _settings(config, INPUT_FIELDS))
+  if key in _steps:
+    _steps.move_to_end(key)
+    return _steps[key]
+  tx = None if params is None else make_optimizer(config, params)
+  steps = steps_lib.Steps(model, tx, steps_lib.make_mesh(list(devices)), prepare(config))
   # Jitted: one compiled function instead of an eager op (and a compile) per optimizer leaf.
-  state = jax.jit(functools.partial(steps_lib.create_state, tx=tx),
-                  out_shardings=steps.replicated)(variables)
-  return Run(config, model, tx, steps, state, report, task)
+  create_state = tx and jax.jit(functools.partial(steps_lib.create_state, tx=tx),
+                                out_shardings=steps.replicated)
+  _steps[key] = tx, steps, create_state
+  while len(_steps) > _STEPS_KEPT:
+    _steps.popitem(last=False)
+  return _steps[key]
 
 
 @dataclasses.dataclass
@@ -159,6 +216,6 @@ def load(workdir, which: str = "best") -> Trained:
   stored = meta.get("task", config.task)
   task = task_lib.resolve(stored, meta["class_names"], where, stored == "multilabel")
   model = create_model(config, task_lib.num_outputs(task, meta["class_names"]))
-  steps = steps_lib.Steps(model, None, steps_lib.make_mesh(), prepare(config))
+  _, steps, _ = _steps_for(config, model, None)
   return Trained(config, list(meta["class_names"]), meta, epoch, model, steps,
                  steps.replicate(variables), task)

@@ -177,6 +177,30 @@ def test_frozen_parameters_stay_bit_equal(tiny_data, jit_cache):
   assert not np.array_equal(before["params"]["logits"]["kernel"], after["params"]["logits"]["kernel"])
 
 
+def test_runs_with_equal_settings_share_their_steps_and_others_get_their_own(tiny_data, jit_cache):
+  first = run_lib.build(smoke_config(tiny_data, jit_cache))
+  again = run_lib.build(smoke_config(tiny_data, jit_cache, "--config.num_epochs=7"))
+  # Settings the steps do not read (epochs, data) share the traced and compiled functions...
+  assert again.steps is first.steps and again.tx is first.tx
+  assert again.state is not first.state  # ... never the state
+  faster = run_lib.build(smoke_config(tiny_data, jit_cache, "--config.learning_rate=0.001"))
+  assert faster.steps is not first.steps
+  # Each runs its own optimizer: Adam's first step moves a weight by at most its learning rate,
+  # by about that much where the gradient is well above epsilon.
+  batch, key = _random_batch(5), jax.random.key(0)
+  moved = []
+  for run in (first, faster):
+    before = np.asarray(run.state.params["logits"]["kernel"])
+    state, _ = run.steps.train(run.state, run.steps.shard(batch), key)
+    moved.append(np.max(np.abs(np.asarray(state.params["logits"]["kernel"]) - before)))
+  assert moved[0] == pytest.approx(1e-4, rel=0.05) and moved[1] == pytest.approx(1e-3, rel=0.05)
+  # An inference-only run (`run.load`) of the same model shares nothing with training's.
+  _, inference, _ = run_lib._steps_for(first.config, first.model, None)
+  assert inference is not first.steps
+  run_lib.clear_steps_cache()  # what benchmarks do before timing a compile
+  assert run_lib.build(smoke_config(tiny_data, jit_cache)).steps is not first.steps
+
+
 def test_fine_tune_settings():
   assert frozen_stages("all") == 0 and frozen_stages("head") == 12
   assert frozen_stages("from:mixed0") == 1 and frozen_stages("from:mixed10") == 11
