@@ -65,6 +65,22 @@ def test_smoke_train_writes_checkpoints_history_and_curves(trained):
   assert meta["metrics"]["val_loss"] == pytest.approx(history[1]["val_loss"])
 
 
+def test_the_papers_config_trains_from_the_class_folders(dataset_dir, jit_cache, tmp_path):
+  # configs/hello_world.py as a user runs it (its nearest resize, 65 + 10 films), shrunk to one
+  # epoch at 75x75 without ImageNet weights.
+  workdir = tmp_path / "hello"
+  assert cli.main(["train", "--config", str(REPO / "configs" / "hello_world.py"), "--workdir",
+                   str(workdir), f"--config.data_dir={dataset_dir}", "--config.weights=none",
+                   "--config.image_size=75", "--config.num_epochs=1",
+                   f"--config.compilation_cache={jit_cache}"]) == 0
+  [record] = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert record["epoch"] == 1 and record["precise_bn_seconds"] > 0
+  for key in ("loss", "val_loss", "val_auc"):
+    assert np.isfinite(record[key]), key
+  assert record["val_accuracy"] in {k / 10 for k in range(11)}  # of the 10 validation films
+  assert checkpoints.meta_of(workdir, "latest")["preprocessing"]["resize_method"] == "nearest"
+
+
 def test_evaluate_writes_metrics_and_roc(trained, tiny_data, tmp_path, capsys):
   assert cli.main(["evaluate", "--workdir", str(trained), "--out", str(tmp_path),
                    "--checkpoint", "latest"]) == 0
