@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import json
 from typing import Any
 
 import jax
@@ -91,7 +90,7 @@ def _only(config, fields) -> ml_collections.ConfigDict:
 
 
 def _settings(config, fields) -> str:
-  return json.dumps(_only(config, fields).to_dict(), sort_keys=True)
+  return _only(config, fields).to_json(sort_keys=True)
 
 
 def make_optimizer(config, params) -> optax.GradientTransformation:
@@ -184,8 +183,8 @@ def _steps_for(config, model, devices, params=None):
   tx = None if params is None else make_optimizer(config, params)
   steps = steps_lib.Steps(model, tx, steps_lib.make_mesh(list(devices)), prepare(config))
   # Jitted: one compiled function instead of an eager op (and a compile) per optimizer leaf.
-  create_state = tx and jax.jit(functools.partial(steps_lib.create_state, tx=tx),
-                                out_shardings=steps.replicated)
+  create_state = None if tx is None else jax.jit(
+      functools.partial(steps_lib.create_state, tx=tx), out_shardings=steps.replicated)
   _steps[key] = tx, steps, create_state
   while len(_steps) > _STEPS_KEPT:
     _steps.popitem(last=False)
