@@ -1,7 +1,7 @@
 """Every radjax setting, with the paper's values where the paper gives one.
 
 Variants do `from radjax.configs import default` and change only what differs; every setting is
-checked when a config is loaded (radjax/config.py). Run by itself it trains the paper's recipe
+checked when a config is loaded (radjax/training/config.py). Run by itself it trains the paper's recipe
 with radjax' defaults (ImageNet weights, [-1, 1] input, bilinear resize):
 
   radjax train --config configs/default.py --workdir runs/default --config.data_dir=DATA
@@ -23,7 +23,7 @@ def get_config():
   config.value_range = "inception"  # "inception" [-1, 1] (what ImageNet weights expect) or "unit" [0, 1]
   config.dicom_voi = "auto"        # DICOM VOI: "auto", "window", "voi_lut" or "none"
 
-  # Augmentation (Keras ImageDataGenerator semantics, see radjax/augment.py). Training only.
+  # Augmentation (Keras ImageDataGenerator semantics, see radjax/data/augment.py). Training only.
   config.augment = ml_collections.ConfigDict()
   config.augment.enabled = True
   config.augment.rotation_range = 20.0     # degrees
@@ -35,21 +35,21 @@ def get_config():
   config.augment.fill_mode = "nearest"     # or "reflect" (the two that match Keras exactly)
   config.augment.interpolation = "bilinear"
   # Where the augmentation runs: "host" (tf.data, TensorFlow's resampler) or "device" (inside the
-  # jitted train step, radjax/device_augment.py: the host only decodes, caches and batches; needed
+  # jitted train step, radjax/data/device_augment.py: the host only decodes, caches and batches; needed
   # to train from pre-decoded .npz arrays without TensorFlow). Same transforms, to float rounding.
   config.augment_on = "host"
 
   # Model.
   # "auto": "binary" (the paper's single sigmoid logit) for two classes, "multiclass" (softmax
   # over N logits, cross-entropy) for three or more, "multilabel" (K sigmoid logits, unknown
-  # labels masked) for a CSV with one 1/0/blank column per label; or name one (radjax.task).
+  # labels masked) for a CSV with one 1/0/blank column per label; or name one (radjax.training.task).
   config.task = "auto"
   config.weights = "imagenet"      # "imagenet", "none", a Keras .h5 file or a converted directory
   config.hidden_units = 256
   config.dropout_rate = 0.5
   config.dtype = "float32"         # compute dtype: "float32" or "bfloat16" (parameters stay float32)
   # How the step computes (same parameters and results, up to float rounding; "auto" = what was
-  # measured fastest on the backend, radjax.run.IMPLEMENTATIONS and README "Benchmarks"):
+  # measured fastest on the backend, radjax.training.run.IMPLEMENTATIONS and README "Benchmarks"):
   # convolutions "xla" (lax.conv) or "gemm" (patches @ kernel); max pooling "xla"
   # (lax.reduce_window) or "window" (max of window slices, hand-written gradient); BatchNorm's
   # gradient "closed_form" (hand-written) or "autodiff".
@@ -73,6 +73,18 @@ def get_config():
   # batch per pass on CPU, 64 images on GPUs, where 13 batch-5 passes are launch-bound).
   config.precise_bn_images_per_call = 0
   config.fine_tune = "all"         # "all" (the paper), "head", or "from:mixedN"
+
+  # Loss: a function of radjax/training/losses.py ("cross_entropy", the paper's; "focal") or your
+  # own as "package.module:function" (examples/custom_loss.py). Validation always reports plain
+  # cross-entropy, so runs with different losses compare.
+  config.loss = "cross_entropy"
+  config.label_smoothing = 0.0     # targets y (1 - e) + e / classes (2 for a sigmoid logit)
+  config.focal_gamma = 2.0         # focal loss' (1 - p)^gamma; 0 is cross-entropy
+  # Batch mixing inside the jitted step (radjax/training/mixing.py): each image blended with
+  # (mixup) or pasted into (cutmix) another of its batch, lam ~ Beta(alpha, alpha); 0 = off. Use
+  # one at a time. Training loss and accuracy are then against both labels, weighted by lam.
+  config.mixup_alpha = 0.0
+  config.cutmix_alpha = 0.0
 
   # Optimisation: Adam as in the paper (Keras defaults).
   config.learning_rate = 1e-4

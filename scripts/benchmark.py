@@ -95,7 +95,7 @@ def _compiled_radjax_step(device_kind: str, batch: int, dtype: str, args, varian
   import jax
   import numpy as np
 
-  from radjax import config as config_lib, run as run_lib
+  from radjax.training import config as config_lib, run as run_lib
 
   devices = jax.devices(device_kind)[:1]
   overrides, step_input = _variant_overrides(variant)
@@ -110,7 +110,7 @@ def _compiled_radjax_step(device_kind: str, batch: int, dtype: str, args, varian
   rng = np.random.default_rng(0)
   size = (batch, args.image_size, args.image_size, 3)
   if step_input == "uint8":
-    from radjax import augment
+    from radjax.data import augment
 
     host = {"image": rng.integers(0, 256, size, dtype=np.uint8),
             "transform": augment.epoch_transforms(0, 1, batch, config.augment, args.image_size,
@@ -425,6 +425,38 @@ def _compile_once(device_kind: str, cache: str, args) -> None:
   print(json.dumps({"compile_s": compile_s}))
 
 
+def bench_predict_cli(args) -> None:
+  """`radjax predict` of one PNG as a user runs it, in fresh processes: cold (an empty compilation
+  cache: the first call on a machine) and warm (every later call), on a checkpoint of the paper's
+  model at --image-size (random weights: the time does not depend on them)."""
+  import subprocess
+
+  from radjax.data import datasets
+  from radjax.training import checkpoints, config as config_lib, run as run_lib
+
+  image = next(pathlib.Path(args.data_dir).glob("VAL/chest/*.png"))
+  with tempfile.TemporaryDirectory() as tmp:
+    cache, workdir = pathlib.Path(tmp) / "jax_cache", pathlib.Path(tmp) / "run"
+    config = config_lib.load_config(REPO / "configs" / "hello_world.py", [
+        "--config.weights=none", f"--config.image_size={args.image_size}",
+        f"--config.data_dir={args.data_dir}", f"--config.compilation_cache={cache}"])
+    class_names = datasets.open_pipeline(args.data_dir, config, splits=("val",)).class_names
+    run = run_lib.build(config, class_names=class_names)
+    manager = checkpoints.manager(workdir, 1)
+    checkpoints.save(manager, 1, run.state, checkpoints.metadata(
+        config, class_names, 1, {"val_auc": 0.5, "val_loss": 1.0}, str(args.data_dir), run.task))
+    manager.close()
+    seconds = []
+    for _ in range(1 + max(args.repeats, 1)):  # cold, then warm repeats
+      started = time.perf_counter()
+      subprocess.run([sys.executable, "-m", "radjax", "predict", "--workdir", str(workdir),
+                      str(image)], check=True, capture_output=True, text=True)
+      seconds.append(time.perf_counter() - started)
+  warm = sorted(seconds[1:])
+  emit(part="predict_cli", impl="radjax", device=jax.default_backend(), image_size=args.image_size,
+       files=1, cold_s=seconds[0], warm_s=warm[len(warm) // 2], warm_repeats_s=seconds[1:])
+
+
 # ----------------------------------------------------------------------------------------------
 # Input pipeline and end to end
 # ----------------------------------------------------------------------------------------------
@@ -432,7 +464,7 @@ def _compile_once(device_kind: str, cache: str, args) -> None:
 def _tensorflow_available(part: str) -> bool:
   """The pipeline and end-to-end parts need TensorFlow (a CUDA machine may have none)."""
   try:
-    from radjax import preprocess
+    from radjax.data import preprocess
     preprocess.tensorflow()
   except ImportError as e:
     emit(part=part, impl="radjax", skipped=f"tensorflow not installed ({e.name})")
@@ -443,12 +475,13 @@ def _tensorflow_available(part: str) -> bool:
 def bench_pipeline(args) -> None:
   if not _tensorflow_available("pipeline"):
     return
-  from radjax import config as config_lib, data
+  from radjax.training import config as config_lib
+  from radjax.data import files, listing
 
   config = config_lib.load_config(REPO / "configs" / "hello_world.py",
                                   [f"--config.image_size={args.image_size}"])
-  folders = data.list_folders(args.data_dir)
-  pipeline = data.Pipeline(folders, config)
+  folders = listing.list_folders(args.data_dir)
+  pipeline = files.Pipeline(folders, config)
   n = pipeline.steps_per_epoch(config.batch_size) * config.batch_size
   start = time.perf_counter()
   for _ in pipeline.train_batches(config.batch_size, 0):
@@ -496,7 +529,7 @@ def bench_end_to_end(args) -> None:
   augment_on = args.augment_on or ("device" if args.arrays else "host")
   if not args.arrays and not _tensorflow_available("end_to_end"):
     return  # skipped: pass --arrays FILE.npz (written by `radjax export-arrays`)
-  from radjax import config as config_lib, run as run_lib, train
+  from radjax.training import config as config_lib, loop as train, run as run_lib
 
   data_dir = args.arrays or args.data_dir
   config = config_lib.load_config(REPO / "configs" / "hello_world.py", [
@@ -586,6 +619,10 @@ def table() -> str:
       lines.append(f"| first-step compile, fresh process: cold / warm cache | radjax | {r['device']} "
                    f"| 5 | float32 | | | {r['cold_s']:.1f} / {r['warm_s']:.1f} | | |")
   for r in RESULTS:
+    if r["part"] == "predict_cli" and "skipped" not in r:
+      lines.append(f"| `radjax predict` of 1 file, fresh process: cold / warm cache (s) | radjax "
+                   f"| {r['device']} | 1 | float32 | | | {r['cold_s']:.1f} / {r['warm_s']:.1f} | | |")
+  for r in RESULTS:
     if r["part"] != "end_to_end" or "skipped" in r:
       continue
     flags = f", XLA_FLAGS={r['xla_flags']}" if r.get("xla_flags") else ""
@@ -640,10 +677,12 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
   parser.add_argument("--peers", default="keras,torch", help="comma-separated, or 'none'")
   parser.add_argument("--parts", default="step,pipeline,e2e",
-                      help="comma-separated subset of step,e2e,pipeline,compile,profile,variants, "
-                           "run in that order (profile: where a train step's time goes, by kind "
-                           "of op; compile: cold and warm-cache compile time in fresh processes; "
-                           "variants: the train step with other implementations)")
+                      help="comma-separated subset of step,e2e,pipeline,predict,compile,profile,"
+                           "variants, run in that order (profile: where a train step's time goes, "
+                           "by kind of op; predict: `radjax predict` of one file in fresh "
+                           "processes, cold and warm compilation cache; compile: cold and "
+                           "warm-cache compile time in fresh processes; variants: the train step "
+                           "with other implementations)")
   parser.add_argument("--profile-at", default="5:float32",
                       help="batch:dtype points to profile, comma-separated")
   parser.add_argument("--variants", default="pool_impl=window;bn_grad=autodiff;conv_impl=gemm",
@@ -725,6 +764,8 @@ def main() -> None:
     measure("end_to_end", "radjax", bench_end_to_end, args)
   if "pipeline" in parts:
     measure("pipeline", "radjax", bench_pipeline, args)
+  if "predict" in parts:
+    measure("predict_cli", "radjax", bench_predict_cli, args)
   if "compile" in parts:
     for kind in kinds:
       measure("compile_cache", f"radjax {kind}", bench_compile_cache, kind, args)

@@ -39,9 +39,9 @@ def generate(source: pathlib.Path, out: pathlib.Path, count: int, size: int, see
   import numpy as np
   from PIL import Image, ImageOps
 
-  from radjax import data
+  from radjax.data import listing
 
-  folders = data.list_folders(source, validate=False)
+  folders = listing.list_folders(source, validate=False)
   pool = [(e.path, folders.class_names[e.label]) for split in folders.splits.values()
           for e in split]
   rng = np.random.default_rng(seed)
@@ -69,7 +69,9 @@ def stream(args) -> None:
 
   import jax
 
-  from radjax import config as config_lib, datasets, run as run_lib
+  from radjax.training import config as config_lib
+  from radjax.data import datasets
+  from radjax.training import run as run_lib
 
   overrides = ["--config.weights=none", f"--config.data_dir={args.stream}",
                f"--config.cache_mb={args.cache_mb}"]
@@ -137,14 +139,14 @@ def main() -> None:
     generate(DATASET, root / "images", args.images, 299, args.seed)
     emit(part="generate", images=args.images, seconds=time.perf_counter() - start)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "radjax.cli", "prepare", "--config", "hello_world",
+    subprocess.run([sys.executable, "-m", "radjax", "prepare", "--config", "hello_world",
                     str(root / "images"), str(root / "prepared")], check=True)
     prepare_s = time.perf_counter() - start
     disk = sum(f.stat().st_size for f in (root / "prepared").rglob("*") if f.is_file())
     emit(part="prepare", images=args.images, seconds=prepare_s,
          images_per_s=args.images / prepare_s, disk_mib=disk / 2**20,
          decoded_mib=args.images * 299 * 299 / 2**20)
-    subprocess.run([sys.executable, "-m", "radjax.cli", "prepare", "--config", "hello_world",
+    subprocess.run([sys.executable, "-m", "radjax", "prepare", "--config", "hello_world",
                     str(DATASET), str(root / "shared")], check=True, capture_output=True)
     child = subprocess.run([sys.executable, __file__, "--stream", str(root / "prepared"),
                             "--shared", str(root / "shared"),

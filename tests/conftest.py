@@ -145,9 +145,18 @@ def marker_dataset(root, markers: dict, size: int, per_class=(12, 4)):
 
 def train_smoke(data, workdir, *settings) -> None:
   """`radjax train` with configs/smoke.py on `data`, no compilation cache, plus `settings`."""
-  from radjax import cli
+  from radjax.commands import cli
 
   repo = pathlib.Path(__file__).resolve().parents[1]
   assert cli.main(["train", "--config", str(repo / "configs" / "smoke.py"), "--workdir",
                    str(workdir), f"--config.data_dir={data}", "--config.compilation_cache=",
                    *settings]) == 0
+
+
+def assert_intervals_close(got: dict, want: dict, rel: float = 1e-6) -> None:
+  """{metric: (low, high)} dicts equal to `rel`, NaN equal to NaN (pytest >= 9.2 refuses an
+  approx of a dict of sequences)."""
+  assert set(got) == set(want), (sorted(got), sorted(want))
+  for key, interval in want.items():
+    np.testing.assert_allclose(np.asarray(got[key], float), np.asarray(interval, float),
+                               rtol=rel, equal_nan=True, err_msg=key)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from radjax.commands import audit, cli, preview, split
 from radjax.configs import default
-from radjax import audit, cli, data, preview, split
+from radjax.data import duplicates, files, listing
 from radjax.errors import UserError
 
 
@@ -83,7 +84,7 @@ def test_audit_flags_leakage_near_duplicates_and_bad_files(messy_dataset):
   near = [(e["files"], e["across_splits"]) for e in report["near_duplicates"]]
   assert near == [(["TRAIN/chest/chst33.png", "VAL/chest/near.jpg"], True),   # leakage first
                   (["TRAIN/chest/brighter.png", "TRAIN/chest/chst34.png"], False)]
-  assert all(e["distance"] <= audit.NEAR_DUPLICATE_MAX_DISTANCE for e in report["near_duplicates"])
+  assert all(e["distance"] <= duplicates.NEAR_DUPLICATE_MAX_DISTANCE for e in report["near_duplicates"])
   unreadable = {e["path"]: e["reason"] for e in report["unreadable"]}
   assert set(unreadable) == {"TRAIN/abd/empty.png", "TRAIN/abd/broken.png"}
   assert unreadable["TRAIN/abd/empty.png"] == "empty file (0 bytes)"
@@ -108,15 +109,15 @@ def test_small_class_warning_thresholds():
 
 
 def test_hamming_pairs_match_brute_force(monkeypatch):
-  assert audit.hamming_pairs([0, 0b111, 2**64 - 1], 3) == [(0, 1, 3)]
+  assert duplicates.hamming_pairs([0, 0b111, 2**64 - 1], 3) == [(0, 1, 3)]
   rng = np.random.default_rng(0)
   hashes = rng.integers(0, 2**63, 40, dtype=np.uint64)
   hashes[5] = hashes[30] ^ np.uint64(0b1011)  # 3 bits apart, across chunk boundaries below
-  monkeypatch.setattr(audit, "HASH_ROWS_PER_CHUNK", 7)
+  monkeypatch.setattr(duplicates, "HASH_ROWS_PER_CHUNK", 7)
   expected = [(i, j, bin(int(hashes[i]) ^ int(hashes[j])).count("1"))
               for i, j in itertools.combinations(range(40), 2)]
-  assert audit.hamming_pairs(hashes, 24) == [p for p in expected if p[2] <= 24]
-  assert (5, 30, 3) in audit.hamming_pairs(hashes, 3)
+  assert duplicates.hamming_pairs(hashes, 24) == [p for p in expected if p[2] <= 24]
+  assert (5, 30, 3) in duplicates.hamming_pairs(hashes, 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +168,7 @@ def test_split_counts_are_exact_stratified_and_src_untouched(flat_source, tmp_pa
     assert r["path"].startswith(split.SPLIT_FOLDERS[r["split"]] + "/" + r["class"] + "/")
     assert r["fold"] == ""
   # The result is a dataset radjax can train on.
-  assert data.list_folders(dst, splits=("train", "val", "test")).counts() == result["counts"]
+  assert listing.list_folders(dst, splits=("train", "val", "test")).counts() == result["counts"]
 
 
 def test_split_is_reproducible_by_seed(flat_source, tmp_path):
@@ -229,7 +230,7 @@ def test_preview_shows_what_training_sees(dataset_dir, tmp_path):
   first = preview.first_training_image(root)
   assert first.endswith("TRAIN/abd/abd0.png")
   panels = preview.preview_panels(first, 2, config.seed, config)
-  pipeline = data.Pipeline(data.list_folders(root), config)
+  pipeline = files.Pipeline(listing.list_folders(root), config)
   for epoch in (1, 2):  # training's epochs count from 1, and so do the panels
     batch = next(b for b in pipeline.train_batches(1, epoch) if b["label"][0] == 0)  # index 0
     # The panel is the pipeline's image rounded to uint8 for display.
@@ -281,7 +282,7 @@ def test_cli_augment_preview_writes_the_grid(dataset_dir, tmp_path, capsys):
 
 
 def test_load_default_config_reads_configs_default():
-  from radjax.config import default_config
+  from radjax.training.config import default_config
 
   config = default_config()
   assert config.image_size == default.get_config().image_size == 299

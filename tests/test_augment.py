@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from radjax.configs import default
-from radjax import augment, data
+from radjax.data import augment, preprocess
 
-tf = data.tensorflow()
+tf = preprocess.tensorflow()
 SIZE = 64
 
 

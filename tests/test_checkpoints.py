@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from radjax import checkpoints, workdir
+from radjax.training import checkpoints, workdir
 from radjax.errors import UserError
 
 # Orbax leaves coroutines of a failed restore un-awaited; their GeneratorExit noise is not ours.
@@ -198,7 +198,7 @@ def test_retention_keeps_the_best_and_damaged_checkpoints_across_runs(tmp_path):
 
 HOLDER = """
 import sys, time
-from radjax import workdir
+from radjax.training import workdir
 with workdir.lock(sys.argv[1]):
   print("locked", flush=True)
   time.sleep(600)

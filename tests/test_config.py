@@ -4,7 +4,7 @@ import pathlib
 
 import pytest
 
-from radjax import config as config_lib
+from radjax.training import config as config_lib
 from radjax.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def test_resume_changes_split_into_forbidden_and_recorded():
 
 
 def test_auto_implementations_resolve_per_backend_and_explicit_ones_stay():
-  from radjax import run
+  from radjax.training import run
 
   config = config_lib.load_config(HELLO, [])
   assert run.implementations(config, "cpu") == {"conv_impl": "gemm", "pool_impl": "window",
@@ -99,7 +99,7 @@ def test_auto_implementations_resolve_per_backend_and_explicit_ones_stay():
 
 
 def test_precise_bn_passes_per_backend_and_explicit():
-  from radjax import run
+  from radjax.training import run
 
   config = config_lib.load_config(HELLO, [])  # batch 5, precise_bn_images_per_call=0 (auto)
   assert run.precise_bn_batches_per_call(config, "cpu") == 1

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
-from radjax import cli, cv, split, train
+from radjax.commands import cli, cv, split
+from radjax.training import loop as train
 from radjax.errors import UserError
 from conftest import copy_subset
 from conftest import write_dicom
@@ -128,6 +129,7 @@ def _cv_args(data_dir, workdir, jit_cache, *extra):
           f"--config.compilation_cache={jit_cache}", *extra]
 
 
+@pytest.mark.slow
 def test_cv_end_to_end_resumes_an_interrupted_fold(small_set, jit_cache, tmp_path, monkeypatch,
                                                    capsys):
   workdir = tmp_path / "cv"
@@ -140,8 +142,9 @@ def test_cv_end_to_end_resumes_an_interrupted_fold(small_set, jit_cache, tmp_pat
     return real_train(config, fold_dir)
 
   monkeypatch.setattr(train, "train_and_evaluate", interrupted_on_fold_2)
-  with pytest.raises(KeyboardInterrupt):
-    cli.main(_cv_args(small_set, workdir, jit_cache))
+  assert cli.main(_cv_args(small_set, workdir, jit_cache)) == 130  # Ctrl-C: one line, no traceback
+  assert capsys.readouterr().err.strip().splitlines()[-1] == (
+      "radjax cv: interrupted; the same command continues with the unfinished folds")
   assert trained == ["fold_1"] and (workdir / "seed_0/fold_1" / cv.HELD_OUT).is_file()
   fold_1 = (workdir / "seed_0/fold_1" / cv.HELD_OUT).read_text()
 
@@ -194,10 +197,30 @@ def test_cv_end_to_end_resumes_an_interrupted_fold(small_set, jit_cache, tmp_pat
   err = capsys.readouterr().err
   assert "holds a cross-validation with different folds" in err and len(err.splitlines()) == 1
 
+  # A rerun with other settings follows train's resume rule, for the whole and for each fold:
+  # settings that change what the weights mean are refused before anything runs...
+  assert cli.main(_cv_args(small_set, workdir, jit_cache, "--config.image_size=99")) == 2
+  err = capsys.readouterr().err
+  assert f"{workdir}: cannot continue with changed image_size 75 -> 99" in err
+  assert len(err.splitlines()) == 1
+  # ... others are said and recorded: finished folds keep what they were trained with.
+  assert cli.main(_cv_args(small_set, workdir, jit_cache, "--config.learning_rate=0.5")) == 0
+  out = capsys.readouterr().out
+  assert "settings changed since the folds started: learning_rate 0.0001 -> 0.5" in out
+  assert "seed_0/fold_1: done (epoch 1)" in out and trained == ["fold_1", "fold_2"]
+  changed = json.loads((workdir / cv.SUMMARY).read_text())["settings_changed"]
+  assert changed == {"learning_rate": [0.0001, 0.5]}
+  # A workdir without the stored settings (older radjax): each finished fold's checkpoint says.
+  (workdir / cv.SETTINGS).unlink()
+  assert cli.main(_cv_args(small_set, workdir, jit_cache, "--config.image_size=99")) == 2
+  err = capsys.readouterr().err
+  assert f"{workdir / 'seed_0/fold_1'}: cannot continue with changed image_size 75 -> 99" in err
 
+
+@pytest.mark.slow
 def test_a_prepared_dataset_is_cross_validated_through_views_of_it(small_set, jit_cache,
                                                                   tmp_path, capsys):
-  from radjax import prepared
+  from radjax.data import prepared
 
   source = tmp_path / "source"
   shutil.copytree(small_set, source)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from radjax.configs import default
-from radjax import data, images, preprocess
+from radjax.data import files, images, listing, preprocess, sampling
 from radjax.errors import UserError
 from conftest import copy_subset
 
@@ -25,7 +25,7 @@ def small_dataset(dataset_dir, tmp_path):
 
 
 def test_lists_the_shared_dataset(dataset_dir):
-  folders = data.list_folders(dataset_dir)
+  folders = listing.list_folders(dataset_dir)
   assert folders.class_names == ["abd", "chest"]
   assert folders.counts() == {"train": {"abd": 32, "chest": 33}, "val": {"abd": 5, "chest": 5}}
   assert not folders.skipped
@@ -35,14 +35,14 @@ def test_lists_the_shared_dataset(dataset_dir):
 def test_split_and_class_names_are_case_insensitive_aliases(small_dataset):
   (small_dataset / "TRAIN").rename(small_dataset / "train")
   (small_dataset / "VAL").rename(small_dataset / "Validation")
-  folders = data.list_folders(small_dataset)
+  folders = listing.list_folders(small_dataset)
   assert folders.counts() == {"train": {"abd": 3, "chest": 3}, "val": {"abd": 1, "chest": 1}}
 
 
 def test_same_seed_same_batches_and_val_is_never_augmented(dataset_dir):
-  folders = data.list_folders(dataset_dir)
+  folders = listing.list_folders(dataset_dir)
   config = _config()
-  a, b = data.Pipeline(folders, config), data.Pipeline(folders, config)
+  a, b = files.Pipeline(folders, config), files.Pipeline(folders, config)
   batches_a = list(a.train_batches(5, 3))
   batches_b = list(b.train_batches(5, 3))
   assert len(batches_a) == 13
@@ -62,7 +62,7 @@ def test_same_seed_same_batches_and_val_is_never_augmented(dataset_dir):
   config2 = _config()
   config2.seed = 123
   val_a = list(a.eval_batches("val", 4))
-  val_b = list(data.Pipeline(folders, config2).eval_batches("val", 4))
+  val_b = list(files.Pipeline(folders, config2).eval_batches("val", 4))
   for x, y in zip(val_a, val_b):
     np.testing.assert_array_equal(x["image"], y["image"])
   tf = preprocess.tensorflow()
@@ -72,7 +72,7 @@ def test_same_seed_same_batches_and_val_is_never_augmented(dataset_dir):
 
 
 def test_last_eval_batch_is_padded_and_masked(dataset_dir):
-  pipeline = data.Pipeline(data.list_folders(dataset_dir), _config())
+  pipeline = files.Pipeline(listing.list_folders(dataset_dir), _config())
   batches = list(pipeline.eval_batches("val", 4))
   assert [b["mask"].sum() for b in batches] == [4, 4, 2]
   assert all(b["image"].shape == (4, 75, 75, 3) for b in batches)
@@ -81,11 +81,11 @@ def test_last_eval_batch_is_padded_and_masked(dataset_dir):
 
 
 def test_value_ranges(small_dataset):
-  folders = data.list_folders(small_dataset)
+  folders = listing.list_folders(small_dataset)
   for value_range, (lo, hi) in (("unit", (0, 1)), ("inception", (-1, 1))):
     config = _config()
     config.value_range = value_range
-    batch = next(data.Pipeline(folders, config).eval_batches("train", 6))
+    batch = next(files.Pipeline(folders, config).eval_batches("train", 6))
     assert batch["image"].min() >= lo and batch["image"].max() <= hi
     assert batch["image"].max() - batch["image"].min() > 0.8 * (hi - lo)
 
@@ -98,7 +98,7 @@ def test_bad_files_are_skipped_and_named(small_dataset, caplog):
   (cls / "text.png").write_text("this is not a picture")
   (cls / "notes.txt").write_text("a note left in a class folder")
   with caplog.at_level(logging.WARNING, logger="radjax"):
-    folders = data.list_folders(small_dataset)
+    folders = listing.list_folders(small_dataset)
   assert folders.counts()["train"] == {"abd": 3, "chest": 3}
   skipped = {p.split("/")[-1]: reason for p, reason in folders.skipped}
   assert set(skipped) == {"empty.png", "truncated.png", "text.png", "notes.txt"}
@@ -131,13 +131,13 @@ def test_bad_layouts_raise_clear_errors(small_dataset, breakage, message):
   elif breakage == "no_dir":
     small_dataset = small_dataset / "nowhere"
   with pytest.raises(UserError, match=message):
-    data.list_folders(small_dataset)
+    listing.list_folders(small_dataset)
 
 
 def test_three_class_folders_are_listed_for_a_multiclass_run(small_dataset):
   for split in ("TRAIN", "VAL"):
     shutil.copytree(small_dataset / split / "chest", small_dataset / split / "pelvis")
-  folders = data.list_folders(small_dataset)
+  folders = listing.list_folders(small_dataset)
   assert folders.class_names == ["abd", "chest", "pelvis"]
   assert [e.label for e in folders.splits["val"]].count(2) == len(
       list((small_dataset / "VAL" / "pelvis").iterdir()))
@@ -166,14 +166,14 @@ def test_image_formats(tmp_path, dataset_dir):
 
 
 def test_data_dir_resolution_and_offline_download(monkeypatch, tmp_path, small_dataset):
-  assert data.resolve_data_dir(str(small_dataset)) == small_dataset
+  assert listing.resolve_data_dir(str(small_dataset)) == small_dataset
   monkeypatch.setenv("RADJAX_DATA_DIR", str(small_dataset))
-  assert data.resolve_data_dir("") == small_dataset
+  assert listing.resolve_data_dir("") == small_dataset
   monkeypatch.delenv("RADJAX_DATA_DIR")
   monkeypatch.setenv("RADJAX_CACHE", str(tmp_path / "cache"))
-  monkeypatch.setattr(data, "PUBLIC_DATASET_URL", "http://127.0.0.1:9/Open_I_abd_vs_CXRs.zip")
+  monkeypatch.setattr(listing, "PUBLIC_DATASET_URL", "http://127.0.0.1:9/Open_I_abd_vs_CXRs.zip")
   with pytest.raises(UserError, match="RADJAX_DATA_DIR"):
-    data.resolve_data_dir("")
+    listing.resolve_data_dir("")
 
 
 def test_class_folder_without_readable_images_shows_each_files_reason(small_dataset):
@@ -183,7 +183,7 @@ def test_class_folder_without_readable_images_shows_each_files_reason(small_data
   (folder / "scan.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"garbage")
   (folder / "notes.txt").write_text("not an image")
   with pytest.raises(UserError) as e:
-    data.list_folders(small_dataset)
+    listing.list_folders(small_dataset)
   message = str(e.value)
   assert "no readable images in this class folder" in message
   assert "scan.dcm: " in message and "notes.txt: not an image file" in message
@@ -192,7 +192,7 @@ def test_class_folder_without_readable_images_shows_each_files_reason(small_data
 
 def test_sub_folders_of_class_folders_are_included(small_dataset):
   """Patient folders inside a class folder: train's listing, audit and predict all see them."""
-  from radjax import audit, predict
+  from radjax.commands import audit, predict
 
   cls = small_dataset / "TRAIN" / "abd"
   patient = cls / "patient_7" / "study_1"
@@ -201,7 +201,7 @@ def test_sub_folders_of_class_folders_are_included(small_dataset):
   shutil.copy(source, patient / source.name)  # same name as its source: kept apart by folder
   (cls / ".hidden").mkdir()
   shutil.copy(source, cls / ".hidden" / "ignored.png")
-  folders = data.list_folders(small_dataset)
+  folders = listing.list_folders(small_dataset)
   paths = [e.path for e in folders.splits["train"] if e.label == 0]
   assert str(patient / source.name) in paths and len(paths) == 4
   assert not any(".hidden" in p for p in paths)
@@ -211,18 +211,18 @@ def test_sub_folders_of_class_folders_are_included(small_dataset):
 
 
 def test_precise_bn_batches_mix_classes_and_ignore_listing_order(small_dataset):
-  folders = data.list_folders(small_dataset)
+  folders = listing.list_folders(small_dataset)
   config = _config()
-  batches = list(data.Pipeline(folders, config).recalibration_batches(2))
+  batches = list(files.Pipeline(folders, config).recalibration_batches(2))
   assert len(batches) == 3  # 6 training images, full batches only
   assert any(len(set(b["label"].tolist())) == 2 for b in batches)  # not one class per batch
   shuffled = dict(folders.splits, train=folders.splits["train"][::-1])
-  permuted = data.Folders(folders.root, folders.class_names, shuffled, folders.skipped)
-  again = list(data.Pipeline(permuted, config).recalibration_batches(2))
+  permuted = listing.Folders(folders.root, folders.class_names, shuffled, folders.skipped)
+  again = list(files.Pipeline(permuted, config).recalibration_batches(2))
   for x, y in zip(batches, again, strict=True):
     np.testing.assert_array_equal(x["image"], y["image"])
   config.seed = 1  # the order is seeded
-  other = list(data.Pipeline(folders, config).recalibration_batches(2))
+  other = list(files.Pipeline(folders, config).recalibration_batches(2))
   assert any(not np.array_equal(x["label"], y["label"]) for x, y in zip(batches, other))
 
 
@@ -244,7 +244,7 @@ def test_nearest_resize_batches_have_static_shapes_for_every_pass(dataset_dir):
   # hello_world resizes with "nearest": training, precise BN and (padded) validation batches.
   config = _config()
   config.resize_method = "nearest"
-  pipeline = data.Pipeline(data.list_folders(dataset_dir), config)
+  pipeline = files.Pipeline(listing.list_folders(dataset_dir), config)
   val = list(pipeline.eval_batches("val", 4))
   assert [b["image"].shape for b in val] == [(4, 75, 75, 3)] * 3
   assert [int(b["mask"].sum()) for b in val] == [4, 4, 2]
@@ -293,10 +293,10 @@ def _rows_of(folder_root):
 
 
 def test_a_csv_manifest_lists_like_the_class_folders(small_dataset):
-  from radjax import datasets
+  from radjax.data import datasets
 
   manifest = _write_manifest(small_dataset, _rows_of(small_dataset))
-  from_csv, from_folders = datasets.list_dataset(manifest), data.list_folders(small_dataset)
+  from_csv, from_folders = datasets.list_dataset(manifest), listing.list_folders(small_dataset)
   assert from_csv.class_names == from_folders.class_names == ["abd", "chest"]
   for split in ("train", "val"):
     assert [(e.path, e.label, e.gray) for e in sorted(from_csv.splits[split], key=lambda e: e.path)] \
@@ -304,11 +304,11 @@ def test_a_csv_manifest_lists_like_the_class_folders(small_dataset):
                                                       key=lambda e: e.path)]
   # Without a split column, every row is in the one split asked for (cross-validation pools).
   plain = _write_manifest(small_dataset, [r[:2] for r in _rows_of(small_dataset)], "path,label")
-  assert data.list_manifest(plain, splits=("train",)).counts() == {"train": {"abd": 4, "chest": 4}}
+  assert listing.list_manifest(plain, splits=("train",)).counts() == {"train": {"abd": 4, "chest": 4}}
 
 
 def test_radjax_splits_manifest_trains(dataset_dir, tmp_path):
-  from radjax import split
+  from radjax.commands import split
 
   src = tmp_path / "flat"
   for cls in ("abd", "chest"):
@@ -316,7 +316,7 @@ def test_radjax_splits_manifest_trains(dataset_dir, tmp_path):
     for p in sorted((dataset_dir / "TRAIN" / cls).glob("*.png"))[:4]:
       shutil.copy(p, src / cls / p.name)
   split.split_dataset(src, tmp_path / "split", val=2, seed=0)
-  listed = data.list_manifest(tmp_path / "split" / split.MANIFEST)
+  listed = listing.list_manifest(tmp_path / "split" / split.MANIFEST)
   assert listed.counts() == {"train": {"abd": 3, "chest": 3}, "val": {"abd": 1, "chest": 1}}
 
 
@@ -339,31 +339,88 @@ def test_radjax_splits_manifest_trains(dataset_dir, tmp_path):
 ])
 def test_bad_manifests_are_refused_naming_the_line(small_dataset, rows, header, message):
   with pytest.raises(UserError, match=message):
-    data.list_manifest(_write_manifest(small_dataset, rows, header))
+    listing.list_manifest(_write_manifest(small_dataset, rows, header))
+
+
+def test_a_manifest_with_excels_byte_order_mark_lists_as_without(small_dataset):
+  manifest = _write_manifest(small_dataset, _rows_of(small_dataset))
+  marked = small_dataset / "excel.csv"
+  marked.write_bytes(b"\xef\xbb\xbf" + manifest.read_bytes())  # Excel's "CSV UTF-8"
+  assert listing.list_manifest(marked).counts() == listing.list_manifest(manifest).counts()
+
+
+def test_a_manifest_in_another_encoding_is_one_line_naming_it(small_dataset):
+  manifest = small_dataset / "latin1.csv"
+  rows = _rows_of(small_dataset) + [["TRAIN/abd/r\u00f6ntgen.png", "abd", "train"]]
+  manifest.write_bytes(("path,label,split\n" + "".join(",".join(r) + "\n" for r in rows))
+                       .encode("latin-1"))
+  with pytest.raises(UserError, match=r"latin1.csv: not UTF-8 text \(byte \d+: b'\\xf6'\); "
+                                      r"save it as UTF-8") as error:
+    listing.list_manifest(manifest)
+  assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("cls,spelling,other,named", [
+    ("chest", "chest", "Chest", "'Chest' and 'chest'"),
+    ("abd", "1", "1.0", "'1' and '1.0'"),          # pandas writes 1.0 in a column with blanks
+    ("abd", "abd ", "ABD", "'ABD' and 'abd'"),     # cells are stripped: 'abd ' is 'abd'
+])
+def test_labels_that_differ_only_in_spelling_are_refused(small_dataset, cls, spelling, other,
+                                                         named):
+  names = {"abd": "abd", "chest": "0" if spelling == "1" else "chest", cls: spelling}
+  rows = [[p, names[c], s] for p, c, s in _rows_of(small_dataset)]
+  next(r for r in rows if r[1] == spelling)[1] = other  # one image of the class spelt otherwise
+  with pytest.raises(UserError, match=f"labels {named} differ only in case or number format"):
+    listing.list_manifest(_write_manifest(small_dataset, rows))
+
+
+def test_cross_validation_pools_a_manifests_splits_before_asking_for_every_class(small_dataset):
+  from radjax.commands import cv
+
+  rows = [r for r in _rows_of(small_dataset) if not (r[2] == "val" and r[1] == "chest")]
+  manifest = _write_manifest(small_dataset, rows)
+  with pytest.raises(UserError, match="no readable chest image in split val; every class needs "
+                                      "images in every split"):
+    listing.list_manifest(manifest)  # training and evaluating need both classes in VAL...
+  class_names, found, note = cv.labelled_images(manifest)  # ... cross-validation pools the rows
+  assert class_names == ["abd", "chest"] and len(found) == len(rows) == 7
+  assert note == "the train and val rows of manifest.csv"
+
+
+def test_predict_says_which_files_of_a_folder_it_skips(small_dataset, caplog):
+  from radjax.commands import predict
+
+  folder = small_dataset / "VAL" / "abd"
+  (folder / "scan.tif").write_bytes(b"II*\x00")
+  with caplog.at_level(logging.WARNING, logger="radjax"):
+    found = predict.expand([folder])
+  assert [p.name for p, _ in found] == sorted(p.name for p in folder.glob("*.png"))
+  assert "skipped 1 file(s) that are not .png, .jpg, .jpeg or DICOM (scan.tif)" in caplog.text
+  assert predict.expand([folder / "scan.tif"]) == [(folder / "scan.tif", None)]  # named: tried
 
 
 def test_a_missing_file_in_a_manifest_is_skipped_and_named(small_dataset, caplog):
   rows = _rows_of(small_dataset) + [["TRAIN/abd/gone.png", "abd", "train"]]
   with caplog.at_level(logging.WARNING, logger="radjax"):
-    listed = data.list_manifest(_write_manifest(small_dataset, rows))
+    listed = listing.list_manifest(_write_manifest(small_dataset, rows))
   assert listed.counts()["train"] == {"abd": 3, "chest": 3}
   assert "gone.png: no such file (listed in the CSV)" in caplog.text
   assert "skipped 1 of 9 files" in caplog.text
 
 
 def test_class_weights_balanced_explicit_and_refused():
-  from radjax import config as config_lib
+  from radjax.training import config as config_lib
 
   config = _config()
-  assert config_lib.class_weights(config, [0, 0, 0, 1], ["a", "b"]) is None
+  assert sampling.class_weights(config, [0, 0, 0, 1], ["a", "b"]) is None
   config.class_weight = "balanced"
-  np.testing.assert_allclose(config_lib.class_weights(config, [0, 0, 0, 1], ["a", "b"]),
+  np.testing.assert_allclose(sampling.class_weights(config, [0, 0, 0, 1], ["a", "b"]),
                              [4 / 6, 2.0], rtol=1e-6)  # n / (classes * n_c), scikit-learn's
   config.class_weight = "1,3"
-  np.testing.assert_array_equal(config_lib.class_weights(config, [0, 1], ["a", "b"]), [1, 3])
+  np.testing.assert_array_equal(sampling.class_weights(config, [0, 1], ["a", "b"]), [1, 3])
   config.class_weight = "1,3,2"
   with pytest.raises(UserError, match="class_weight=1,3,2: 3 weights for 2 classes"):
-    config_lib.class_weights(config, [0, 1], ["a", "b"])
+    sampling.class_weights(config, [0, 1], ["a", "b"])
   for bad in ("heavy", "1,-2", "2"):
     config.class_weight = bad
     with pytest.raises(UserError, match=f"--config.class_weight={bad}: expected"):
@@ -378,11 +435,11 @@ def test_weighted_loss_is_keras_class_weight(small_dataset):
   import jax.numpy as jnp
   import optax
 
-  from radjax import steps
+  from radjax.training import steps
 
   config = _config()
   config.class_weight = "1,3"
-  batch = next(data.Pipeline(data.list_folders(small_dataset), config).train_batches(6, 1))
+  batch = next(files.Pipeline(listing.list_folders(small_dataset), config).train_batches(6, 1))
   np.testing.assert_array_equal(batch["weight"], np.where(batch["label"] == 1, 3.0, 1.0))
 
   class Linear(nn.Module):  # the smallest model train_step accepts
@@ -410,32 +467,32 @@ def test_one_image_spelt_twice_in_a_manifest_is_refused(small_dataset):
   rows.append(["./" + rows[0][0], rows[0][1], "val"])  # the same file, in another split
   with pytest.raises(UserError, match="manifest.csv:10: ./TRAIN/abd/.* is listed again "
                                       r"\(first on line 2\)"):
-    data.list_manifest(_write_manifest(small_dataset, rows))
+    listing.list_manifest(_write_manifest(small_dataset, rows))
   rows = _rows_of(small_dataset)
   rows[0][0] = rows[0][0].replace("/", "\\")  # Windows separators
-  assert data.list_manifest(_write_manifest(small_dataset, rows)).counts()["train"]["abd"] == 3
+  assert listing.list_manifest(_write_manifest(small_dataset, rows)).counts()["train"]["abd"] == 3
 
 
 def test_evaluation_pipelines_need_no_training_labels_for_class_weights(small_dataset):
   config = _config()
   config.class_weight = "balanced"
-  pipeline = data.Pipeline(data.list_folders(small_dataset, splits=("val",)), config)
+  pipeline = files.Pipeline(listing.list_folders(small_dataset, splits=("val",)), config)
   assert pipeline.class_weights is None and len(list(pipeline.eval_batches("val", 2))) == 1
 
 
 def test_precise_bn_batches_stream_above_their_memory_budget(small_dataset):
   import types
 
-  from radjax import train
+  from radjax.training import loop as train
 
   config = _config()
-  pipeline = data.Pipeline(data.list_folders(small_dataset), config)
+  pipeline = files.Pipeline(listing.list_folders(small_dataset), config)
   run = types.SimpleNamespace(config=config, steps=types.SimpleNamespace(
       on_device=lambda b, process_local=False: b))
-  placed = train._recalibration_batches(run, pipeline)
+  placed = train.recalibration_batches(run, pipeline)
   assert isinstance(placed, list) and len(placed) == 1  # 6 images, batches of 5
   config.precise_bn_cache_mb = 0
-  again = train._recalibration_batches(run, pipeline)
+  again = train.recalibration_batches(run, pipeline)
   assert callable(again)
   np.testing.assert_array_equal(next(iter(again()))["image"], placed[0]["image"])
 
@@ -443,7 +500,7 @@ def test_precise_bn_batches_stream_above_their_memory_budget(small_dataset):
 def test_distributed_is_initialised_before_jax_starts_its_backend(monkeypatch):
   import jax
 
-  from radjax import config as config_lib
+  from radjax.training import config as config_lib
 
   calls = []
   monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
@@ -455,13 +512,13 @@ def test_distributed_is_initialised_before_jax_starts_its_backend(monkeypatch):
 
 
 def test_balanced_plan_fills_every_class_equally_and_is_a_function_of_seed_and_epoch():
-  choices, seeds = data.balanced_plan(3, seed=0, epoch=1, count=17)
+  choices, seeds = sampling.balanced_plan(3, seed=0, epoch=1, count=17)
   assert sorted(np.bincount(choices)) == [5, 6, 6]  # 17 = 3 x 5 + 2 to two distinct classes
-  again, same_seeds = data.balanced_plan(3, seed=0, epoch=1, count=17)
+  again, same_seeds = sampling.balanced_plan(3, seed=0, epoch=1, count=17)
   np.testing.assert_array_equal(again, choices)
   np.testing.assert_array_equal(same_seeds, seeds)
-  assert not np.array_equal(data.balanced_plan(3, seed=0, epoch=2, count=17)[0], choices)
-  assert not np.array_equal(data.balanced_plan(3, seed=1, epoch=1, count=17)[0], choices)
+  assert not np.array_equal(sampling.balanced_plan(3, seed=0, epoch=2, count=17)[0], choices)
+  assert not np.array_equal(sampling.balanced_plan(3, seed=1, epoch=1, count=17)[0], choices)
 
 
 def _imbalanced_dataset(root):
@@ -493,7 +550,7 @@ def _check_balanced_epoch(draws):
 
 @pytest.mark.parametrize("source", ["folders", "arrays"])
 def test_balanced_sampling_draws_each_class_equally_in_both_pipelines(tmp_path, source):
-  from radjax import arrays, datasets
+  from radjax.data import arrays, datasets
 
   root = _imbalanced_dataset(tmp_path / "data")
   config = _config()
@@ -515,7 +572,7 @@ def test_balanced_sampling_draws_each_class_equally_in_both_pipelines(tmp_path, 
 
 
 def test_balanced_sampling_refuses_class_weights_and_multilabel_data(tmp_path):
-  from radjax import config as config_lib
+  from radjax.training import config as config_lib
 
   with pytest.raises(UserError, match="--config.sampling=balanced: balanced sampling and "
                                       "--config.class_weight=balanced both correct"):
@@ -528,4 +585,4 @@ def test_balanced_sampling_refuses_class_weights_and_multilabel_data(tmp_path):
   config.sampling = "balanced"
   with pytest.raises(UserError, match="--config.sampling=balanced: balances classes; "
                                       "multilabel data has independent labels"):
-    data.Pipeline(data.list_manifest(manifest), config)
+    files.Pipeline(listing.list_manifest(manifest), config)

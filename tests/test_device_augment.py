@@ -11,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from radjax import arrays, augment as aug, checkpoints, cli, config as config_lib, data, datasets, \
-    device_augment, images
+from radjax.commands import cli
+from radjax.data import arrays, augment as aug, datasets, device_augment, files, images, listing
+from radjax.training import checkpoints, config as config_lib
+from radjax.data.preprocess import tensorflow
 from radjax.errors import UserError
-from radjax.preprocess import tensorflow
 from conftest import copy_subset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -96,17 +97,17 @@ def test_device_mode_batches_equal_host_mode_batches(tiny_data, jit_cache):
   """The same pipeline epoch: host-augmented floats vs cached integers augmented on the device."""
   host = config_lib.load_config("smoke", _args(tiny_data, jit_cache)[2:-1])
   device = config_lib.load_config("smoke", _args(tiny_data, jit_cache)[2:])
-  folders = data.list_folders(tiny_data)
+  folders = listing.list_folders(tiny_data)
   # One device-mode pipeline over epochs 1-2 (what training and a resume iterate) gives each
   # epoch's batches: with the step's determinism (the arrays test), device mode resumes exactly.
-  spanning = list(data.Pipeline(folders, device).train_batches(5, 1, 2))
-  per_epoch = [b for epoch in (1, 2) for b in data.Pipeline(folders, device).train_batches(5, epoch)]
+  spanning = list(files.Pipeline(folders, device).train_batches(5, 1, 2))
+  per_epoch = [b for epoch in (1, 2) for b in files.Pipeline(folders, device).train_batches(5, epoch)]
   for a, b in zip(spanning, per_epoch, strict=True):
     for key in a:
       np.testing.assert_array_equal(a[key], b[key])
   for epoch in (1, 2):
-    host_batches = list(data.Pipeline(folders, host).train_batches(5, epoch))
-    device_batches = list(data.Pipeline(folders, device).train_batches(5, epoch))
+    host_batches = list(files.Pipeline(folders, host).train_batches(5, epoch))
+    device_batches = list(files.Pipeline(folders, device).train_batches(5, epoch))
     assert len(host_batches) == len(device_batches) == 2
     for h, d in zip(host_batches, device_batches):
       assert d["image"].dtype == np.uint8 and d["transform"].shape == (5, 8)
@@ -136,13 +137,14 @@ def _assert_same_run(a, b):
 NO_TENSORFLOW = """
 import sys
 sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
-from radjax import cli
+from radjax.commands import cli
 code = cli.main(sys.argv[1:])
 assert not any(m.split(".")[0] == "tensorflow" for m in sys.modules if sys.modules[m]), "TF loaded"
 sys.exit(code)
 """
 
 
+@pytest.mark.slow
 def test_arrays_train_without_tensorflow_and_resume_exactly(tiny_data, jit_cache, tmp_path, capsys):
   npz = tmp_path / "tiny.npz"
   assert cli.main(["export-arrays", "--out", str(npz), *_args(tiny_data, jit_cache)]) == 0
@@ -153,7 +155,7 @@ def test_arrays_train_without_tensorflow_and_resume_exactly(tiny_data, jit_cache
   # (3 channels: the shared PNGs are RGB with slightly different channels.) The arrays are the
   # pipeline's cache: its un-augmented validation input, pixel for pixel.
   config = config_lib.load_config("smoke", _args(npz, jit_cache)[2:])
-  folders_batch = next(data.Pipeline(data.list_folders(tiny_data), config).eval_batches("val", 4))
+  folders_batch = next(files.Pipeline(listing.list_folders(tiny_data), config).eval_batches("val", 4))
   arrays_batch = next(arrays.ArrayPipeline(loaded, config).eval_batches("val", 4))
   np.testing.assert_array_equal(folders_batch["image"], arrays_batch["image"])
 

@@ -1,4 +1,4 @@
-"""radjax.dicom: the monochrome display chain, colour, multi-frame, and every way a file can be bad.
+"""radjax.data.dicom: the monochrome display chain, colour, multi-frame, and every way a file can be bad.
 
 Most files are written here with pydicom from the project's chest PNGs; pydicom's bundled test
 files are used only when present locally (get_testdata_file(..., download=False)), never
@@ -20,7 +20,7 @@ from pydicom.uid import (MPEG2MPML, ExplicitVRLittleEndian, SecondaryCaptureImag
                           generate_uid)
 
 from conftest import write_dicom
-from radjax.dicom import VOI_MODES, DicomError, is_dicom, read_dicom
+from radjax.data.dicom import DicomError, is_dicom, read_dicom, VOI_MODES
 from radjax.errors import UserError
 
 # Twins (a) and (b): stored = gray * GAIN + OFFSET in 12 of 16 bits, displayed through a rescale.

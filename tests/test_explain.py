@@ -8,12 +8,14 @@ import jax
 import numpy as np
 import pytest
 
-from radjax import cli, explain, run as run_lib, weights
-from radjax.models import Classifier
+from radjax.commands import cli, explain
+from radjax.models import Classifier, weights
+from radjax.training import run as run_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("optimized_xla")
 def test_gradcam_equals_tensorflow_gradient_tape(keras_notop):
   import tensorflow as tf
@@ -67,6 +69,7 @@ def marker_run(tmp_path_factory):
   return data, workdir
 
 
+@pytest.mark.slow
 def test_maps_of_a_model_that_uses_a_marker_point_at_the_marker(marker_run, tmp_path, capsys):
   data, workdir = marker_run
   trained = run_lib.load(workdir, "latest")
@@ -82,6 +85,7 @@ def test_maps_of_a_model_that_uses_a_marker_point_at_the_marker(marker_run, tmp_
       assert row < 60 and col < 60, (path.name, row, col)
 
 
+@pytest.mark.slow
 def test_explain_command_writes_figures_and_reads_dicom(marker_run, tmp_path, capsys):
   from PIL import Image
 

@@ -11,7 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from radjax import arrays, config as config_lib, data, datasets
+from radjax.data import arrays, datasets, files, listing
+from radjax.training import config as config_lib
 from conftest import copy_subset
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ def _sources(tiny_data, tmp_path):
   arrays.export(config, npz, datasets.list_every_split(tiny_data))
   device = config_lib.load_config("smoke", [f"--config.data_dir={npz}",
                                             "--config.augment_on=device"])
-  return data.Pipeline(data.list_folders(tiny_data), config), \
+  return files.Pipeline(listing.list_folders(tiny_data), config), \
       arrays.ArrayPipeline(arrays.load(npz), device)
 
 
@@ -79,7 +80,7 @@ if who != "single":  # one of two processes, one CPU device each
   jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=int(who),
                              initialization_timeout=900, heartbeat_timeout_seconds=900,
                              shutdown_timeout_seconds=900)
-from radjax import config as config_lib, train
+from radjax.training import config as config_lib, loop as train
 config = config_lib.load_config("smoke", [
     f"--config.data_dir={data_dir}", "--config.num_epochs=1", "--config.batch_size=4",
     "--config.eval_batch_size=4", f"--config.compilation_cache={cache}"])
@@ -99,6 +100,7 @@ def _history(output: str) -> list[dict]:
   return json.loads(line.removeprefix("HISTORY "))
 
 
+@pytest.mark.slow
 def test_two_processes_train_what_one_process_with_two_devices_trains(tiny_data, jit_cache,
                                                                       tmp_path):
   # Unoptimised XLA: a third of the compile time; both set-ups compile the same way.

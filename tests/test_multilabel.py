@@ -11,17 +11,25 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from radjax import checkpoints, cli, data, explain, metrics, run as run_lib, steps, task
+from conftest import assert_intervals_close
+from radjax.commands import cli, explain
+from radjax.data import listing
+from radjax.metrics import classification as metrics
+from radjax.training import checkpoints, losses, run as run_lib, steps, task
 from radjax.errors import UserError
 
 LABELS = ("top_left", "bottom_right", "centre")  # CSV column order is label order
 SIZE = 75
 MARKERS = {"top_left": (5, 5), "bottom_right": (SIZE - 25, SIZE - 25), "centre": (27, 27)}
+# Each finding looks different (bright, dark, striped), so that after global average pooling a
+# network trained from scratch for a few steps tells them apart on any CPU's rounding, not only
+# where they are.
+PATTERNS = {"top_left": 255, "bottom_right": 0, "centre": np.tile([0, 0, 255, 255], 5)}
 
 
 def _write_multilabel_csv(root, per_split=(36, 12), blank_every=7):
-  """Noise films with an independent random subset of three bright squares; the CSV has a
-  column per square. Every `blank_every`-th cell is unknown (blank, or CheXpert's -1)."""
+  """Noise films with an independent random subset of three squares (bright, dark, striped); the
+  CSV has a column per square. Every `blank_every`-th cell is unknown (blank, or CheXpert's -1)."""
   from PIL import Image
 
   rng = np.random.default_rng(1)
@@ -33,7 +41,7 @@ def _write_multilabel_csv(root, per_split=(36, 12), blank_every=7):
       for on, name in zip(present, LABELS):
         if on:
           top, left = MARKERS[name]
-          image[top:top + 20, left:left + 20] = 255
+          image[top:top + 20, left:left + 20] = PATTERNS[name]
       name = f"{split}{k}.png"
       Image.fromarray(image).save(root / name)
       values = []
@@ -52,7 +60,7 @@ def multilabel_run(tmp_path_factory):
   from conftest import train_smoke
 
   root = tmp_path_factory.mktemp("findings")
-  manifest = _write_multilabel_csv(root)
+  manifest = _write_multilabel_csv(root, per_split=(72, 12))  # 12 steps an epoch: see below
   workdir = tmp_path_factory.mktemp("run") / "multilabel"
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
@@ -64,21 +72,26 @@ def multilabel_run(tmp_path_factory):
 
 def _manifest_labels(manifest, split):
   rows = [r for r in csv.DictReader(manifest.open()) if r["split"] == split]
-  return np.array([[data.MULTILABEL_VALUES[r[n]] for n in LABELS] for r in rows])
+  return np.array([[listing.MULTILABEL_VALUES[r[n]] for n in LABELS] for r in rows])
 
 
 def test_a_label_column_per_finding_lists_as_multilabel_with_unknowns(tmp_path):
   manifest = _write_multilabel_csv(tmp_path, per_split=(12, 4))
-  folders = data.list_manifest(manifest)
+  folders = listing.list_manifest(manifest)
   assert folders.multilabel and folders.class_names == list(LABELS)
   labels = np.array([e.label for e in sorted(folders.splits["train"], key=lambda e: e.path)])
   assert labels.shape == (12, 3) and set(np.unique(labels)) == {-1, 0, 1}
   by_name = {e.path.rsplit("/", 1)[-1]: e.label for e in folders.splits["train"]}
   rows = {r["path"]: r for r in csv.DictReader(manifest.open())}
   for name, label in by_name.items():  # blank and -1 are unknown (-1), the rest as written
-    assert label == tuple(data.MULTILABEL_VALUES[rows[name][n]] for n in LABELS)
+    assert label == tuple(listing.MULTILABEL_VALUES[rows[name][n]] for n in LABELS)
   counts = folders.counts()
   assert counts["train"] == {n: int(np.sum(labels[:, i] == 1)) for i, n in enumerate(LABELS)}
+
+
+def test_export_and_prepare_report_images_not_summed_labels(tmp_path):
+  manifest = _write_multilabel_csv(tmp_path, per_split=(12, 4))
+  assert cli._image_counts(listing.list_manifest(manifest)) == "train 12, val 4"
 
 
 @pytest.mark.parametrize("edit,message", [
@@ -98,7 +111,7 @@ def test_bad_multilabel_manifests_are_one_line_naming_the_row_or_label(tmp_path,
   with manifest.open("w", newline="") as f:
     csv.writer(f).writerows(rows)
   with pytest.raises(UserError) as info:
-    data.list_manifest(manifest, validate=False)
+    listing.list_manifest(manifest, validate=False)
   assert str(info.value).startswith(str(manifest)) and "\n" not in str(info.value)
   assert message in str(info.value)
 
@@ -122,7 +135,7 @@ def test_unknown_labels_are_masked_out_of_the_loss_accuracy_and_metrics():
   known = labels >= 0
   bce = np.logaddexp(0, logits) - (labels == 1) * logits
   per_image = (bce * known).sum(1) / known.sum(1)
-  np.testing.assert_allclose(steps.cross_entropy(jnp.asarray(logits), jnp.asarray(labels)),
+  np.testing.assert_allclose(losses.cross_entropy(jnp.asarray(logits), jnp.asarray(labels)),
                              per_image, rtol=1e-6)
   right = ((logits > 0) == (labels == 1)) & known
   assert float(steps.accuracy(jnp.asarray(logits), jnp.asarray(labels))) == pytest.approx(
@@ -166,20 +179,25 @@ def test_macro_bootstrap_intervals_resample_whole_images_with_their_known_labels
   assert intervals == metrics.multilabel_bootstrap_intervals(logits, labels, seed=2)
 
 
+@pytest.mark.slow
 def test_a_findings_csv_trains_three_sigmoid_logits_that_learn_the_squares(multilabel_run):
   _, workdir, console = multilabel_run
   assert "Task: multilabel (3 labels, a sigmoid logit each; unknown labels masked)" in console
   assert "Validation at epoch 3 (12 images, each label at probability 0.5)" in console
   assert all(f"  {n}" in console for n in LABELS) and "known)" in console
   history = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-  # Chance is a loss of ln 2 = 0.69 per label and an AUC of 0.5.
-  assert history[-1]["val_loss"] < 0.5 and history[-1]["val_auc"] >= 0.9, history[-1]
+  # Chance is a loss of ln 2 = 0.69 per label and an AUC of 0.5. The margins hold for any
+  # trajectory, not one CPU's: seeds 0-3 on one machine ended at val loss 0.16-0.29 and macro
+  # AUC 0.86-1.0 (with the earlier 36 training images and three bright squares, 0.32-1.10 and
+  # 0.82-0.96, and an Intel Xeon's rounding gave 1.20 where AMD's gave 0.32).
+  assert history[-1]["val_loss"] < 0.45 and history[-1]["val_auc"] >= 0.8, history[-1]
   trained = run_lib.load(workdir, "latest")
   assert trained.task == "multilabel" and trained.class_names == list(LABELS)
   assert trained.model.num_outputs == 3
   assert checkpoints.task_of(workdir, "latest") == "multilabel"
 
 
+@pytest.mark.slow
 def test_evaluate_reports_each_label_over_its_known_images(multilabel_run, tmp_path, capsys):
   manifest, workdir, _ = multilabel_run
   out = tmp_path / "eval"
@@ -190,7 +208,7 @@ def test_evaluate_reports_each_label_over_its_known_images(multilabel_run, tmp_p
   assert result["task"] == "multilabel" and result["count"] == 12
   truth = _manifest_labels(manifest, "val")
   trained = run_lib.load(workdir, "latest")
-  from radjax import datasets
+  from radjax.data import datasets
 
   pipeline = datasets.open_pipeline(manifest, trained.config, splits=("val",))
   logits, labels = trained.steps.logits_of(trained.variables, pipeline.eval_batches("val", 5))
@@ -204,7 +222,7 @@ def test_evaluate_reports_each_label_over_its_known_images(multilabel_run, tmp_p
     # Bootstrap intervals over the label's known images, as a binary run's (seeded: reproducible).
     want = metrics.bootstrap_intervals(logits[known, k], labels[known, k],
                                        seed=trained.config.seed)
-    assert m["intervals"] == pytest.approx(want, nan_ok=True)
+    assert_intervals_close(m["intervals"], want)
     brier = np.mean((metrics.sigmoid(logits[known, k]) - labels[known, k]) ** 2)  # known only
     # (rel 1e-5: these logits come from batches of 5, evaluate's from its own batch size)
     assert m["calibration"]["brier"] == pytest.approx(brier, rel=1e-5)
@@ -216,21 +234,22 @@ def test_evaluate_reports_each_label_over_its_known_images(multilabel_run, tmp_p
     assert low <= m["auc"] <= high and f"AUC {m['auc']:.3f} ({low:.3f}-{high:.3f})" in text
     assert f"  {name}" in text
   assert "per label (over the images where it is known)" in text
-  assert result["intervals"] == pytest.approx(metrics.multilabel_bootstrap_intervals(
-      logits, labels, seed=trained.config.seed), nan_ok=True)
+  assert_intervals_close(result["intervals"], metrics.multilabel_bootstrap_intervals(
+      logits, labels, seed=trained.config.seed))
   low, high = result["intervals"]["auc"]
   assert f"macro AUC {result['auc']:.3f} (95% CI {low:.3f}-{high:.3f})" in text
   assert (out / "roc.png").stat().st_size > 10_000
 
 
 def _val_logits(manifest, workdir):
-  from radjax import datasets
+  from radjax.data import datasets
 
   trained = run_lib.load(workdir, "latest")
   pipeline = datasets.open_pipeline(manifest, trained.config, splits=("val", "train"))
   return trained, pipeline
 
 
+@pytest.mark.slow
 def test_evaluate_chooses_each_labels_operating_point_on_val(multilabel_run, tmp_path, capsys):
   manifest, workdir, _ = multilabel_run
   trained, pipeline = _val_logits(manifest, workdir)
@@ -271,7 +290,7 @@ def test_evaluate_chooses_each_labels_operating_point_on_val(multilabel_run, tmp
 def test_a_label_val_holds_one_value_of_keeps_probability_one_half(tmp_path):
   import types
 
-  from radjax import evaluate
+  from radjax.commands import evaluate
 
   rng = np.random.default_rng(0)
   labels = rng.integers(0, 2, (20, 3))
@@ -298,8 +317,9 @@ def test_a_label_val_holds_one_value_of_keeps_probability_one_half(tmp_path):
   assert f"probability {thresholds['top_left']:.4f}  sensitivity" in lines[1]
 
 
+@pytest.mark.slow
 def test_predict_gives_every_label_its_probability_and_decision(multilabel_run, tmp_path, capsys):
-  from radjax import evaluate
+  from radjax.commands import evaluate
 
   manifest, workdir, _ = multilabel_run
   table = tmp_path / "predictions.csv"
@@ -335,6 +355,7 @@ def test_predict_gives_every_label_its_probability_and_decision(multilabel_run, 
       "radjax predict: error: --threshold 1.5: expected a probability strictly between 0 and 1")
 
 
+@pytest.mark.slow
 def test_explain_shows_a_named_label(multilabel_run, tmp_path, capsys):
   manifest, workdir, _ = multilabel_run
   trained = run_lib.load(workdir, "latest")
@@ -353,8 +374,11 @@ def test_explain_shows_a_named_label(multilabel_run, tmp_path, capsys):
   assert (out / "val0.explain.png").stat().st_size > 20_000
 
 
+@pytest.mark.slow
 def test_multilabel_arrays_export_and_evaluate_as_the_csv_does(multilabel_run, tmp_path):
-  from radjax import arrays, config as config_lib, datasets
+  from radjax.data import arrays
+  from radjax.training import config as config_lib
+  from radjax.data import datasets
 
   manifest, workdir, _ = multilabel_run
   config = config_lib.load_config(config_lib.shipped_config("smoke"), [
@@ -362,7 +386,7 @@ def test_multilabel_arrays_export_and_evaluate_as_the_csv_does(multilabel_run, t
   npz = tmp_path / "findings.npz"
   arrays.export(config, npz, datasets.list_every_split(manifest))
   pipeline = datasets.open_pipeline(npz, config)
-  listed = data.list_manifest(manifest)
+  listed = listing.list_manifest(manifest)
   assert pipeline.multilabel and pipeline.class_names == list(LABELS)
   assert pipeline.counts() == listed.counts()
   assert [e.label for e in pipeline.examples["val"]] == \
@@ -388,8 +412,9 @@ def test_multilabel_arrays_export_and_evaluate_as_the_csv_does(multilabel_run, t
     datasets.open_pipeline(npz, bad)
 
 
+@pytest.mark.slow
 def test_a_findings_csv_is_cross_validated_per_label(tmp_path, jit_cache, capsys):
-  from radjax import cv
+  from radjax.commands import cv
 
   manifest = _write_multilabel_csv(tmp_path, per_split=(18, 6))
   workdir = tmp_path / "cv"
@@ -428,7 +453,8 @@ def test_a_findings_csv_is_cross_validated_per_label(tmp_path, jit_cache, capsys
 
 
 def test_multilabel_data_refuses_class_weights_in_one_line(tmp_path):
-  from radjax import config as config_lib, datasets
+  from radjax.training import config as config_lib
+  from radjax.data import datasets
 
   manifest = _write_multilabel_csv(tmp_path, per_split=(12, 4))
   config = config_lib.load_config(config_lib.shipped_config("smoke"), [

@@ -7,8 +7,9 @@ import pathlib
 import numpy as np
 import pytest
 
-from radjax import cli, data, datasets, prepared
+from radjax.commands import cli
 from radjax.configs import default
+from radjax.data import datasets, files, listing, prepared
 from radjax.errors import UserError
 
 SIZE = 75
@@ -44,7 +45,7 @@ def test_prepare_writes_a_tfds_dataset_with_the_pipelines_own_pixels(prepared_di
   # The same decoded, resized, quantized images, labels and order as training from the folders.
   config = _config()
   ours = prepared.PreparedPipeline(prepared_dir, config)
-  folders = data.Pipeline(data.list_folders(dataset_dir), config)
+  folders = files.Pipeline(listing.list_folders(dataset_dir), config)
   assert not ours.streaming and ours.counts() == folders.counts()
   for split in ("train", "val"):
     for (a, la, ia), (b, lb, ib) in zip(ours.cached(split), folders.cached(split),
@@ -53,6 +54,7 @@ def test_prepare_writes_a_tfds_dataset_with_the_pipelines_own_pixels(prepared_di
       assert (la, ia) == (lb, ib)
 
 
+@pytest.mark.slow
 def test_training_from_a_prepared_dataset_equals_training_from_the_folders(prepared_dir,
                                                                           dataset_dir, tmp_path):
   from conftest import train_smoke
@@ -163,7 +165,7 @@ def test_a_multilabel_manifest_prepares_with_its_label_vectors(tmp_path):
   config = _config()
   prepared.prepare(config, datasets.list_every_split(manifest), out, progress=False)
   pipeline = datasets.open_pipeline(out, config)
-  listed = data.list_manifest(manifest)
+  listed = listing.list_manifest(manifest)
   assert pipeline.multilabel and pipeline.class_names == list(LABELS)
   assert pipeline.counts() == listed.counts()
   want = {e.path: e.label for e in listed.splits["val"]}
@@ -177,7 +179,7 @@ def test_a_multilabel_prepared_dataset_folds_into_views_with_its_label_vectors(t
   predictions read)."""
   from test_multilabel import _write_multilabel_csv
 
-  from radjax import cv
+  from radjax.commands import cv
 
   manifest = _write_multilabel_csv(tmp_path, per_split=(12, 4))
   out = tmp_path / "prepared"
@@ -187,7 +189,7 @@ def test_a_multilabel_prepared_dataset_folds_into_views_with_its_label_vectors(t
   from_csv = cv.make_plan(manifest, 2, [0])
   assert plan["prepared"] and not from_csv["prepared"]
   by_path = dict(zip(from_csv["paths"], from_csv["labels"]))
-  source = {e.path: e for split in data.list_manifest(manifest).splits.values() for e in split}
+  source = {e.path: e for split in listing.list_manifest(manifest).splits.values() for e in split}
   assert len(plan["paths"]) == 16 and all(isinstance(v, list) for v in plan["labels"])
   for path, label in zip(plan["paths"], plan["labels"]):  # the source paths, the CSV's labels
     assert label == list(source[path].label)
@@ -248,7 +250,7 @@ def test_the_tutorial_dataset_builds_offline_from_an_extracted_copy(dataset_dir,
   import tensorflow_datasets as tfds
   from PIL import Image
 
-  from radjax.tfds_open_i import OpenIAbdVsCxr
+  from radjax.data.tfds_open_i import OpenIAbdVsCxr
 
   assert "open_i_abd_vs_cxr" in tfds.list_builders()
   builder = OpenIAbdVsCxr(data_dir=str(tmp_path))
@@ -279,7 +281,7 @@ def test_the_tutorial_dataset_builds_from_its_archive_downloaded(dataset_dir, tm
 
   import tensorflow_datasets as tfds
 
-  from radjax import tfds_open_i
+  from radjax.data import tfds_open_i
 
   served = tmp_path / "served"
   served.mkdir()
@@ -291,7 +293,7 @@ def test_the_tutorial_dataset_builds_from_its_archive_downloaded(dataset_dir, tm
   threading.Thread(target=server.serve_forever, daemon=True).start()
   try:
     url = f"http://127.0.0.1:{server.server_port}/Open_I_abd_vs_CXRs.zip"
-    monkeypatch.setattr(data, "PUBLIC_DATASET_URL", url)
+    monkeypatch.setattr(listing, "PUBLIC_DATASET_URL", url)
     builder = tfds_open_i.OpenIAbdVsCxr(data_dir=str(tmp_path / "tfds"))
     builder.download_and_prepare(download_dir=str(tmp_path / "downloads"))
   finally:

@@ -6,7 +6,7 @@ from PIL import Image
 from pydicom.uid import generate_uid
 
 from conftest import write_dicom
-from radjax import audit
+from radjax.commands import audit
 
 SIDE = 64
 CLASSES = ("abd", "chest")

@@ -14,8 +14,12 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from radjax import checkpoints, cli, config as config_lib, data, images, metrics, preprocess, run as run_lib, steps as steps_lib, train
+from radjax.commands import cli
+from radjax.data import files, images, listing, preprocess
+from radjax.metrics import classification as metrics
 from radjax.models.stages import frozen_stages, stage_of
+from radjax.training import checkpoints, config as config_lib
+from radjax.training import loop as train, run as run_lib, steps as steps_lib
 from radjax.errors import UserError
 from conftest import copy_subset
 
@@ -65,6 +69,7 @@ def test_smoke_train_writes_checkpoints_history_and_curves(trained):
   assert meta["metrics"]["val_loss"] == pytest.approx(history[1]["val_loss"])
 
 
+@pytest.mark.slow
 def test_the_papers_config_trains_from_the_class_folders(dataset_dir, jit_cache, tmp_path):
   # configs/hello_world.py as a user runs it (its nearest resize, 65 + 10 films), shrunk to one
   # epoch at 75x75 without ImageNet weights.
@@ -93,6 +98,7 @@ def test_evaluate_writes_metrics_and_roc(trained, tiny_data, tmp_path, capsys):
   assert "confusion matrix" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_predict_lines_json_csv_and_bad_files(trained, tiny_data, tmp_path, capsys):
   bad = tmp_path / "broken.png"
   bad.write_text("not an image")
@@ -114,8 +120,8 @@ def test_predict_lines_json_csv_and_bad_files(trained, tiny_data, tmp_path, caps
   # Predictions equal evaluate's: same preprocessing, same checkpoint.
   variables, meta, _ = _final_model(trained)
   config = config_lib.config_from_dict(meta["config"])
-  folders = data.list_folders(tiny_data)
-  pipeline = data.Pipeline(folders, config)
+  folders = listing.list_folders(tiny_data)
+  pipeline = files.Pipeline(folders, config)
   batch = next(pipeline.eval_batches("val", 4))
   # The very pixels validation saw (one preprocessing function), file for file in path order.
   paths = [p["path"] for p in result["predictions"]]
@@ -132,6 +138,7 @@ def test_predict_lines_json_csv_and_bad_files(trained, tiny_data, tmp_path, caps
   assert len(csv_path.read_text().strip().splitlines()) == 5
 
 
+@pytest.mark.slow
 def test_resume_after_epoch_1_matches_uninterrupted_run(trained, tiny_data, jit_cache, tmp_path):
   workdir = tmp_path / "resumed"
   args = ["train", "--workdir", str(workdir), *smoke_args(tiny_data, jit_cache)]
@@ -147,9 +154,10 @@ def test_resume_after_epoch_1_matches_uninterrupted_run(trained, tiny_data, jit_
       assert x[key] == y[key], key
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, jit_cache, tmp_path,
                                                            monkeypatch):
-  original = data.Pipeline.train_batches
+  original = files.Pipeline.train_batches
 
   def poisoned(self, batch_size, first_epoch, last_epoch=None, **kwargs):
     batches = original(self, batch_size, first_epoch, last_epoch, **kwargs)
@@ -158,7 +166,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_data, jit_cache,
         batch = dict(batch, image=np.full_like(batch["image"], np.nan))
       yield batch
 
-  monkeypatch.setattr(data.Pipeline, "train_batches", poisoned)
+  monkeypatch.setattr(files.Pipeline, "train_batches", poisoned)
   config = smoke_config(tiny_data, jit_cache)
   with pytest.raises(train.TrainingError, match="epoch 2.*Last good checkpoint: epoch 1"):
     train.train_and_evaluate(config, tmp_path / "nan")
@@ -172,6 +180,7 @@ def _random_batch(n, size=75, seed=0):
           "label": rng.integers(0, 2, n).astype(np.int32)}
 
 
+@pytest.mark.slow
 def test_frozen_parameters_stay_bit_equal(tiny_data, jit_cache):
   config = smoke_config(tiny_data, jit_cache, "--config.fine_tune=from:mixed5")
   run = run_lib.build(config)
@@ -193,6 +202,7 @@ def test_frozen_parameters_stay_bit_equal(tiny_data, jit_cache):
   assert not np.array_equal(before["params"]["logits"]["kernel"], after["params"]["logits"]["kernel"])
 
 
+@pytest.mark.slow
 def test_runs_with_equal_settings_share_their_steps_and_others_get_their_own(tiny_data, jit_cache):
   first = run_lib.build(smoke_config(tiny_data, jit_cache))
   again = run_lib.build(smoke_config(tiny_data, jit_cache, "--config.num_epochs=7"))
@@ -225,6 +235,7 @@ def test_fine_tune_settings():
       frozen_stages(bad)
 
 
+@pytest.mark.slow
 def test_precise_bn_equals_full_batch_statistics(tiny_data, jit_cache):
   config = smoke_config(tiny_data, jit_cache)
   run = run_lib.build(config)
@@ -261,6 +272,7 @@ def test_precise_bn_equals_full_batch_statistics(tiny_data, jit_cache):
                          variables["batch_stats"]["backbone"]["stem_1"]["bn"]["var"])
 
 
+@pytest.mark.slow
 def test_precise_bn_in_fewer_passes_gives_the_same_statistics(tiny_data, jit_cache):
   # Three batches of 2, each with its own offset: one per pass, or two per pass (the second pass
   # padded with a repeat whose moments are dropped), or all three at once.
@@ -284,12 +296,13 @@ def test_precise_bn_in_fewer_passes_gives_the_same_statistics(tiny_data, jit_cac
   assert np.abs(moved).max() > 100 * 2e-4 * np.abs(one["backbone"]["stem_1"]["bn"]["mean"]).max()
 
 
+@pytest.mark.slow
 def test_two_devices_follow_the_one_device_trajectory(tmp_path):
   script = textwrap.dedent("""
       import json, sys
       import jax, numpy as np
       sys.path.insert(0, %r)
-      from radjax import config as config_lib, run as run_lib, steps as steps_lib
+      from radjax.training import config as config_lib, run as run_lib, steps as steps_lib
       config = config_lib.load_config(%r, ["--config.batch_size=8",
                                            "--config.fine_tune=from:mixed7",
                                            "--config.conv_impl=xla",
@@ -361,6 +374,7 @@ def _copy_run(trained, tmp_path):
       "train.lock")))
 
 
+@pytest.mark.slow
 def test_resume_refuses_settings_that_change_what_the_weights_mean(trained, tiny_data, jit_cache,
                                                                     tmp_path, capsys):
   workdir = _copy_run(trained, tmp_path)
@@ -374,6 +388,7 @@ def test_resume_refuses_settings_that_change_what_the_weights_mean(trained, tiny
   assert (workdir / "metrics.jsonl").read_text() == before  # nothing trained, nothing lost
 
 
+@pytest.mark.slow
 def test_resume_with_changed_stage_settings_is_reported_and_recorded(trained, tiny_data, jit_cache,
                                                                      tmp_path, capsys):
   workdir = _copy_run(trained, tmp_path)
@@ -397,6 +412,7 @@ def test_resume_with_changed_stage_settings_is_reported_and_recorded(trained, ti
 
 # Orbax abandons the damaged array's other reads mid-flight; when the garbage collector finds
 # those coroutines is a matter of timing (0 or 11 "Exception ignored" warnings in repeated runs).
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_train_resumes_from_the_newest_intact_checkpoint(trained, tiny_data, jit_cache, tmp_path,
                                                          caplog):
@@ -418,7 +434,7 @@ def test_train_resumes_from_the_newest_intact_checkpoint(trained, tiny_data, jit
 
 
 def test_a_second_train_on_a_locked_workdir_stops_at_once(trained, tiny_data, jit_cache, capsys):
-  from radjax import workdir as workdir_lib
+  from radjax.training import workdir as workdir_lib
 
   args = ["train", "--workdir", str(trained), *smoke_args(tiny_data, jit_cache)]
   with workdir_lib.lock(trained):
@@ -426,6 +442,7 @@ def test_a_second_train_on_a_locked_workdir_stops_at_once(trained, tiny_data, ji
   assert f"locked by pid {os.getpid()}" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_uses_the_absolute_data_dir_stored_in_the_checkpoint(trained, tiny_data, tmp_path,
                                                                       monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)  # relative paths would now point elsewhere
@@ -459,6 +476,7 @@ def test_cli_input_errors_are_one_line(trained, tmp_path, capsys, case):
     assert out == ""  # refused before anything was predicted
 
 
+@pytest.mark.slow
 def test_dropout_masks_are_folded_with_the_step(tiny_data, jit_cache):
   run = run_lib.build(smoke_config(tiny_data, jit_cache))
   host = jax.device_get(run.state)
@@ -582,10 +600,79 @@ def test_evaluate_reports_intervals_calibration_and_the_operating_point_predict_
   assert "--target-sensitivity 2.0: expected 0 < value <= 1" in capsys.readouterr().err
 
 
+def test_an_operating_point_belongs_to_one_checkpoint_and_one_validation_set(trained, tiny_data,
+                                                                             tmp_path, capsys):
+  import shutil
+
+  workdir = _copy_run(trained, tmp_path)
+  assert cli.main(["evaluate", "--workdir", str(workdir), "--checkpoint", "2"]) == 0
+  point = json.loads((workdir / "operating_point.json").read_text())
+  assert (point["epoch"], point["checkpoint"]) == (2, "2")
+  assert point["data_dir"] == str(tiny_data.resolve())
+  stored = (workdir / "operating_point.json").read_bytes()
+  # Another checkpoint's predictions are not decided at it: 0.5, and the reason is given.
+  capsys.readouterr()
+  val = str(tiny_data / "VAL")
+  assert cli.main(["predict", "--workdir", str(workdir), "--checkpoint", "1", "--json", val]) == 0
+  captured = capsys.readouterr()
+  assert json.loads(captured.out)["threshold"] == 0.5
+  assert ("operating_point.json was chosen for the checkpoint of epoch 2, not this one (epoch 1)"
+          in captured.err)
+  assert cli.main(["predict", "--workdir", str(workdir), "--checkpoint", "2", "--json", val]) == 0
+  assert json.loads(capsys.readouterr().out)["threshold"] == point["threshold"]
+  # Other data: with --out the point goes there and the workdir is untouched...
+  other = pathlib.Path(shutil.copytree(tiny_data, tmp_path / "other"))
+  elsewhere = tmp_path / "elsewhere"
+  assert cli.main(["evaluate", "--workdir", str(workdir), "--checkpoint", "2", "--data",
+                   str(other), "--out", str(elsewhere)]) == 0
+  assert (workdir / "operating_point.json").read_bytes() == stored
+  assert json.loads((elsewhere / "operating_point.json").read_text())["data_dir"] == \
+      str(other.resolve())
+  # ... without it, the point chosen on other data is stored nowhere, and that is said.
+  capsys.readouterr()
+  assert cli.main(["evaluate", "--workdir", str(workdir), "--checkpoint", "2", "--data",
+                   str(other)]) == 0
+  assert (workdir / "operating_point.json").read_bytes() == stored
+  assert "chosen on other data than the run's own: not stored (pass --out" in capsys.readouterr().out
+
+
+def test_a_threshold_between_saturated_logits_decides_in_predict_as_in_evaluate(
+    monkeypatch, tiny_data, tmp_path):
+  """Logits 40 and 41: their probabilities are 1.0 in float64, so only the stored logit can
+  separate them, as evaluate's figures did."""
+  import types
+
+  from radjax.commands import evaluate, predict
+
+  logits, labels = np.array([40.0, 40.0, 41.0, 41.0]), np.array([0, 0, 1, 1])
+  point = metrics.operating_point(logits, labels)
+  assert point["threshold_logit"] == 40.5 and point["threshold"] == 1.0
+  assert metrics.binary_metrics(logits, labels, point["threshold_logit"])["accuracy"] == 1.0
+  (tmp_path / evaluate.OPERATING_POINT).write_text(json.dumps({**point, "epoch": 3}))
+  threshold, threshold_logit, _ = predict.decision_threshold(tmp_path, meta={"epoch": 3})
+  assert threshold_logit == 40.5
+
+  class Steps:
+    def logits_of(self, variables, batches):
+      (batch,) = batches
+      return logits[:int(batch["mask"].sum())], None
+
+  config = config_lib.load_config(REPO / "configs" / "smoke.py", device_count=1)
+  fake = types.SimpleNamespace(config=config, class_names=["abd", "chest"], task="binary",
+                               steps=Steps(), variables=None)
+  monkeypatch.setattr(run_lib, "load", lambda workdir, which: fake)
+  files = sorted((tiny_data / "VAL" / "abd").glob("*.png")) + \
+      sorted((tiny_data / "VAL" / "chest").glob("*.png"))
+  results, _ = predict.predict_files(tmp_path, files, threshold=threshold,
+                                     threshold_logit=threshold_logit)
+  assert [r.label for r in results] == ["abd", "abd", "chest", "chest"]
+
+
+@pytest.mark.slow
 def test_predict_with_test_time_augmentation(trained, tiny_data, capsys):
   import copy
 
-  from radjax import predict
+  from radjax.commands import predict
 
   val = tiny_data / "VAL"
   plain, _ = predict.predict_files(trained, [val], "latest")

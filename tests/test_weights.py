@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from radjax import cli, weights
-from radjax.models import Classifier, InceptionV3, lowering
+from radjax.commands import cli
+from radjax.models import Classifier, InceptionV3, lowering, weights
 
 
 def _relative_error(a, b):
@@ -19,7 +19,7 @@ def _relative_error(a, b):
 
 
 def test_importing_models_and_weights_does_not_import_tensorflow():
-  code = "import radjax.models, radjax.weights, sys; assert 'tensorflow' not in sys.modules"
+  code = "import radjax.models, radjax.models.weights, radjax.training.run, sys; assert 'tensorflow' not in sys.modules"
   subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -51,6 +51,7 @@ def test_backbone_parity_with_keras(keras_notop, size, conv_impl):
   assert _relative_error(got, expected) <= 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("optimized_xla")
 def test_classifier_parity_with_keras(keras_notop):
   import tf_keras

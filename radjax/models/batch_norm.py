@@ -30,7 +30,7 @@ class BatchNorm(nn.Module):
   epsilon: float = 1e-3
   dtype: Any = jnp.float32
   # False: autodiff through the same forward computation (same values; which is faster depends on
-  # the backend, see radjax.run.IMPLEMENTATIONS).
+  # the backend, see radjax.training.run.IMPLEMENTATIONS).
   closed_form_grad: bool = True
 
   @nn.compact

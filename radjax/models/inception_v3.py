@@ -1,7 +1,7 @@
 """InceptionV3 in Flax linen, layer for layer the network of `keras.applications.InceptionV3`.
 
 The architecture is written once, as data (`STEM` and `BLOCKS`), and read by two consumers: the
-`InceptionV3` module below and `radjax.weights`, which needs Keras' layer order to load `.h5` files.
+`InceptionV3` module below and `radjax.models.weights`, which needs Keras' layer order to load `.h5` files.
 Every unit is Conv (no bias) -> BatchNorm (no scale, eps 1e-3, momentum 0.99) -> ReLU, as Keras'
 `conv2d_bn`; branch order inside each block is Keras' concatenation order.
 """
@@ -120,7 +120,7 @@ def unit_name(scope: str, index: int, sub: str = "") -> str:
   """Flax module name of the conv unit at 1-based position `index` of a stem or branch.
 
   `scope` is "stem" or "{block}_{branch}"; `sub` is "a"/"b" inside a `Split`.
-  Shared by the module and by `radjax.weights`, so both agree on names.
+  Shared by the module and by `radjax.models.weights`, so both agree on names.
   """
   return f"{scope}_{index}{sub}"
 
@@ -221,7 +221,7 @@ _window_max_pool.defvjp(_window_max_pool_fwd, _window_max_pool_bwd)
 
 # The convolution and max-pool lowerings. Each pair has the same parameters and results (to float
 # rounding); "gemm" and "window" are what XLA's CPU backend differentiates faster (README
-# "Benchmarks"). radjax.run picks them per backend.
+# "Benchmarks"). radjax.training.run picks them per backend.
 XlaConv = functools.partial(nn.Conv, use_bias=False, kernel_init=_KERNEL_INIT)
 
 
@@ -320,7 +320,7 @@ class InceptionV3(nn.Module):
             y = self._unit(op, unit_name(scope, i))(y, block_train)
         outputs.append(y)
       x = jnp.concatenate(outputs, axis=-1)
-      # Explanations (radjax.explain): an "explain" variable of the block's shape is added to its
+      # Explanations (radjax.commands.explain): an "explain" variable of the block's shape is added to its
       # output, so the gradient with respect to it is the gradient with respect to the block's
       # activations, which are sown as intermediates. Both are no-ops (nothing traced) unless the
       # caller passes that collection or makes "intermediates" mutable.

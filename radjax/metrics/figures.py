@@ -28,7 +28,7 @@ def plot_roc_per_class(logits, labels, class_names, path, title: str) -> None:
   """One-vs-rest ROC curve of every class present in `labels` (multiclass logits, (n, N))."""
   import numpy as np
 
-  from radjax import metrics
+  from radjax.metrics import classification as metrics
 
   logits, labels = np.asarray(logits, np.float64), np.asarray(labels)
   per_class = metrics.multiclass_metrics(logits, labels)["per_class"]
@@ -46,7 +46,7 @@ def plot_roc_per_label(logits, labels, label_names, path, title: str) -> None:
   images where it is known and both values occur."""
   import numpy as np
 
-  from radjax import metrics
+  from radjax.metrics import classification as metrics
 
   logits, labels = np.asarray(logits, np.float64), np.asarray(labels)
   per_label = metrics.multilabel_metrics(logits, labels)["per_class"]

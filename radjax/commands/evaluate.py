@@ -15,7 +15,10 @@ import pathlib
 
 OPERATING_POINT = "operating_point.json"
 
-from radjax import data, datasets, metrics, plots, run as run_lib
+from radjax.data import datasets, listing
+from radjax.metrics import classification as metrics, figures as plots
+from radjax.metrics.summary import format_macro, format_per_class, format_summary, with_interval
+from radjax.training import run as run_lib
 from radjax.errors import UserError
 
 
@@ -37,6 +40,40 @@ def read_operating_point(workdir) -> dict | None:
   return json.loads(path.read_text()) if path.is_file() else None
 
 
+def point_mismatch(point: dict, epoch: int, meta: dict) -> str | None:
+  """Why a stored operating point does not belong to the checkpoint of `epoch` of the run whose
+  metadata is `meta` (None when it does): a point is chosen on one checkpoint's logits of one
+  validation set, and means nothing for another model or other data. Points stored before the
+  data were recorded are matched on the epoch alone."""
+  if point.get("epoch") != epoch:
+    return (f"{OPERATING_POINT} was chosen for the checkpoint of epoch {point.get('epoch')}, not "
+            f"this one (epoch {epoch})")
+  stored = point.get("data_dir")
+  if stored and meta.get("data_dir") and pathlib.Path(stored) != pathlib.Path(meta["data_dir"]):
+    return f"{OPERATING_POINT} was chosen on {stored}, not on the run's own data"
+  return None
+
+
+def bound_operating_point(workdir, epoch: int, meta: dict) -> tuple[dict | None, str | None]:
+  """(the workdir's operating point if it belongs to this checkpoint, else None; why not)."""
+  point = read_operating_point(workdir)
+  if point is None:
+    return None, None
+  why = point_mismatch(point, epoch, meta)
+  return (None, why) if why else (point, None)
+
+
+def _store_point(point: dict, workdir, out_dir, own_data: bool) -> pathlib.Path | None:
+  """Where a newly chosen operating point goes: the workdir when the run's own validation data
+  were evaluated into it; `--out` when given (the workdir is never touched then); nowhere when
+  other data were evaluated into the workdir (predict would decide at a threshold chosen on them)."""
+  target = pathlib.Path(out_dir) if out_dir else (pathlib.Path(workdir) if own_data else None)
+  if target is not None:
+    (target / OPERATING_POINT).write_text(json.dumps(point, indent=2))
+    return target / OPERATING_POINT
+  return None
+
+
 def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "best",
                      out_dir=None, target_sensitivity: float | None = None) -> dict:
   """Evaluates a run's checkpoint on a split; writes metrics.json, roc.png and calibration.png to
@@ -50,7 +87,7 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
                     "probable class; operating points are for binary and multilabel runs")
   config = trained.config
   data_dir, source = data_dir_of(trained, data_dir)
-  split = data.SPLIT_ALIASES.get(split.lower(), split.lower())
+  split = listing.SPLIT_ALIASES.get(split.lower(), split.lower())
   pipeline = datasets.open_pipeline(data_dir, config, splits=(split,))
   if split not in pipeline.examples:
     raise UserError(f"{data_dir}: no {split.upper()} split folder")
@@ -61,11 +98,14 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
       trained.variables, pipeline.eval_batches(split, config.eval_batch_size))
   out = pathlib.Path(out_dir or workdir)
   out.mkdir(parents=True, exist_ok=True)
+  own_data = (source != "--data" or not trained.meta.get("data_dir")
+              or data_dir.resolve() == pathlib.Path(trained.meta["data_dir"]).resolve())
+  binding = {"epoch": trained.epoch, "checkpoint": which, "data_dir": str(data_dir.resolve())}
   if trained.task != "binary":
     result = _evaluate_per_class(trained, logits, labels, split, which, data_dir, source, out)
     if trained.task == "multilabel":
-      _label_operating_points(result, trained, logits, labels, split, which, workdir,
-                              target_sensitivity)
+      _label_operating_points(result, trained, logits, labels, split, binding, workdir, out_dir,
+                              own_data, target_sensitivity)
     (out / "metrics.json").write_text(json.dumps(metrics.json_safe(result), indent=2))
     return result
   result = metrics.binary_metrics(logits, labels)
@@ -74,12 +114,17 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
   result["calibration"] = metrics.calibration(logits, labels)
   written = [out / "metrics.json"]
   if split == "val":
-    point = metrics.operating_point(logits, labels, target_sensitivity)
-    point.update({"epoch": trained.epoch, "checkpoint": which})
-    (pathlib.Path(workdir) / OPERATING_POINT).write_text(json.dumps(point, indent=2))
-    written.append(pathlib.Path(workdir) / OPERATING_POINT)
+    point = {**metrics.operating_point(logits, labels, target_sensitivity), **binding}
+    stored = _store_point(point, workdir, out_dir, own_data)
+    if stored is None:
+      result["operating_point_note"] = ("chosen on other data than the run's own: not stored "
+                                        "(pass --out to keep it)")
+    else:
+      written.append(stored)
   else:
-    point = read_operating_point(workdir)
+    point, why = bound_operating_point(workdir, trained.epoch, trained.meta)
+    if why:
+      result["operating_point_note"] = f"not applied: {why}"
   if point is not None:
     at_point = metrics.binary_metrics(logits, labels, point["threshold_logit"])
     result["operating_point"] = {
@@ -132,8 +177,8 @@ def _evaluate_per_class(trained, logits, labels, split, which, data_dir, source,
   return result
 
 
-def _label_operating_points(result, trained, logits, labels, split, which, workdir,
-                            target_sensitivity) -> None:
+def _label_operating_points(result, trained, logits, labels, split, binding, workdir, out_dir,
+                            own_data, target_sensitivity) -> None:
   """A multilabel run's operating points: on VAL, each label's threshold chosen over the images
   where it is known (`metrics.operating_point`; a label VAL holds only one value of keeps
   probability 0.5) and stored for predict; on another split, the stored ones. Adds each label's
@@ -146,13 +191,17 @@ def _label_operating_points(result, trained, logits, labels, split, which, workd
       chosen[name] = (metrics.operating_point(scores, truth, target_sensitivity)
                       if len(set(truth.tolist())) == 2 else None)
     rule = "Youden's J" if target_sensitivity is None else f"sensitivity >= {target_sensitivity:g}"
-    point = {"task": "multilabel", "rule": rule, "labels": chosen, "epoch": trained.epoch,
-             "checkpoint": which}
-    path = pathlib.Path(workdir) / OPERATING_POINT
-    path.write_text(json.dumps(point, indent=2))
-    result["written"].insert(1, str(path))
+    point = {"task": "multilabel", "rule": rule, "labels": chosen, **binding}
+    path = _store_point(point, workdir, out_dir, own_data)
+    if path is None:
+      result["operating_point_note"] = ("chosen on other data than the run's own: not stored "
+                                        "(pass --out to keep it)")
+    else:
+      result["written"].insert(1, str(path))
   else:
-    point = read_operating_point(workdir)
+    point, why = bound_operating_point(workdir, trained.epoch, trained.meta)
+    if why:
+      result["operating_point_note"] = f"not applied: {why}"
     if point is None or point.get("task") != "multilabel":
       return
   on_split = {}
@@ -200,61 +249,12 @@ def per_class_intervals(logits, labels, k: int, multilabel: bool, seed: int) -> 
   return intervals if multilabel else {"auc": intervals["auc"]}
 
 
-def format_per_class(values: dict, class_names) -> str:
-  """One line per class: one-vs-rest AUC, sensitivity and specificity, and its image count (per
-  label for multilabel: its positives among the images whose label is known)."""
-  width = max(len(n) for n in class_names)
-
-  def count(m):
-    return (f"{m['count']} positive of {m['known']} known" if "known" in m
-            else f"{m['count']} images")
-
-  def shown(m, key):  # the figure, with its bootstrap interval when evaluate computed one
-    interval = m.get("intervals", {}).get(key)
-    return f"{m[key]:.3f}" + (f" ({interval[0]:.3f}-{interval[1]:.3f})" if interval else "")
-
-  def calibrated(m):  # evaluate's per-class calibration, when it computed one
-    c = m.get("calibration")
-    return f"  Brier {c['brier']:.3f} ECE {c['ece']:.3f}" if c else ""
-
-  return "\n".join(
-      f"  {name:<{width}}  AUC {shown(m, 'auc')}  sensitivity {shown(m, 'sensitivity')}  "
-      f"specificity {shown(m, 'specificity')}  ({count(m)}){calibrated(m)}"
-      for name, m in zip(class_names, values["per_class"]))
-
-
 def _square_matrix(matrix, class_names) -> str:
   width = max(10, *(len(n) for n in class_names))
   rows = [f"  {'':>{width}} " + " ".join(f"{n:>{width}}" for n in class_names)]
   rows += [f"  {name:>{width}} " + " ".join(f"{v:>{width}}" for v in row)
            for name, row in zip(class_names, matrix)]
   return "\n".join(rows)
-
-
-def with_interval(value: float, interval, exact=None) -> str:
-  text = f"{value:.3f} (95% CI {interval[0]:.3f}-{interval[1]:.3f}"
-  return text + (f"; exact {exact[0]:.3f}-{exact[1]:.3f})" if exact else ")")
-
-
-def format_summary(values: dict, intervals: dict, class_names, exact: dict | None = None) -> str:
-  """AUC, accuracy, sensitivity and specificity, each with its bootstrap interval (and the exact
-  binomial one of the proportions, when given)."""
-  a, b = class_names
-  exact = exact or {}
-  return (f"AUC {with_interval(values['auc'], intervals['auc'])}  "
-          f"accuracy {with_interval(values['accuracy'], intervals['accuracy'], exact.get('accuracy'))}"
-          f"\n  sensitivity ({b}) {with_interval(values['sensitivity'], intervals['sensitivity'], exact.get('sensitivity'))}"
-          f"  specificity ({a}) "
-          f"{with_interval(values['specificity'], intervals['specificity'], exact.get('specificity'))}")
-
-
-def format_macro(values: dict, intervals: dict, exact: dict) -> str:
-  """A multiclass result's macro AUC, accuracy, macro sensitivity and specificity, each with its
-  bootstrap interval (accuracy also with its exact binomial one)."""
-  return (f"macro AUC {with_interval(values['auc'], intervals['auc'])}  accuracy "
-          f"{with_interval(values['accuracy'], intervals['accuracy'], exact.get('accuracy'))}\n"
-          f"  macro sensitivity {with_interval(values['sensitivity'], intervals['sensitivity'])}  "
-          f"macro specificity {with_interval(values['specificity'], intervals['specificity'])}")
 
 
 def _matrix(matrix, class_names) -> str:
@@ -305,6 +305,8 @@ def format_metrics(result: dict) -> str:
                 _square_matrix(result["confusion_matrix"], names)]
     if result.get("operating_point"):
       lines += _format_label_points(result["operating_point"], names)
+    if result.get("operating_point_note"):
+      lines.append(f"operating points: {result['operating_point_note']}")
     lines.append(
         f"95% intervals: bootstrap ({metrics.BOOTSTRAP_RESAMPLES} seeded resamples of these "
         "images, each with all its labels); in brackets each label's, stratified over its known "
@@ -330,6 +332,8 @@ def format_metrics(result: dict) -> str:
                                     {**point["intervals"], "auc": result["intervals"]["auc"]}, names,
                                     point["exact_intervals"]),
               _matrix(at["confusion_matrix"], names)]
+  if result.get("operating_point_note"):
+    lines.append(f"operating point: {result['operating_point_note']}")
   lines.append(f"95% intervals: stratified bootstrap ({metrics.BOOTSTRAP_RESAMPLES} seeded "
                f"resamples of these {result['count']} images; it collapses on a perfect result) "
                "and exact binomial (Clopper-Pearson) for the proportions")

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from radjax import images, metrics, preprocess
-from radjax.errors import UserError
+from radjax.data import images, preprocess
+from radjax.metrics import classification as metrics
 from radjax.models import BLOCKS
+from radjax.errors import UserError
 
 LAYERS = tuple(name for name, _ in BLOCKS)
 
@@ -43,6 +45,7 @@ class Explanation:
   explained: str = ""       # the class the maps are about (default: the predicted one)
   probabilities: dict[str, float] | None = None  # multiclass, multilabel: every class' / label's
   multilabel: bool = False  # label: every label above probability 0.5 ("+"-joined, or "none")
+  figure: pathlib.Path | None = None  # where `explain_files` wrote its figure
 
 
 def gradcam(model, variables, image: np.ndarray, layer: str = "mixed10", sign: float = 1.0,
@@ -206,11 +209,27 @@ def save_figure(explanation: Explanation, class_names, out) -> None:
   fig.savefig(out, dpi=100)
 
 
+def figure_paths(paths, out_dir, suffix: str = ".explain.png") -> list[pathlib.Path]:
+  """One output per input, never two alike: each input's place relative to the folder all inputs
+  share, so TRAIN/abd/a.png and VAL/abd/a.png, or patientA/IM1.dcm and patientB/IM1.dcm, keep
+  apart (one file: OUT/a.explain.png). Two inputs of one stem in one folder (a.png, a.dcm) keep
+  their extension."""
+  if not paths:
+    return []
+  resolved = [pathlib.Path(p).resolve() for p in paths]
+  common = pathlib.Path(os.path.commonpath([p.parent for p in resolved]))
+  stems = [p.relative_to(common).with_suffix("") for p in resolved]
+  names = [stem if stems.count(stem) == 1 else p.relative_to(common)
+           for stem, p in zip(stems, resolved)]
+  return [pathlib.Path(out_dir) / f"{name}{suffix}" for name in names]
+
+
 def explain_files(workdir, inputs, out_dir, which: str = "best", layer: str = "mixed10",
                   target_class: str | None = None):
   """Writes OUT/<name>.explain.png per input, the maps for `target_class` (default: each image's
   predicted class); returns (explanations, errors as (path, why), class names)."""
-  from radjax import predict, run as run_lib
+  from radjax.commands import predict
+  from radjax.training import run as run_lib
 
   if layer not in LAYERS:
     raise UserError(f"--layer {layer}: expected one of {', '.join(LAYERS)}")
@@ -221,7 +240,10 @@ def explain_files(workdir, inputs, out_dir, which: str = "best", layer: str = "m
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   done, errors = [], []
-  for path, error in predict.expand(inputs):
+  found = list(dict.fromkeys(predict.expand(inputs)))  # a file named twice is explained once
+  figures = dict(zip((p for p, error in found if not error),
+                     figure_paths([p for p, error in found if not error], out_dir)))
+  for path, error in found:
     if error:
       errors.append((str(path), error))
       continue
@@ -230,6 +252,8 @@ def explain_files(workdir, inputs, out_dir, which: str = "best", layer: str = "m
     except images.ImageReadError as e:
       errors.append((str(path), str(e).removeprefix(f"{path}: ")))
       continue
-    save_figure(explanation, trained.class_names, out_dir / f"{path.stem}.explain.png")
+    figures[path].parent.mkdir(parents=True, exist_ok=True)
+    save_figure(explanation, trained.class_names, figures[path])
+    explanation.figure = figures[path]
     done.append(explanation)
   return done, errors, trained.class_names

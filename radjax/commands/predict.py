@@ -11,11 +11,14 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import pathlib
 
 import numpy as np
 
-from radjax import images
+from radjax.data import images
+
+log = logging.getLogger("radjax")
 
 
 @dataclasses.dataclass
@@ -37,8 +40,13 @@ def expand(inputs) -> list[tuple[pathlib.Path, str | None]]:
   entries = []
   for item in map(pathlib.Path, inputs):
     if item.is_dir():
-      files, _ = images.list_image_files(item)
+      files, others = images.list_image_files(item)
       entries += [(pathlib.Path(f), None) for f in files]
+      if others:  # said, not silently dropped: a .tif named directly is tried
+        shown = ", ".join(pathlib.Path(p).name for p, _ in others[:5])
+        log.warning("%s: skipped %d file(s) that are not .png, .jpg, .jpeg or DICOM (%s%s); name "
+                    "one directly to try reading it", item, len(others), shown,
+                    ", ..." if len(others) > 5 else "")
       if not files:
         entries.append((item, "no image files in this folder (.png, .jpg, .jpeg or DICOM)"))
     elif not item.exists():
@@ -48,21 +56,46 @@ def expand(inputs) -> list[tuple[pathlib.Path, str | None]]:
   return entries
 
 
-def label_thresholds(workdir, class_names, threshold: float | None = None
-                     ) -> tuple[dict[str, float], str]:
-  """A multilabel run's (probability threshold per label, where they came from): `--threshold`
-  for every label, else the run's operating points (each label's, chosen on validation by
-  `radjax evaluate`), else 0.5."""
-  from radjax.evaluate import OPERATING_POINT, label_thresholds as stored, read_operating_point
+def label_thresholds(workdir, class_names, threshold: float | None = None, meta: dict | None = None
+                     ) -> tuple[dict[str, float], dict[str, float], str]:
+  """A multilabel run's (probability threshold per label, the same as logits, where they came
+  from): `--threshold` for every label, else the run's operating points (each label's, chosen on
+  validation by `radjax evaluate`) when they belong to the checkpoint whose metadata is `meta`,
+  else 0.5."""
+  from radjax.commands.evaluate import OPERATING_POINT
 
   if threshold is not None:
-    return dict.fromkeys(class_names, _checked(threshold)), "--threshold"
-  point = read_operating_point(workdir)
+    cut = _checked(threshold)
+    return dict.fromkeys(class_names, cut), dict.fromkeys(class_names, logit(cut)), "--threshold"
+  point, why = _stored_point(workdir, meta)
   if point is not None and point.get("task") == "multilabel":
-    return (stored(point, class_names),
+    chosen = {n: point["labels"].get(n) or {"threshold": 0.5, "threshold_logit": 0.0}
+              for n in class_names}
+    return ({n: c["threshold"] for n, c in chosen.items()},
+            {n: c["threshold_logit"] for n, c in chosen.items()},
             f"{pathlib.Path(workdir) / OPERATING_POINT} ({point['rule']}, each label's own)")
-  return dict.fromkeys(class_names, 0.5), "default (no operating points: run radjax evaluate " \
-      "to choose them on VAL)"
+  return (dict.fromkeys(class_names, 0.5), dict.fromkeys(class_names, 0.0),
+          f"default: {why}" if why else
+          "default (no operating points: run radjax evaluate to choose them on VAL)")
+
+
+def logit(probability: float) -> float:
+  return float(np.log(probability) - np.log1p(-probability))
+
+
+def _stored_point(workdir, meta: dict | None) -> tuple[dict | None, str | None]:
+  """The workdir's operating point if it belongs to the checkpoint of `meta` (else None, and why
+  not, as a warning)."""
+  from radjax.commands.evaluate import bound_operating_point, read_operating_point
+
+  if meta is None:
+    return read_operating_point(workdir), None
+  point, why = bound_operating_point(workdir, meta["epoch"], meta)
+  if why:
+    why += (f"; deciding at probability 0.5 (run radjax evaluate with this --checkpoint to "
+            "choose one for it)")
+    log.warning("%s", why)
+  return point, why
 
 
 def _checked(threshold: float) -> float:
@@ -73,17 +106,22 @@ def _checked(threshold: float) -> float:
   return threshold
 
 
-def decision_threshold(workdir, threshold: float | None = None) -> tuple[float, str]:
-  """(probability threshold, where it came from): `--threshold`, else the run's operating point
-  (chosen on validation by `radjax evaluate`), else 0.5."""
-  from radjax.evaluate import OPERATING_POINT, read_operating_point
+def decision_threshold(workdir, threshold: float | None = None, meta: dict | None = None
+                       ) -> tuple[float, float, str]:
+  """(probability threshold, the same as a logit, where it came from): `--threshold`, else the
+  run's operating point (chosen on validation by `radjax evaluate`) when it belongs to the
+  checkpoint whose metadata is `meta`, else 0.5. Decisions compare logits: between saturated
+  scores (probabilities that round to 1) only the stored logit decides as evaluate did."""
+  from radjax.commands.evaluate import OPERATING_POINT
 
   if threshold is not None:
-    return _checked(threshold), "--threshold"
-  point = read_operating_point(workdir)
-  if point is not None:
-    return point["threshold"], f"{pathlib.Path(workdir) / OPERATING_POINT} ({point['rule']})"
-  return 0.5, "default (no operating point: run radjax evaluate to choose one on VAL)"
+    return _checked(threshold), logit(_checked(threshold)), "--threshold"
+  point, why = _stored_point(workdir, meta)
+  if point is not None and point.get("task", "binary") == "binary":
+    return (point["threshold"], point["threshold_logit"],
+            f"{pathlib.Path(workdir) / OPERATING_POINT} ({point['rule']})")
+  return 0.5, 0.0, (f"default: {why}" if why else
+                    "default (no operating point: run radjax evaluate to choose one on VAL)")
 
 
 def tta_inputs(pixels, config, high_bit: bool, copies: int, seed: int,
@@ -91,7 +129,7 @@ def tta_inputs(pixels, config, high_bit: bool, copies: int, seed: int,
   """`copies` training-style augmentations of one image (the run's augmentation settings, draws
   of epochs 1..copies of `seed` for example 0), as model inputs. Disabled augmentation gives
   `copies` identical plain inputs."""
-  from radjax import augment, preprocess
+  from radjax.data import augment, preprocess
 
   augment_config = config.augment if augment_config is None else augment_config
   image = preprocess.cached_image(pixels, config, high_bit)
@@ -106,18 +144,23 @@ def tta_inputs(pixels, config, high_bit: bool, copies: int, seed: int,
 
 def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
                   threshold: float | dict[str, float] | None = 0.5, tta: int = 0,
-                  tta_seed: int = 0,
-                  augment_config=None) -> tuple[list[Prediction], list[str]]:
+                  tta_seed: int = 0, augment_config=None,
+                  threshold_logit: float | dict[str, float] | None = None
+                  ) -> tuple[list[Prediction], list[str]]:
   """Predictions for every input file (errors included) and the checkpoint's class names. A
   binary run calls an image the second class when its probability is above `threshold`; a
   multilabel run calls each label above its threshold (`threshold`: one for all, or a dict of
   each label's); a multiclass run calls the most probable class (`threshold` does not apply).
   With `tta` N > 0,
   each image is predicted as N seeded augmented copies (`tta_inputs`): the mean and the standard
-  deviation of their probabilities are reported, and the mean decides."""
+  deviation of their probabilities are reported, and the mean decides. `threshold_logit` (the
+  same threshold as a logit, or a dict of each label's): single images are decided on their
+  logits with it, as `radjax evaluate` decides (default: the logit of `threshold`)."""
   import jax
 
-  from radjax import metrics, preprocess, run as run_lib
+  from radjax.metrics import classification as metrics
+  from radjax.data import preprocess
+  from radjax.training import run as run_lib
 
   trained = run_lib.load(workdir, which)
   config, class_names = trained.config, trained.class_names
@@ -126,9 +169,19 @@ def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
   if multilabel:
     cuts = np.array([threshold[n] if isinstance(threshold, dict) else threshold
                      for n in class_names])
+  if threshold_logit is None and trained.task != "multiclass":
+    threshold_logit = ({n: logit(t) for n, t in threshold.items()} if isinstance(threshold, dict)
+                       else logit(threshold))
+  logit_cuts = (np.array([threshold_logit[n] if isinstance(threshold_logit, dict)
+                          else threshold_logit for n in class_names]) if multilabel else None)
 
   def probabilities_of(logits):  # multilabel: a sigmoid per label, not a softmax over them
     return metrics.sigmoid(logits) if multilabel else metrics.probabilities(logits)
+  found = expand(inputs)
+  # No larger a batch than the work needs (one file is not padded to 16 images), in powers of two
+  # so that a few shapes are ever compiled and the persistent compilation cache keeps them.
+  needed = tta or sum(1 for _, error in found if not error)
+  batch_size = min(batch_size, 1 << max(needed - 1, 0).bit_length())
   batch_size = max(batch_size // jax.device_count(), 1) * jax.device_count()
   results, pending = [], []
 
@@ -138,10 +191,14 @@ def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
     batch = preprocess.pad_batch({"image": np.stack([image for _, image in pending]),
                                   "label": np.zeros(len(pending), np.int32)}, batch_size)
     logits, _ = trained.steps.logits_of(trained.variables, [batch])
-    for (prediction, _), logit in zip(pending, logits):
-      decide(prediction, probabilities_of(logit[None])[0])
-      if np.ndim(logit) == 0:  # binary: decided on the logit, which a float sigmoid saturates
-        prediction.label = class_names[int(logit > metrics.logit(threshold))]
+    for (prediction, _), scores in zip(pending, logits):
+      decide(prediction, probabilities_of(scores[None])[0])
+      # Decided on the logits, as evaluate does: a float sigmoid saturates.
+      if np.ndim(scores) == 0:
+        prediction.label = class_names[int(scores > threshold_logit)]
+      elif multilabel:
+        prediction.label = "+".join(n for n, z, cut in zip(class_names, scores, logit_cuts)
+                                    if z > cut) or "none"
     pending.clear()
 
   def decide(prediction, probability, spread=None):
@@ -164,7 +221,7 @@ def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
       spread = None if spread is None else spread[best]
     prediction.probability_sd = None if spread is None else float(spread)
 
-  for path, error in expand(inputs):
+  for path, error in found:
     prediction = Prediction(str(path), error=error)
     results.append(prediction)
     if error:

@@ -1,9 +1,10 @@
 """The training loop: train an epoch -> recalibrate BatchNorm -> validate -> report -> save.
 
 Resumes from the newest intact checkpoint in the workdir. The pieces live elsewhere: the run
-(model, optimizer, state, jitted steps) in `radjax.run` and `radjax.steps`, data in `radjax.data`,
-numbers in `radjax.metrics`, what is written per epoch in `radjax.report`, checkpoints in
-`radjax.checkpoints`. Nothing here imports TensorFlow directly.
+(model, optimizer, state, jitted steps, loss) in `run`, `steps` and `losses`, data in
+`radjax.data`, numbers in `radjax.metrics`, what is written per epoch in `report`, checkpoints in
+`checkpoints`. Nothing here imports TensorFlow directly. A loop of your own on the same pieces:
+examples/custom_loop.py.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import time
 import jax
 import numpy as np
 
-from radjax import checkpoints, config as config_lib, data, datasets, metrics, report
-from radjax import run as run_lib, workdir as workdir_lib
+from radjax.data import datasets, listing
+from radjax.metrics import classification as metrics
+from radjax.training import checkpoints, config as config_lib
+from radjax.training import report, run as run_lib, workdir as workdir_lib
 from radjax.errors import UserError
 
 # Stream of the run's randomness (dropout, recalibration): stream 0 went to the initialisation.
@@ -27,13 +30,6 @@ TRAIN_STREAM = 1
 
 class TrainingError(RuntimeError):
   """Training cannot go on (e.g. a NaN loss); the message says what was kept."""
-
-
-def enable_compilation_cache(directory: str) -> None:
-  """JAX' persistent compilation cache: a second process skips most of the compile time."""
-  if directory:
-    jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(directory).expanduser()))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 def train_and_evaluate(config, workdir) -> list[dict]:
@@ -56,8 +52,8 @@ def train_and_evaluate(config, workdir) -> list[dict]:
 
 
 def _train(config, workdir: pathlib.Path) -> list[dict]:
-  enable_compilation_cache(config.compilation_cache)
-  data_dir = data.resolve_data_dir(config.data_dir).resolve()
+  run_lib.enable_compilation_cache(config.compilation_cache)
+  data_dir = listing.resolve_data_dir(config.data_dir).resolve()
   pipeline = datasets.open_pipeline(data_dir, config)
   steps_per_epoch = pipeline.steps_per_epoch(config.batch_size)
   if steps_per_epoch == 0:
@@ -78,6 +74,7 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
       "multiclass": f"({n} classes, softmax over their logits)",
       "multilabel": f"({n} labels, a sigmoid logit each; unknown labels masked)"}[run.task])
   print(run.weights_report)
+  print(describe_objective(config))
   mngr = checkpoints.manager(workdir, config.keep_checkpoints)
   state, start, changes = run.state, 1, {}
   try:
@@ -104,7 +101,7 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
 
   # Each process reads and prepares only its share of every batch (all of it with one process).
   shard = (jax.process_index(), jax.process_count())
-  recalibration = _recalibration_batches(run, pipeline, shard)
+  recalibration = recalibration_batches(run, pipeline, shard)
   rng = jax.random.fold_in(jax.random.key(config.seed), TRAIN_STREAM)
   batches = pipeline.train_batches(config.batch_size, start, config.num_epochs, shard=shard)
   first = next(batches)  # its shapes and dtypes are the compiled step's
@@ -147,12 +144,24 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
   return report.epoch_records(reporter.history)
 
 
-def _recalibration_batches(run, pipeline, shard=(0, 1)):
+def describe_objective(config) -> str:
+  """What the training figures are: the loss and any batch mixing; validation's are plain."""
+  from radjax.training import mixing
+
+  loss = config.loss + (f" (gamma {config.focal_gamma})" if config.loss == "focal" else "")
+  if config.label_smoothing:
+    loss += f", label smoothing {config.label_smoothing}"
+  line = f"Loss: {loss}; validation loss is the plain cross-entropy."
+  mixed = mixing.describe(config)
+  return line + (f"\n{mixed}" if mixed else "")
+
+
+def recalibration_batches(run, pipeline, shard=(0, 1)):
   """Precise BN's batches (this process's rows of each). They are the same in every epoch: placed
   on the devices once when they fit in `precise_bn_cache_mb`, else read again each epoch (a
   callable gives them). [] when it is off, or when no BatchNorm layer trains (fine_tune="head":
   every one keeps its statistics, so the pass would change nothing)."""
-  from radjax.models.stages import NUM_STAGES, frozen_stages
+  from radjax.models.stages import frozen_stages, NUM_STAGES
 
   config = run.config
   if not config.precise_bn:
@@ -174,7 +183,7 @@ def _recalibration_batches(run, pipeline, shard=(0, 1)):
 
 def _final_summary(epoch: int, logits, labels, class_names, seed: int) -> None:
   """The last epoch's validation figures with their bootstrap intervals: how much 10 images say."""
-  from radjax.evaluate import format_macro, format_per_class, format_summary
+  from radjax.metrics.summary import format_macro, format_per_class, format_summary
 
   if np.ndim(logits) == 2:  # multiclass, or multilabel ((n, K) labels)
     multilabel = np.ndim(labels) == 2

@@ -1,14 +1,14 @@
 """The tutorial's own dataset as a tensorflow-datasets builder: `open_i_abd_vs_cxr`.
 
     import tensorflow_datasets as tfds
-    from radjax.tfds_open_i import OpenIAbdVsCxr      # registers "open_i_abd_vs_cxr"
+    from radjax.data.tfds_open_i import OpenIAbdVsCxr      # registers "open_i_abd_vs_cxr"
     builder = OpenIAbdVsCxr(data_dir="~/tensorflow_datasets")
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir="../shared/datasets/open_i_abd_vs_cxr"))   # offline, from an extracted copy
     train = builder.as_dataset(split="train")                  # 65 films; "validation": 10
 
 With a manual_dir holding TRAIN/ and VAL/ (the extracted archive, or the shared copy), nothing is
-downloaded. Without one, the builder downloads the tutorial's archive (`data.PUBLIC_DATASET_URL`).
+downloaded. Without one, the builder downloads the tutorial's archive (`listing.PUBLIC_DATASET_URL`).
 TFDS checks a download against the checksum registered for its URL (`checksums.tsv` beside this
 module), and none is: the publisher gives none, and this project has had no network to record
 one. So the archive is used unverified (tested against a local server). Running
@@ -26,7 +26,7 @@ import pathlib
 
 import tensorflow_datasets as tfds
 
-from radjax import data
+from radjax.data import listing
 
 CLASS_NAMES = ("abd", "chest")
 SPLITS = {"train": "TRAIN", "validation": "VAL"}
@@ -70,7 +70,7 @@ def _dataset_root(dl_manager) -> pathlib.Path:
     found = _find_splits(pathlib.Path(manual))
     if found is not None:
       return found
-  extracted = pathlib.Path(dl_manager.download_and_extract(data.PUBLIC_DATASET_URL))
+  extracted = pathlib.Path(dl_manager.download_and_extract(listing.PUBLIC_DATASET_URL))
   found = _find_splits(extracted)
   if found is None:
     raise FileNotFoundError(f"{extracted}: no TRAIN/ and VAL/ folders in the archive")

@@ -20,6 +20,7 @@ from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from radjax.errors import UserError
+from radjax.training import losses
 
 
 class TrainState(struct.PyTreeNode):
@@ -44,43 +45,51 @@ def images_of(batch):
   return batch["image"]
 
 
-def train_step(state: TrainState, batch, rng, *, model: nn.Module, tx,
-               prepare=images_of) -> tuple[TrainState, dict]:
-  """One Adam step on cross-entropy: binary on a single logit (the paper's), categorical on N
-  logits (multiclass). Dropout randomness: fold_in(rng, step), so every step draws new masks and a
-  resumed run draws the masks the uninterrupted one would have. `prepare(batch)` gives the model
-  input (with `augment_on="device"` it augments cached pixels)."""
-  dropout_rng = jax.random.fold_in(rng, state.step)
-  images = prepare(batch)
+# fold_in word of the mixing key (drawn from the step's dropout key).
+MIX_STREAM = 1
+
+
+def step_keys(rng, step):
+  """A step's (dropout, mixing) keys: fold_in(rng, step) and a key folded from it, so every step
+  draws new ones and a resumed run draws those the uninterrupted run would have."""
+  dropout = jax.random.fold_in(rng, step)
+  return dropout, jax.random.fold_in(dropout, MIX_STREAM)
+
+
+def train_step(state: TrainState, batch, rng, *, model: nn.Module, tx, prepare=images_of,
+               loss=losses.cross_entropy, mix=None) -> tuple[TrainState, dict]:
+  """One optimizer step on the batch mean of `loss(logits, labels)`, one value per example
+  (radjax.training.losses; the paper's binary cross-entropy by default), each weighted by its
+  class weight when the batch has one (Keras' class_weight: the weighted sum over the batch
+  size). `prepare(batch)` gives the model input (with `augment_on="device"` it augments cached
+  pixels); `mix(images, key)` (radjax.training.mixing) pairs each image with another of the batch,
+  and its loss and accuracy are then lam * own + (1 - lam) * partner's."""
+  dropout_rng, mix_rng = step_keys(rng, state.step)
+  images, labels, weights = prepare(batch), batch["label"], batch.get("weight")
+  mixed = None if mix is None else mix(images, mix_rng)
+  if mixed is not None:
+    images = mixed.images
+
+  def mixed_value(value_of):  # value_of(labels, weights): per example, or a batch figure
+    value = value_of(labels, weights)
+    if mixed is None:
+      return value
+    partner = mixed.permutation
+    return mixed.lam * value + (1 - mixed.lam) * value_of(
+        labels[partner], None if weights is None else weights[partner])
 
   def loss_fn(params):
     logits, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
                                   images, train=True, rngs={"dropout": dropout_rng},
                                   mutable=["batch_stats"])
-    losses = cross_entropy(logits, batch["label"])
-    if "weight" in batch:  # class_weight, as Keras: the weighted sum over the batch size
-      losses = losses * batch["weight"]
-    loss = losses.mean()
-    return loss, (logits, updates["batch_stats"])
+    per_example = mixed_value(lambda y, w: loss(logits, y) if w is None else loss(logits, y) * w)
+    return per_example.mean(), (logits, updates["batch_stats"])
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (value, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                         batch_stats=batch_stats, opt_state=opt_state)
-  return state, {"loss": loss, "accuracy": accuracy(logits, batch["label"])}
-
-
-def cross_entropy(logits, labels):
-  """Per-example loss: binary cross-entropy of (n,) logits, softmax cross-entropy of (n, N);
-  multilabel ((n, K) labels, -1 unknown): the mean binary cross-entropy of the known labels."""
-  if labels.ndim == 2:
-    known = labels >= 0
-    losses = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32),
-                                                (labels == 1).astype(jnp.float32))
-    return jnp.sum(jnp.where(known, losses, 0.0), -1) / jnp.maximum(jnp.sum(known, -1), 1)
-  if logits.ndim == 1:
-    return optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype))
-  return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  return state, {"loss": value, "accuracy": mixed_value(lambda y, _: accuracy(logits, y))}
 
 
 def predicted_class(logits):
@@ -146,13 +155,16 @@ def make_mesh(devices=None) -> Mesh:
 class Steps:
   """The jitted, sharded functions of one run. Compiled once per input shape."""
 
-  def __init__(self, model: nn.Module, tx, mesh: Mesh, prepare=images_of):
+  def __init__(self, model: nn.Module, tx, mesh: Mesh, prepare=images_of,
+               loss=losses.cross_entropy, mix=None):
     """`tx` may be None when only inference (`logits`) is used. `prepare(batch)` -> model input:
-    batches are dicts with "image" (and "transform" for device augmentation)."""
+    batches are dicts with "image" (and "transform" for device augmentation). `loss` and `mix`:
+    see `train_step`."""
     self.mesh = mesh
     self.replicated = NamedSharding(mesh, P())
     self.data = NamedSharding(mesh, P("data"))
-    self.train = jax.jit(functools.partial(train_step, model=model, tx=tx, prepare=prepare),
+    self.train = jax.jit(functools.partial(train_step, model=model, tx=tx, prepare=prepare,
+                                           loss=loss, mix=mix),
                          in_shardings=(self.replicated, self.data, self.replicated),
                          out_shardings=(self.replicated, self.replicated), donate_argnums=0)
     self.logits = jax.jit(lambda variables, batch: predict_logits(variables, prepare(batch),

@@ -16,6 +16,7 @@ import pathlib
 
 import ml_collections
 
+from radjax.data import sampling
 from radjax.errors import UserError
 
 CHOICES = {
@@ -38,14 +39,14 @@ MIN_IMAGE_SIZE = 75  # InceptionV3's smallest input
 AT_LEAST_ONE = ("batch_size", "eval_batch_size", "num_epochs", "hidden_units", "keep_checkpoints",
                 "shuffle_buffer")
 NON_NEGATIVE_SETTINGS = ("precise_bn_cache_mb", "precise_bn_images_per_call",  # 0: auto
-                         "cache_mb")
+                         "cache_mb", "seed")  # NumPy's and TensorFlow's seeds cannot be negative
 NON_NEGATIVE = ("augment.rotation_range", "augment.width_shift_range",
                 "augment.height_shift_range", "augment.shear_range", "augment.zoom_range")
 
 # On resume: settings that change what the weights mean or which data they see must match the
-# checkpoint's (the data directory and its classes are compared too, see radjax.train).
+# checkpoint's (the data directory and its classes are compared too, see radjax.training.loop).
 MUST_MATCH_ON_RESUME = ("image_size", "resize", "resize_method", "value_range", "dicom_voi",
-                        "hidden_units")  # and the resolved task: radjax.train compares it
+                        "hidden_units")  # and the resolved task: radjax.training.loop compares it
 # Everything else may change between stages (num_epochs, fine_tune, learning rate, batch size,
 # dtype, augmentation, ...): the change is reported and recorded, and exact resume (the run an
 # uninterrupted one would have been) holds only when nothing changed. These differ without
@@ -175,24 +176,21 @@ def validate(config, device_count: int = 1) -> None:
   if not config.eps > 0:
     bad("eps", "must be positive")
   frozen_stages(config.fine_tune)  # raises for an unknown fine_tune
-  explicit_class_weights(config.class_weight)  # raises for a malformed one
+  sampling.explicit_class_weights(config.class_weight)  # raises for a malformed one
+  from radjax.training import losses
+
+  losses.resolve(config.loss)  # raises for an unknown name or a function that cannot be imported
+  if not 0 <= config.label_smoothing < 1:
+    bad("label_smoothing", "expected 0 <= smoothing < 1")
+  for name in ("focal_gamma", "mixup_alpha", "cutmix_alpha"):
+    if not (config[name] >= 0 and math.isfinite(config[name])):
+      bad(name, "must be a number >= 0")
+  if config.mixup_alpha and config.cutmix_alpha:
+    bad("cutmix_alpha", f"mixup (--config.mixup_alpha={config.mixup_alpha}) and cutmix both "
+                        "on: use one of them")
   if config.sampling == "balanced" and config.class_weight:
     bad("sampling", f"balanced sampling and --config.class_weight={config.class_weight} both "
                     "correct the class balance; use one of them")
-
-
-def explicit_class_weights(value: str) -> list[float] | None:
-  """The weights of `class_weight="w0,w1,..."` (None for "" and "balanced"); each positive."""
-  if value in ("", "balanced"):
-    return None
-  try:
-    weights = [float(w) for w in value.split(",")]
-  except ValueError:
-    weights = []
-  if len(weights) < 2 or not all(w > 0 and math.isfinite(w) for w in weights):
-    raise UserError(f"--config.class_weight={value}: expected '', 'balanced' or one positive "
-                    "weight per class, comma-separated (e.g. 1,3)")
-  return weights
 
 
 def flatten(values: dict, prefix: str = "") -> dict:
@@ -216,6 +214,11 @@ def resume_changes(stored: dict, config) -> tuple[dict, dict]:
   allowed = {k: v for k, v in changed.items()
              if k not in MUST_MATCH_ON_RESUME and k not in IRRELEVANT_ON_RESUME}
   return forbidden, allowed
+
+
+def describe_changes(changes: dict) -> str:
+  """{name: [old, new]} as "name old -> new; ..." (for messages and logs)."""
+  return "; ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
 
 
 def _parse(text: str, current):
@@ -259,19 +262,3 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides) -> None:
       raise UserError(f"--config.{key}={text}: {e}") from None
 
 
-def class_weights(config, labels, class_names) -> np.ndarray | None:
-  """Per-class loss weights (float32, indexed by label) for `config.class_weight`, or None."""
-  import numpy as np
-
-  if not config.class_weight:
-    return None
-  if config.class_weight == "balanced":
-    from sklearn.utils.class_weight import compute_class_weight
-
-    return compute_class_weight("balanced", classes=np.arange(len(class_names)),
-                                y=np.asarray(labels)).astype(np.float32)
-  weights = explicit_class_weights(config.class_weight)
-  if len(weights) != len(class_names):
-    raise UserError(f"--config.class_weight={config.class_weight}: {len(weights)} weights for "
-                    f"{len(class_names)} classes ({', '.join(class_names)})")
-  return np.asarray(weights, np.float32)

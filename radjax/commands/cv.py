@@ -1,6 +1,7 @@
 """`radjax cv`: stratified k-fold cross-validation, every fold a normal, resumable training run.
 
     WORKDIR/plan.json                    which image is held out in which fold, per seed
+    WORKDIR/config.json                  the settings the folds train with
     WORKDIR/data/seed_S/fold_K/          TRAIN/ and VAL/ class folders of symbolic links (a view of
                                          a prepared dataset; a manifest of links for multilabel)
     WORKDIR/seed_S/fold_K/               a `radjax train` run (evaluate, predict, explain work on it)
@@ -10,7 +11,7 @@
 The images are every labelled image of the data directory: TRAIN/ and VAL/ pooled (TEST/ stays
 untouched, for a final test), or one folder per class; or the folds of a `radjax split --folds`
 manifest. Images that are exact duplicates (same bytes), near duplicates (perceptual hash within
-`audit.NEAR_DUPLICATE_MAX_DISTANCE` bits) or of one patient (DICOM PatientID, or a manifest's
+`duplicates.NEAR_DUPLICATE_MAX_DISTANCE` bits) or of one patient (DICOM PatientID, or a manifest's
 patient_id column) form one group, and a group is never split over folds (scikit-learn's
 StratifiedGroupKFold), so no fold is validated on an image its model was trained on.
 
@@ -38,7 +39,9 @@ import sys
 
 import numpy as np
 
-from radjax import data, datasets, images, metrics, prepared, workdir as workdir_lib
+from radjax.data import datasets, duplicates, images, listing, prepared
+from radjax.metrics import classification as metrics
+from radjax.training import checkpoints, config as config_lib, workdir as workdir_lib
 from radjax.errors import UserError
 
 PLAN = "plan.json"
@@ -46,6 +49,7 @@ SUMMARY = "cv.json"
 ROC_FIGURE = "cv_roc.png"
 PREDICTIONS_CSV = "held_out.csv"
 HELD_OUT = "held_out.json"
+SETTINGS = "config.json"
 FOLD_MANIFEST = "manifest.csv"  # a multilabel fold's data: its images/ and this manifest
 FOLD_IMAGES = "images"
 MIN_FOLDS = 2
@@ -71,24 +75,24 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
     raise UserError(f"{root}: cross-validation reads class folders or a CSV manifest (each fold "
                     "links the image files), not pre-decoded arrays")
   if root.suffix.lower() == ".csv":  # a manifest: its train and val rows, or every row
-    has_split = "split" in data.read_manifest(root)[0]
-    folders = data.list_manifest(root, splits=POOLED_SPLITS if has_split else ("train",),
-                                 dicom_voi=dicom_voi)
+    has_split = "split" in listing.read_manifest(root)[0]
+    folders = listing.list_manifest(root, splits=POOLED_SPLITS if has_split else ("train",),
+                                    dicom_voi=dicom_voi, pooled=True)
     examples = [e for split in folders.splits.values() for e in split]
     found = [(pathlib.Path(e.path).relative_to(root.parent).as_posix(),
               list(e.label) if folders.multilabel else e.label) for e in examples]
     rows = "train and val rows" if has_split else "rows"
     return folders.class_names, sorted(found), f"the {rows} of {root.name}"
-  present = data.find_splits(root)  # raises for a missing directory
+  present = listing.find_splits(root)  # raises for a missing directory
   if present:
-    folders = data.list_folders(root, splits=POOLED_SPLITS, dicom_voi=dicom_voi)
+    folders = listing.list_folders(root, splits=POOLED_SPLITS, dicom_voi=dicom_voi)
     examples = [e for split in POOLED_SPLITS for e in folders.splits[split]]
     note = ("TRAIN/ and VAL/ pooled" + (f"; {present['test'].name}/ left out (the final test)"
                                         if "test" in present else ""))
     class_names = folders.class_names
     found = [(pathlib.Path(e.path).relative_to(root).as_posix(), e.label) for e in examples]
   else:
-    dirs = data.class_dirs(root)
+    dirs = listing.class_dirs(root)
     class_names = [d.name for d in dirs]
     if len(class_names) < 2:
       raise UserError(f"{root}: found neither TRAIN/ and VAL/ nor two class folders "
@@ -96,12 +100,12 @@ def labelled_images(data_dir, dicom_voi: str = "auto"):
     found = []
     for label, d in enumerate(dirs):
       files, others = images.list_image_files(d)
-      checked = data.checked_examples([(p, label, "") for p in files], True, dicom_voi)
-      others += [c for c in checked if not isinstance(c, data.Example)]
+      checked = listing.checked_examples([(p, label, "") for p in files], True, dicom_voi)
+      others += [c for c in checked if not isinstance(c, listing.Example)]
       for path, reason in others:
         print(f"radjax cv: skipped {path}: {reason}", file=sys.stderr)
       found += [(pathlib.Path(c.path).relative_to(root).as_posix(), label) for c in checked
-                if isinstance(c, data.Example)]
+                if isinstance(c, listing.Example)]
     note = "the class folders"
   return class_names, sorted(found), note
 
@@ -133,23 +137,24 @@ def check_classes(class_names, where) -> None:
 def manifest_images(manifest):
   """(class names, [(path relative to the manifest's folder, label)], {path: fold}) from a
   `radjax split --folds` manifest: its rows with a fold (the TRAIN images)."""
-  from radjax import split as split_lib
+  from radjax.commands import split as split_lib
 
   manifest = pathlib.Path(manifest)
   if not manifest.is_file():
     raise UserError(f"--manifest {manifest}: no such file")
-  columns, all_rows = data.read_manifest(manifest)
+  columns, all_rows = listing.read_manifest(manifest)
   missing = [c for c in split_lib.MANIFEST_COLUMNS if c not in columns]
   if missing:
     raise UserError(f"{manifest}: not a `radjax split` manifest (no column {missing[0]!r})")
   rows = [r for _, r in all_rows if r["fold"]]
   if not rows:
     raise UserError(f"{manifest}: no row has a fold; write one with `radjax split --folds K`")
+  listing.refuse_near_duplicate_labels([r["class"] for r in rows], manifest)
   class_names = sorted({r["class"] for r in rows})
   check_classes(class_names, manifest)
   found, fold_of = [], {}
   for r in rows:
-    relative = data.manifest_path(r["path"])
+    relative = listing.manifest_path(r["path"])
     path = manifest.parent / relative
     if not path.is_file():
       raise UserError(f"{manifest}: row {r['path']}: no such file {path}")
@@ -165,21 +170,19 @@ def manifest_images(manifest):
 
 def _identity(path: pathlib.Path, dicom_voi: str) -> tuple[str, int, str]:
   """(SHA-256 of the bytes, perceptual hash, DICOM PatientID or "") of one image."""
-  from radjax import audit
-
   sha = hashlib.sha256(path.read_bytes()).hexdigest()
-  phash = audit.perceptual_hash(images.read_image(path, dicom_voi))
-  from radjax import dicom
+  phash = duplicates.perceptual_hash(images.read_image(path, dicom_voi))
+  from radjax.data import dicom
 
   return sha, phash, dicom.patient_id(path)
 
 
 def csv_patients(csv_path) -> dict[str, str]:
   """{path: patient_id} of a CSV manifest's non-empty patient_id cells ({} without the column)."""
-  from radjax.split import GROUP_COLUMN
+  from radjax.commands.split import GROUP_COLUMN
 
-  return {data.manifest_path(r["path"]): r[GROUP_COLUMN]
-          for _, r in data.read_manifest(csv_path)[1] if r.get(GROUP_COLUMN) and r.get("path")}
+  return {listing.manifest_path(r["path"]): r[GROUP_COLUMN]
+          for _, r in listing.read_manifest(csv_path)[1] if r.get(GROUP_COLUMN) and r.get("path")}
 
 
 def prepared_identity(root, paths: list[str]) -> list[tuple[str, int, str]]:
@@ -200,7 +203,6 @@ def groups_of(root, paths: list[str], dicom_voi: str = "auto",
   PatientID, or `patients`: a manifest's patient_id column) are joined (transitively). Also
   returns the groups of more than one image, for the report. `identity`: each path's (SHA-256,
   perceptual hash, patient), when known (a prepared dataset's), else read from the files."""
-  from radjax import audit
   from tqdm import tqdm
 
   if identity is None:
@@ -225,8 +227,8 @@ def groups_of(root, paths: list[str], dicom_voi: str = "auto",
       if key in first:
         join(i, first[key])
       first.setdefault(key, i)
-  for i, j, _ in audit.hamming_pairs([h for _, h, _ in identity],
-                                     audit.NEAR_DUPLICATE_MAX_DISTANCE):
+  for i, j, _ in duplicates.hamming_pairs([h for _, h, _ in identity],
+                                     duplicates.NEAR_DUPLICATE_MAX_DISTANCE):
     join(i, j)
   roots = [find(i) for i in range(len(paths))]
   index = {r: k for k, r in enumerate(dict.fromkeys(roots))}
@@ -401,7 +403,7 @@ def _source_path(fold_data: pathlib.Path, path: str) -> str:
 
 def held_out_predictions(fold_dir, epoch: int) -> dict:
   """The logits of the fold's checkpoint of `epoch` on its held-out (VAL) images."""
-  from radjax import run as run_lib
+  from radjax.training import run as run_lib
 
   trained = run_lib.load(fold_dir, str(epoch))
   fold_data = pathlib.Path(trained.meta["data_dir"])
@@ -421,6 +423,10 @@ def held_out_predictions(fold_dir, epoch: int) -> dict:
           "labels": np.asarray(labels, int).tolist(), "logits": np.asarray(logits, float).tolist()}
 
 
+def _fold_data_dir(workdir: pathlib.Path, seed: int, fold: int) -> pathlib.Path:
+  return workdir / "data" / fold_name(seed, fold)
+
+
 def _fold_config(config, fold_data: pathlib.Path, seed: int):
   fold_config = config.copy_and_resolve_references()
   fold_config.data_dir = str(fold_data)
@@ -428,18 +434,57 @@ def _fold_config(config, fold_data: pathlib.Path, seed: int):
   return fold_config
 
 
+def _refuse(where, forbidden: dict) -> None:
+  if forbidden:
+    raise UserError(f"{where}: cannot continue with changed {config_lib.describe_changes(forbidden)} "
+                    "(the earlier value first): they change what the weights mean or which data "
+                    "they see, and folds trained otherwise would be pooled into one figure. "
+                    "Rerun with the earlier values, or cross-validate in a new --workdir.")
+
+
+def _check_settings(workdir: pathlib.Path, config) -> dict:
+  """A rerun follows `radjax train`'s resume rule for the cross-validation as a whole: settings
+  that change what the weights mean are refused before any fold runs; other changes are printed
+  and returned (the summary records them: finished folds keep results trained the earlier way,
+  unfinished ones continue with the new settings). Stores the settings for the next rerun."""
+  stored_file, changes = workdir / SETTINGS, {}
+  if stored_file.is_file():
+    forbidden, changes = config_lib.resume_changes(json.loads(stored_file.read_text()), config)
+    _refuse(workdir, forbidden)
+    changes.pop("seed", None)  # --seeds repeats from config.seed: the plan holds each seed
+    if changes:
+      print(f"radjax cv: settings changed since the folds started: "
+            f"{config_lib.describe_changes(changes)}. Finished folds keep their results (trained "
+            "with the earlier values); unfinished folds continue with these. Recorded in "
+            f"{SUMMARY}.")
+  stored_file.write_text(json.dumps(config.to_dict(), indent=1))
+  return changes
+
+
+def _check_fold_settings(fold_dir: pathlib.Path, fold_config) -> None:
+  """The same rule against the settings a finished fold's checkpoint was trained with (workdirs
+  from before config.json, or edited by hand)."""
+  try:
+    stored = checkpoints.meta_of(fold_dir, "latest")["config"]
+  except UserError:  # no readable checkpoint: training the fold again says why
+    return
+  forbidden, _ = config_lib.resume_changes(stored, fold_config)
+  _refuse(fold_dir, forbidden)
+
+
 def run_fold(config, workdir: pathlib.Path, plan: dict, seed: int, fold: int) -> dict:
   """Trains (or resumes, or skips) one fold and returns its held-out predictions."""
-  from radjax import train
+  from radjax.training import loop as train
 
   fold_dir = workdir / fold_name(seed, fold)
   done = fold_dir / HELD_OUT
   if done.is_file():
     result = json.loads(done.read_text())
+    _check_fold_settings(fold_dir, _fold_config(config, _fold_data_dir(workdir, seed, fold), seed))
     if result["epoch"] == config.num_epochs:
       print(f"radjax cv: {fold_name(seed, fold)}: done (epoch {result['epoch']})")
       return result
-  fold_data = _fold_data(plan, str(seed), fold, workdir / "data" / fold_name(seed, fold))
+  fold_data = _fold_data(plan, str(seed), fold, _fold_data_dir(workdir, seed, fold))
   held = plan["assignment"][str(seed)].count(fold)
   print(f"radjax cv: {fold_name(seed, fold)}: training on {len(plan['paths']) - held} images, "
         f"{held} held out -> {fold_dir}", flush=True)
@@ -468,7 +513,7 @@ def _mean_sd(values) -> dict:
 def summarize(plan: dict, results: dict[int, dict[int, dict]], bootstrap_seed: int = 0) -> dict:
   """Per-fold metrics, the pooled out-of-fold metrics of every seed with bootstrap intervals,
   and their mean and spread over seeds."""
-  from radjax.evaluate import per_class_intervals
+  from radjax.commands.evaluate import per_class_intervals
 
   per_seed = {}
   for seed, by_fold in results.items():
@@ -538,7 +583,7 @@ def format_summary(summary: dict) -> str:
         f"[{_cell(exact[k][0])},{_cell(exact[k][1])}]".rjust(11) if k in exact else " " * 11
         for k in FOLD_METRICS[1:]) + "   (95% exact binomial)")
     if "per_class" in s:
-      from radjax.evaluate import format_per_class
+      from radjax.metrics.summary import format_per_class
 
       per = ("per label, over its known images" if "known" in s["per_class"][0]
              else "per class one vs rest")
@@ -558,7 +603,7 @@ def plot_cv_roc(summary: dict, results: dict[int, dict[int, dict]], path) -> Non
   """The pooled out-of-fold ROC curve of every seed."""
   from sklearn import metrics as skm
 
-  from radjax import plots
+  from radjax.metrics import figures as plots
 
   names = summary["class_names"]
   first = next(iter(results.values()))
@@ -643,7 +688,7 @@ def cross_validate(config, workdir, folds: int, seeds: int = 1, manifest=None) -
   seed_list = [config.seed + i for i in range(seeds)]
   workdir = workdir_lib.prepare(workdir)
   with workdir_lib.lock(workdir):
-    data_dir = None if manifest else data.resolve_data_dir(config.data_dir)
+    data_dir = None if manifest else listing.resolve_data_dir(config.data_dir)
     plan = make_plan(data_dir, folds, seed_list, config.dicom_voi, manifest)
     plan_file = workdir / PLAN
     if plan_file.is_file():
@@ -651,10 +696,12 @@ def cross_validate(config, workdir, folds: int, seeds: int = 1, manifest=None) -
       _check_plan(stored, plan, workdir)
       plan["assignment"] = {**stored["assignment"], **plan["assignment"]}
     plan_file.write_text(json.dumps(plan, indent=1))
+    changes = _check_settings(workdir, config)
     results = {seed: {fold: run_fold(config, workdir, plan, seed, fold)
                       for fold in range(1, plan["folds"] + 1)}
                for seed in seed_list}
     summary = summarize(plan, results, bootstrap_seed=config.seed)
+    summary["settings_changed"] = changes
     (workdir / SUMMARY).write_text(json.dumps(metrics.json_safe(summary), indent=2))
     plot_cv_roc(summary, results, workdir / ROC_FIGURE)
     _write_predictions(plan, results, workdir / PREDICTIONS_CSV)

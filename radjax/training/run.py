@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import pathlib
 from typing import Any
 
 import jax
@@ -17,9 +18,9 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from radjax import steps as steps_lib
 from radjax.models import Classifier, lowering
 from radjax.models.stages import frozen_stages, stage_of
+from radjax.training import losses, mixing, steps as steps_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -38,6 +39,15 @@ OTHER_BACKENDS = "gpu"  # TPUs and the rest: XLA's own ops, as on GPUs
 # hello_world: on 2 CPU cores, passes of 7 batches took 9.1 s an epoch against 8.5 s one batch at a
 # time (the same hour); on an H200, 0.024-0.036 s against 0.12-0.14 s (README "Benchmarks").
 PRECISE_BN_IMAGES_PER_CALL = {"cpu": 1, "gpu": 64}  # 1: a single batch, whatever its size
+
+
+def enable_compilation_cache(directory: str) -> None:
+  """JAX' persistent compilation cache in `directory` ("" = leave JAX' setting): a second
+  process (a second `radjax predict`, a resumed run) loads the compiled programs instead of
+  compiling InceptionV3 again."""
+  if directory:
+    jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(directory).expanduser()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 def precise_bn_batches_per_call(config, backend: str | None = None) -> int:
@@ -78,23 +88,29 @@ def trainable_labels(params, fine_tune: str):
   return jax.tree_util.tree_map_with_path(label, params)
 
 
-# The config fields the optimizer and the steps' input preparation read: equal values, equal
-# functions (`_steps_for` shares them between runs). Each builder sees only its fields, so one
-# that reads another fails at once instead of being shared by runs that differ in it.
-OPTIMIZER_FIELDS = ("learning_rate", "b1", "b2", "eps", "fine_tune")
-INPUT_FIELDS = ("augment", "value_range")
+# Settings that cannot reach the optimizer or a jitted step: they act on the host (which data,
+# how it is read, sampled and batched, checkpoints, logging) or only on array shapes, which jit
+# keys on by itself. Runs share their steps (`_steps_for`) when everything else is equal, and the
+# step builders see the config without these, so a builder that starts reading one fails at once.
+# A setting not listed here, a new one included, is part of the key: forgetting to list one costs
+# a compile, never a stale step.
+HOST_SETTINGS = ("data_dir", "image_size", "resize", "resize_method", "dicom_voi", "task",
+                 "weights", "class_weight", "sampling", "augment_on", "batch_size",
+                 "eval_batch_size", "num_epochs", "seed", "precise_bn", "precise_bn_cache_mb",
+                 "precise_bn_images_per_call", "cache_mb", "shuffle_buffer", "keep_checkpoints",
+                 "distributed", "compilation_cache")
 
 
-def _only(config, fields) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict({k: config[k] for k in fields})
-
-
-def _settings(config, fields) -> str:
-  return _only(config, fields).to_json(sort_keys=True)
+def step_settings(config) -> ml_collections.FrozenConfigDict:
+  """What the optimizer, the loss, batch mixing and the steps' input preparation may read: the
+  config less HOST_SETTINGS."""
+  values = config.to_dict()
+  for name in HOST_SETTINGS:
+    values.pop(name, None)
+  return ml_collections.FrozenConfigDict(values)
 
 
 def make_optimizer(config, params) -> optax.GradientTransformation:
-  config = _only(config, OPTIMIZER_FIELDS)
   adam = optax.adam(config.learning_rate, b1=config.b1, b2=config.b2, eps=config.eps)
   if config.fine_tune == "all":
     return adam
@@ -105,7 +121,7 @@ def make_optimizer(config, params) -> optax.GradientTransformation:
 
 def initial_variables(config, model):
   """Fresh variables with the configured pretrained backbone; also returns the load report."""
-  from radjax import weights
+  from radjax.models import weights
 
   size = config.image_size
   variables = _jitted_init(model)(jax.random.key(config.seed), jnp.zeros((1, size, size, 3)),
@@ -122,10 +138,9 @@ def _jitted_init(model):
 
 def prepare(config):
   """batch -> model input inside the jitted steps: float batches pass through; cached integer
-  pixels (`augment_on="device"`) are augmented and scaled there (radjax.device_augment)."""
-  from radjax import device_augment
+  pixels (`augment_on="device"`) are augmented and scaled there (radjax.data.device_augment)."""
+  from radjax.data import device_augment
 
-  config = _only(config, INPUT_FIELDS)
   return functools.partial(device_augment.model_input, augment=config.augment,
                            value_range=config.value_range)
 
@@ -147,7 +162,7 @@ def build(config, devices=None, class_names=("0", "1"), where: str = "the data",
   """Model (its task from `config.task` and the classes, or labels when `multilabel`, of the data
   named by `where`), optimizer, initial state (pretrained backbone per `config.weights`) and the
   jitted steps on a mesh over `devices` (default: all; their backend picks the implementations)."""
-  from radjax import task as task_lib
+  from radjax.training import task as task_lib
 
   task = task_lib.resolve(config.task, class_names, where, multilabel)
   backend = devices[0].platform if devices else None
@@ -157,7 +172,7 @@ def build(config, devices=None, class_names=("0", "1"), where: str = "the data",
   return Run(config, model, tx, steps, create_state(variables), report, task)
 
 
-# The optimizer and jitted steps of the last few (model, optimizer, input, devices) settings.
+# The optimizer and jitted steps of the last few (model, devices, step settings).
 # A second run with the same ones (cross-validation folds, `evaluate` after `train` in one
 # notebook, the tests) reuses their traces and compiled programs instead of tracing InceptionV3
 # again, seconds each. The functions are pure: sharing them cannot leak one run into another.
@@ -175,13 +190,19 @@ def clear_steps_cache() -> None:
 def _steps_for(config, model, devices, params=None):
   """(tx, Steps, jitted create_state) for these settings; `params` None: inference only."""
   devices = tuple(devices) if devices else tuple(jax.devices())
-  key = (model, devices, params is None or _settings(config, OPTIMIZER_FIELDS),
-         _settings(config, INPUT_FIELDS))
+  settings = step_settings(config)
+  key = (model, devices, params is None, settings.to_json_best_effort(sort_keys=True))
   if key in _steps:
     _steps.move_to_end(key)
     return _steps[key]
-  tx = None if params is None else make_optimizer(config, params)
-  steps = steps_lib.Steps(model, tx, steps_lib.make_mesh(list(devices)), prepare(config))
+  if params is None:  # inference: no optimizer, and no loss to resolve (it may be a researcher's)
+    tx, loss, mix = None, losses.cross_entropy, None
+  else:
+    tx = make_optimizer(settings, params)
+    loss = functools.partial(losses.resolve(settings.loss), config=settings)
+    mix = mixing.from_config(settings)
+  steps = steps_lib.Steps(model, tx, steps_lib.make_mesh(list(devices)), prepare(settings),
+                          loss, mix)
   # Jitted: one compiled function instead of an eager op (and a compile) per optimizer leaf.
   create_state = None if tx is None else jax.jit(
       functools.partial(steps_lib.create_state, tx=tx), out_shardings=steps.replicated)
@@ -206,10 +227,11 @@ class Trained:
 
 def load(workdir, which: str = "best") -> Trained:
   """The checkpoint `which` ("best", "latest" or an epoch) of the run in `workdir`."""
-  from radjax import checkpoints, config as config_lib, task as task_lib
+  from radjax.training import checkpoints, config as config_lib, task as task_lib
 
   variables, meta, epoch = checkpoints.load_for_inference(workdir, which)
   config = config_lib.config_from_dict(meta["config"])
+  enable_compilation_cache(config.compilation_cache)  # the run's own, as training used
   where = f"{workdir} (checkpoint of epoch {epoch})"
   # Checkpoints written before tasks existed are binary: they hold two classes.
   stored = meta.get("task", config.task)

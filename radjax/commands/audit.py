@@ -27,21 +27,14 @@ import sys
 
 import numpy as np
 
-from radjax import data, images
+from radjax.data import duplicates, images, listing
 
-# Perceptual-hash (64-bit pHash) Hamming distance at or below which two images are near duplicates.
-# On the shared Open-I set, JPEG re-encoding, halving the size, brightness +2 and contrast x1.2 move
-# the hash by at most 6 bits, while the closest pair of distinct radiographs (different patients'
-# PA chest films) is 10 bits apart. Chest films all look alike at 8x8 DCT resolution, so a larger
-# threshold would start flagging different patients.
-NEAR_DUPLICATE_MAX_DISTANCE = 6
 # A class with fewer images than this, or below this fraction of the split's largest class, is too
 # small to train or to measure on.
 MIN_CLASS_IMAGES = 5
 MIN_CLASS_FRACTION = 0.10
 UNSPLIT = "all"  # the one "split" of a folder without TRAIN/VAL folders
 SPLIT_ORDER = ("train", "val", "test", UNSPLIT)
-HASH_ROWS_PER_CHUNK = 256  # pairwise distances are computed this many rows at a time (memory)
 # Shortcut audit: a feature whose cross-validated AUC reaches this separates the classes by itself.
 SHORTCUT_AUC = 0.9
 SHORTCUT_MAX_FOLDS = 5
@@ -62,7 +55,6 @@ FILE_FEATURES = (("width", "width", True), ("height", "height", True),
                  ("mean", "intensity mean", True), ("std", "intensity std", True),
                  ("frame_mean", "outer 5% frame: intensity mean", True),
                  ("frame_std", "outer 5% frame: intensity std", True))
-_POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], np.uint8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,25 +66,8 @@ class _Hashed:
 
 
 def _layout(root: pathlib.Path) -> dict[str, pathlib.Path]:
-  splits = data.find_splits(root)  # raises UserError for a missing directory
+  splits = listing.find_splits(root)  # raises UserError for a missing directory
   return {s: splits[s] for s in SPLIT_ORDER if s in splits} or {UNSPLIT: root}
-
-
-def _to_gray_pil(pixels: np.ndarray):
-  from PIL import Image
-
-  return Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8)).convert("L")
-
-
-def _phash_of_gray(gray) -> int:
-  import imagehash
-
-  return int(str(imagehash.phash(gray)), 16)
-
-
-def perceptual_hash(pixels: np.ndarray) -> int:
-  """64-bit pHash of a decoded [0, 255] image (as `images.read_image` returns it), in grayscale."""
-  return _phash_of_gray(_to_gray_pil(pixels))
 
 
 def intensity_features(gray: np.ndarray) -> dict:
@@ -127,19 +102,6 @@ def _dicom_header_values(path) -> dict:
     else:
       values[keyword] = str(value).strip()
   return values
-
-
-def hamming_pairs(hashes, max_distance: int) -> list[tuple[int, int, int]]:
-  """(i, j, distance) for every i < j whose 64-bit hashes differ in at most `max_distance` bits."""
-  hashes = np.asarray(hashes, np.uint64)
-  pairs = []
-  for start in range(0, len(hashes), HASH_ROWS_PER_CHUNK):
-    xor = hashes[start:start + HASH_ROWS_PER_CHUNK, None] ^ hashes[None, :]
-    distance = _POPCOUNT8[xor.view(np.uint8)].reshape(*xor.shape, 8).sum(-1, dtype=np.int64)
-    for i, j in zip(*np.nonzero(distance <= max_distance)):
-      if start + i < j:
-        pairs.append((int(start + i), int(j), int(distance[i, j])))
-  return pairs
 
 
 def _duplicate(files: list[_Hashed], **extra) -> dict:
@@ -193,15 +155,15 @@ def audit(data_dir, dicom_voi: str = "auto", progress: bool = True) -> dict:
 
   listed, non_images = [], []
   for split, split_dir in layout.items():
-    for class_dir in data.class_dirs(split_dir):
+    for class_dir in listing.class_dirs(split_dir):
       files, others = images.list_image_files(class_dir)
       listed += [(split, class_dir.name, path) for path in files]
       non_images += [{"path": rel(path), "reason": reason} for path, reason in others]
     if split != UNSPLIT:  # the root of an unsplit set may hold a README; a split folder may not
       non_images += [{"path": rel(p), "reason": "file outside a class folder"}
-                     for p in data.stray_files(split_dir)]
+                     for p in listing.stray_files(split_dir)]
 
-  counts = {split: {d.name: 0 for d in data.class_dirs(split_dir)}
+  counts = {split: {d.name: 0 for d in listing.class_dirs(split_dir)}
             for split, split_dir in layout.items()}
   sizes = {split: {"width": [], "height": []} for split in layout}
   formats = {split: collections.Counter() for split in layout}
@@ -226,8 +188,8 @@ def audit(data_dir, dicom_voi: str = "auto", progress: bool = True) -> dict:
     formats[split][f"{info['format']} {info['mode']} {info['bits']}-bit"] += 1
     content = pathlib.Path(path).read_bytes()
     sha = hashlib.sha256(content).hexdigest()
-    gray = _to_gray_pil(pixels)
-    hashed.append(_Hashed(rel(path), split, sha, _phash_of_gray(gray)))
+    gray = duplicates.to_gray_pil(pixels)
+    hashed.append(_Hashed(rel(path), split, sha, duplicates.phash_of_gray(gray)))
     records.append(_file_record(path, rel(path), split, cls, info, len(content), gray))
 
   by_sha = collections.defaultdict(list)
@@ -235,7 +197,7 @@ def audit(data_dir, dicom_voi: str = "auto", progress: bool = True) -> dict:
     by_sha[h.sha256].append(h)
   exact = sorted((_duplicate(group, sha256=sha) for sha, group in by_sha.items() if len(group) > 1),
                  key=_leakage_first)
-  close = hamming_pairs([h.phash for h in hashed], NEAR_DUPLICATE_MAX_DISTANCE)
+  close = duplicates.hamming_pairs([h.phash for h in hashed], duplicates.NEAR_DUPLICATE_MAX_DISTANCE)
   near = sorted((_duplicate([hashed[i], hashed[j]], distance=d) for i, j, d in close
                  if hashed[i].sha256 != hashed[j].sha256),  # identical bytes: already listed above
                 key=_leakage_first)
@@ -273,7 +235,7 @@ def audit(data_dir, dicom_voi: str = "auto", progress: bool = True) -> dict:
       "non_images": non_images,
       "exact_duplicates": exact,
       "near_duplicates": near,
-      "near_duplicate_max_distance": NEAR_DUPLICATE_MAX_DISTANCE,
+      "near_duplicate_max_distance": duplicates.NEAR_DUPLICATE_MAX_DISTANCE,
       "shortcuts": shortcuts["features"],
       "shortcut_folds": shortcuts["folds"],
       "shortcut_classes": shortcuts["classes"],

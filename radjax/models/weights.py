@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from radjax.cache import cache_dir
+from radjax.models.inception_v3 import BLOCKS, Conv, InceptionV3, Pool, Split, STEM, unit_name
 from radjax.errors import UserError
-from radjax.models.inception_v3 import BLOCKS, STEM, Conv, InceptionV3, Pool, Split, unit_name
 
 # From keras/applications/inception_v3.py (WEIGHTS_PATH_NO_TOP and its `file_hash`, an MD5).
 IMAGENET_NOTOP_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
@@ -37,10 +38,6 @@ DOWNLOAD_TIMEOUT_S = 30
 
 class WeightsError(UserError):
   """A weights file that is not what radjax needs; the message says what and where."""
-
-
-def cache_dir() -> pathlib.Path:
-  return pathlib.Path(os.environ.get("RADJAX_CACHE", "~/.cache/radjax")).expanduser()
 
 
 # ----------------------------------------------------------------------------------------------

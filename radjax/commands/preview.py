@@ -15,7 +15,7 @@ import pathlib
 
 import numpy as np
 
-from radjax import data, images, preprocess
+from radjax.data import images, listing, preprocess
 from radjax.errors import UserError
 
 PANEL_INCHES = 3.0  # each panel's cell in the grid, square
@@ -32,13 +32,13 @@ def grid_shape(panels: int) -> tuple[int, int]:
 
 def first_training_image(data_dir) -> str:
   """The example with index 0 in training: the first training file in path order."""
-  folders = data.list_folders(data_dir, splits=("train",), validate=False)
+  folders = listing.list_folders(data_dir, splits=("train",), validate=False)
   return min(e.path for e in folders.splits["train"])
 
 
 def preview_panels(path, n: int, seed: int, config) -> list[np.ndarray]:
   """[original, augmented in epoch 1, ..., epoch n] as uint8 (S, S, 3) images."""
-  from radjax import augment
+  from radjax.data import augment
 
   tf = preprocess.tensorflow()
   high_bit = images.bit_depth(path) > 8
@@ -81,7 +81,7 @@ def augment_preview(data_dir, out, image=None, n: int = DEFAULT_VARIANTS, seed: 
   if n < 1:
     raise UserError(f"--n {n}: need at least one augmented version")
   if config is None:
-    from radjax.config import default_config
+    from radjax.training.config import default_config
 
     config = default_config()
   seed = config.seed if seed is None else seed

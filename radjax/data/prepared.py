@@ -3,7 +3,7 @@
     radjax prepare --config hello_world DATA OUT     (DATA: class folders or a CSV manifest)
     radjax train --config hello_world --workdir runs/x --config.data_dir=OUT
 
-`prepare` decodes, resizes and quantizes every split exactly as `data.Pipeline` caches it (uint8,
+`prepare` decodes, resizes and quantizes every split exactly as `files.Pipeline` caches it (uint8,
 or uint16 for high-bit-depth sources; one channel when every image is gray) and stores it with
 tensorflow-datasets' own writer (`tfds.dataset_builders.store_as_tfds_dataset`: sharded records,
 `dataset_info.json`, PNG-encoded images), in path order, with the label (a class, or a 1/0/-1
@@ -12,13 +12,13 @@ patient_id column, else the DICOM Patient ID, else "") as features. `OUT/radjax.
 records the class names, the pixel settings (a run must use the same ones) and each split's paths
 and labels, so counts and class weights need no pass over the images.
 
-`PreparedPipeline` is `data.Pipeline` reading that dataset (`tfds.builder_from_directory`): it
+`PreparedPipeline` is `files.Pipeline` reading that dataset (`tfds.builder_from_directory`): it
 keeps the decoded images in memory when they fit `config.cache_mb`, as folders do, and otherwise
 streams them from disk every epoch with a shuffle buffer of `config.shuffle_buffer` examples, and
 says so. Every epoch's order and transforms stay a function of (seed, epoch); a streamed epoch's
 order differs from a cached one's (the buffer mixes less than the whole set).
 
-Several processes: a cached dataset is trained exactly as one process trains it (`data.Pipeline`).
+Several processes: a cached dataset is trained exactly as one process trains it (`files.Pipeline`).
 A streamed one gives process i of n its own contiguous 1/n of every split (a TFDS slice, so only
 the files holding it are read), shuffled with its own buffer, and each global batch is every
 process's next batch_size / n rows: the n processes together see every image once per epoch, in
@@ -34,8 +34,8 @@ import shutil
 
 import numpy as np
 
-from radjax import data, dicom
-from radjax.preprocess import HIGH_BIT_STEPS
+from radjax.data import dicom, duplicates, files, listing
+from radjax.data.preprocess import HIGH_BIT_STEPS
 from radjax.errors import UserError
 
 NAME = "radjax_prepared"
@@ -53,7 +53,7 @@ def is_prepared(path) -> bool:
   return (pathlib.Path(path) / INDEX).is_file()
 
 
-def prepare(config, folders: data.Folders, out, progress: bool = True) -> dict:
+def prepare(config, folders: listing.Folders, out, progress: bool = True) -> dict:
   """Writes `folders` (every listed split) to `out` as a TFDS dataset plus `radjax.json`.
   Returns {"path", "counts", "bytes", "images"}."""
   import tensorflow_datasets as tfds
@@ -67,7 +67,7 @@ def prepare(config, folders: data.Folders, out, progress: bool = True) -> dict:
   examples = {split: sorted(e, key=lambda x: x.path) for split, e in folders.splits.items()}
   everything = [e for split in examples.values() for e in split]
   patients = {e.path: e.patient_id or dicom.patient_id(e.path) for e in everything}
-  channels, high_bit = data.cache_layout(everything)
+  channels, high_bit = files.cache_layout(everything)
   dtype = np.uint16 if high_bit else np.uint8
   size = config.image_size
   k = len(folders.class_names)
@@ -88,7 +88,7 @@ def prepare(config, folders: data.Folders, out, progress: bool = True) -> dict:
     # each split with the channels and dtype of the whole dataset. PNG-encoded there, in
     # parallel: TFDS would encode each image in this generator's one thread (80% of the time).
     listed = examples[split]
-    decoded = data.decoded_dataset(listed, config, channels=channels, high_bit=high_bit).map(
+    decoded = files.decoded_dataset(listed, config, channels=channels, high_bit=high_bit).map(
         lambda image, label, index: (tf.io.encode_png(image, compression=PNG_COMPRESSION), label,
                                      index),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -109,8 +109,8 @@ def prepare(config, folders: data.Folders, out, progress: bool = True) -> dict:
     shutil.rmtree(downloads)
   index = {"format": FORMAT, "class_names": list(folders.class_names),
            "multilabel": folders.multilabel, "channels": channels, "dtype": np.dtype(dtype).name,
-           # A split of gray images only is cached with one channel, as `data.Pipeline` does.
-           "split_channels": {split: data.cache_layout(listed)[0]
+           # A split of gray images only is cached with one channel, as `files.Pipeline` does.
+           "split_channels": {split: files.cache_layout(listed)[0]
                               for split, listed in examples.items()},
            "settings": {key: config[key] for key in PIXEL_SETTINGS},
            "splits": {split: {"paths": [e.path for e in listed],
@@ -166,8 +166,6 @@ def identities(prepared_dir, splits) -> dict[tuple[str, int], tuple[str, int]]:
   import tensorflow_datasets as tfds
   from tqdm import tqdm
 
-  from radjax import audit
-
   builder = tfds.builder_from_directory(str(pathlib.Path(prepared_dir) / NAME / VERSION))
   found = {}
   for split in splits:
@@ -179,12 +177,12 @@ def identities(prepared_dir, splits) -> dict[tuple[str, int], tuple[str, int]]:
       pixels = image / HIGH_BIT_STEPS if image.dtype == np.uint16 else image  # [0, 255]
       pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels  # PIL: (H, W) or (H, W, 3)
       found[(split, int(e["index"]))] = (hashlib.sha256(image.tobytes()).hexdigest(),
-                                         audit.perceptual_hash(np.asarray(pixels, np.float32)))
+                                         duplicates.perceptual_hash(np.asarray(pixels, np.float32)))
   return found
 
 
-class PreparedPipeline(data.Pipeline):
-  """`data.Pipeline` over a prepared dataset (or a view of one: `write_view`): cached in memory
+class PreparedPipeline(files.Pipeline):
+  """`files.Pipeline` over a prepared dataset (or a view of one: `write_view`): cached in memory
   when it fits `config.cache_mb`, else streamed from disk (see the module docstring)."""
 
   def __init__(self, path, config, splits=("train", "val")):
@@ -215,7 +213,7 @@ class PreparedPipeline(data.Pipeline):
     def example(split, i):
       listed = index["splits"][split]
       label = listed["labels"][i]
-      return data.Example(listed["paths"][i], tuple(label) if multilabel else int(label),
+      return listing.Example(listed["paths"][i], tuple(label) if multilabel else int(label),
                           patient_id=listed["patient_ids"][i])
 
     self.is_view = view is not None
@@ -228,7 +226,7 @@ class PreparedPipeline(data.Pipeline):
                                   for source_split, _ in members[s]) if members[s] else 1
                            for s in splits}
     self.members = {s: members[s] for s in splits}
-    folders = data.Folders(self.path, index["class_names"], listed, [], multilabel)
+    folders = listing.Folders(self.path, index["class_names"], listed, [], multilabel)
     self.itemsize = np.dtype(index["dtype"]).itemsize * index["channels"]
     decoded = sum(len(v) for v in listed.values()) * config.image_size ** 2 * self.itemsize
     self.streaming = decoded > config.cache_mb * 2**20

@@ -20,7 +20,7 @@ import shutil
 
 import numpy as np
 
-from radjax import data, images
+from radjax.data import images, listing
 from radjax.errors import UserError
 
 log = logging.getLogger("radjax")
@@ -97,12 +97,12 @@ def _group_folds(train: dict[str, list[str]], group_of: dict[str, str], folds: i
 def _check_source(src: pathlib.Path) -> list[pathlib.Path]:
   if not src.is_dir():
     raise UserError(f"{src}: no such directory")
-  splits = data.find_splits(src)
+  splits = listing.find_splits(src)
   if splits:
     names = ", ".join(p.name + "/" for p in splits.values())
     raise UserError(f"{src}: already has split folders ({names}); it looks already split. "
                     "`radjax split` takes a folder with one sub-folder per class.")
-  classes = data.class_dirs(src)
+  classes = listing.class_dirs(src)
   if len(classes) < 2:
     raise UserError(f"{src}: found {len(classes)} class folder(s) "
                     f"{[d.name for d in classes]}; splitting needs at least two")
@@ -121,7 +121,7 @@ def group_key(path: str, class_dir: pathlib.Path, group_by: str) -> str:
   if group_by == "folder":
     parts = pathlib.Path(path).relative_to(class_dir).parts
     return parts[0] if len(parts) > 1 else ""
-  from radjax import dicom
+  from radjax.data import dicom
 
   return dicom.patient_id(path)
 

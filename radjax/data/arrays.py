@@ -5,7 +5,7 @@ TensorFlow (a CUDA machine may have none).
     radjax train --config hello_world --workdir runs/gpu \
         --config.data_dir=hello.npz --config.augment_on=device                        (no TF)
 
-The file holds, per split, the decoded, resized and quantized images exactly as `data.Pipeline`
+The file holds, per split, the decoded, resized and quantized images exactly as `files.Pipeline`
 caches them (uint8, or uint16 for high-bit-depth sources; one channel when every image is gray),
 their labels and source paths, the class names, and the settings that made the pixels
 (`PIXEL_SETTINGS`): a run must use the same ones. `ArrayPipeline` serves the batches `Pipeline`
@@ -24,14 +24,14 @@ from typing import Iterator
 
 import numpy as np
 
-from radjax import augment as aug, config as config_lib, preprocess
+from radjax.data import augment as aug, preprocess, sampling
 from radjax.errors import UserError
 
 SUFFIX = ".npz"
 FORMAT = "radjax-arrays-1"
 PIXEL_SETTINGS = ("image_size", "resize", "resize_method", "dicom_voi")
 SPLITS = ("train", "val", "test")
-RECALIBRATION_STREAM = 0  # as data.RECALIBRATION_STREAM: epochs use (seed, epoch >= 1)
+
 
 
 def is_arrays(path) -> bool:
@@ -52,14 +52,14 @@ class Arrays:
 def export(config, out, folders) -> dict:
   """Decodes a listed dataset (`datasets.list_every_split`) as the training pipeline caches it
   and writes it to `out` (.npz). Returns {"path", "counts", "bytes"}."""
-  from radjax import data
+  from radjax.data import files
 
   out = pathlib.Path(out)
   if out.suffix != SUFFIX:
     raise UserError(f"--out {out}: expected a {SUFFIX} file")
   if not out.parent.is_dir():
     raise UserError(f"--out {out}: no such folder {out.parent}/")
-  pipeline = data.Pipeline(folders, config)
+  pipeline = files.Pipeline(folders, config)
   columns = {"format": np.array(FORMAT), "class_names": np.array(folders.class_names),
              "multilabel": np.array(folders.multilabel),
              "settings": np.array(json.dumps({k: config[k] for k in PIXEL_SETTINGS})),
@@ -93,7 +93,7 @@ def load(path) -> Arrays:
 
 
 class ArrayPipeline:
-  """`data.Pipeline`'s batches from `Arrays`, in numpy: cached integer pixels, augmented on the
+  """`files.Pipeline`'s batches from `Arrays`, in numpy: cached integer pixels, augmented on the
   device. Needs `config.augment_on = "device"` (host augmentation is TensorFlow's)."""
 
   def __init__(self, arrays: Arrays, config, splits=("train", "val")):
@@ -111,14 +111,14 @@ class ArrayPipeline:
     self.class_names = arrays.class_names
     self.multilabel = arrays.multilabel
     if self.multilabel:
-      from radjax import data
+      from radjax.data import files
 
-      data.refuse_class_settings(config)
+      files.refuse_class_settings(config)
     self.examples = {s: [_Example(p, tuple(int(v) for v in label) if self.multilabel
                                   else int(label))
                          for p, label in zip(arrays.paths[s], arrays.labels[s])]
                      for s in splits}
-    self.class_weights = (config_lib.class_weights(config, arrays.labels["train"], self.class_names)
+    self.class_weights = (sampling.class_weights(config, arrays.labels["train"], self.class_names)
                           if "train" in splits and not self.multilabel else None)
 
   def counts(self) -> dict[str, dict[str, int]]:
@@ -137,7 +137,7 @@ class ArrayPipeline:
 
   def train_batches(self, batch_size: int, first_epoch: int, last_epoch: int | None = None,
                     shard: tuple[int, int] = (0, 1)) -> Iterator[dict[str, np.ndarray]]:
-    """As `data.Pipeline.train_batches` (with `shard`, this process's rows of each batch)."""
+    """As `files.Pipeline.train_batches` (with `shard`, this process's rows of each batch)."""
     config, images = self.config, self.arrays.images["train"]
     rows = batch_size // shard[1]
     mine = slice(shard[0] * rows, (shard[0] + 1) * rows)
@@ -163,12 +163,10 @@ class ArrayPipeline:
         yield batch
 
   def _balanced_order(self, epoch: int, count: int) -> np.ndarray:
-    """Balanced sampling's `count` example indices of `epoch` (`data.balanced_plan`): each
+    """Balanced sampling's `count` example indices of `epoch` (`sampling.balanced_plan`): each
     class' images in its seeded order, repeated as needed."""
-    from radjax import data
-
     labels = self.arrays.labels["train"]
-    choices, class_seeds = data.balanced_plan(len(self.class_names), self.config.seed, epoch, count)
+    choices, class_seeds = sampling.balanced_plan(len(self.class_names), self.config.seed, epoch, count)
     order = np.empty(count, np.int64)
     for c, class_seed in enumerate(class_seeds):
       members = np.flatnonzero(labels == c)
@@ -179,7 +177,7 @@ class ArrayPipeline:
 
   def eval_batches(self, split: str, batch_size: int, shard: tuple[int, int] = (0, 1)
                    ) -> Iterator[dict[str, np.ndarray]]:
-    """As `data.Pipeline.eval_batches` (with `shard`, this process's contiguous 1/n)."""
+    """As `files.Pipeline.eval_batches` (with `shard`, this process's contiguous 1/n)."""
     images, labels = self.arrays.images[split], self.arrays.labels[split]
     start, stop = preprocess.process_range(len(images), shard)
     rows = batch_size // shard[1]
@@ -190,9 +188,9 @@ class ArrayPipeline:
 
   def recalibration_batches(self, batch_size: int, shard: tuple[int, int] = (0, 1)
                             ) -> Iterator[dict[str, np.ndarray]]:
-    """As `data.Pipeline.recalibration_batches` (with `shard`, this process's rows of each)."""
+    """As `files.Pipeline.recalibration_batches` (with `shard`, this process's rows of each)."""
     images, labels = self.arrays.images["train"], self.arrays.labels["train"]
-    rng = np.random.default_rng(np.random.SeedSequence([self.config.seed, RECALIBRATION_STREAM]))
+    rng = np.random.default_rng(np.random.SeedSequence([self.config.seed, sampling.RECALIBRATION_STREAM]))
     order = rng.permutation(len(images))
     rows = batch_size // shard[1]
     for k in range(len(images) // batch_size):

@@ -24,7 +24,7 @@ import sys
 
 
 def _convert_weights(args) -> int:
-  from radjax import weights
+  from radjax.models import weights
 
   variables = weights.keras_h5_to_variables(args.keras_h5)
   out = weights.save_variables(variables, args.out_dir)
@@ -33,10 +33,31 @@ def _convert_weights(args) -> int:
   return 0
 
 
+def _output_folder(path, flag: str) -> None:
+  """Refuses, before any work, an output folder that names an existing file."""
+  import pathlib
+
+  from radjax.errors import UserError
+
+  if path and pathlib.Path(path).exists() and not pathlib.Path(path).is_dir():
+    raise UserError(f"{flag} {path}: is a file; name a folder for the outputs")
+
+
+def _seed(text: str) -> int:
+  """A seed: a whole number >= 0 (NumPy's and TensorFlow's seeds cannot be negative)."""
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+  if value < 0:
+    raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+  return value
+
+
 def _audit(args) -> int:
   import json
 
-  from radjax import audit
+  from radjax.commands import audit
 
   report = audit.audit(args.data_dir, dicom_voi=args.dicom_voi)
   print(json.dumps(report, indent=2) if args.json else audit.format_report(report))
@@ -44,7 +65,7 @@ def _audit(args) -> int:
 
 
 def _split(args) -> int:
-  from radjax import split
+  from radjax.commands import split
 
   result = split.split_dataset(args.src, args.dst, val=args.val, seed=args.seed, folds=args.folds,
                                test=args.test, group_by=args.group_by or "")
@@ -53,7 +74,7 @@ def _split(args) -> int:
 
 
 def _augment_preview(args) -> int:
-  from radjax import preview
+  from radjax.commands import preview
 
   n = preview.DEFAULT_VARIANTS if args.n is None else args.n
   result = preview.augment_preview(args.data_dir, args.out, image=args.image, n=n, seed=args.seed)
@@ -64,7 +85,7 @@ def _augment_preview(args) -> int:
 
 
 def _train(args) -> int:
-  from radjax import config as config_lib, train
+  from radjax.training import config as config_lib, loop as train
 
   config = config_lib.load_config(args.config, args.overrides)
   try:
@@ -77,14 +98,21 @@ def _train(args) -> int:
   return 0
 
 
+def _image_counts(folders) -> str:
+  """"train 65, val 10": images per split (a multilabel set's counts are per label positives)."""
+  return ", ".join(f"{split} {len(examples)}" for split, examples in folders.splits.items())
+
+
 def _export_arrays(args) -> int:
-  from radjax import arrays, config as config_lib, data, datasets
+  from radjax.data import arrays
+  from radjax.training import config as config_lib
+  from radjax.data import datasets, listing
 
   config = config_lib.load_config(args.config, args.overrides)
-  folders = datasets.list_every_split(data.resolve_data_dir(config.data_dir).resolve(),
+  folders = datasets.list_every_split(listing.resolve_data_dir(config.data_dir).resolve(),
                                       config.dicom_voi)
   result = arrays.export(config, args.out, folders)
-  counts = ", ".join(f"{split} {sum(c.values())}" for split, c in result["counts"].items())
+  counts = _image_counts(folders)
   print(f"Wrote {result['path']} ({result['bytes'] / 2**20:.1f} MiB; {counts} images). Train "
         f"from it without TensorFlow: --config.data_dir={result['path']} "
         "--config.augment_on=device")
@@ -95,7 +123,8 @@ def _prepare(args) -> int:
   import pathlib
   import time
 
-  from radjax import config as config_lib, datasets, prepared
+  from radjax.training import config as config_lib
+  from radjax.data import datasets, prepared
   from radjax.errors import UserError
 
   config = config_lib.load_config(args.config, args.overrides)
@@ -108,7 +137,7 @@ def _prepare(args) -> int:
   folders = datasets.list_every_split(source.resolve(), config.dicom_voi)
   result = prepared.prepare(config, folders, args.out)
   seconds = time.perf_counter() - started
-  counts = ", ".join(f"{split} {sum(c.values())}" for split, c in result["counts"].items())
+  counts = _image_counts(folders)
   print(f"Prepared {result['path']} in {seconds:.0f} s: {result['images']} images ({counts}), "
         f"{result['bytes'] / 2**20:,.1f} MiB on disk, {result['decoded_bytes'] / 2**20:,.1f} MiB "
         f"decoded. Train from it: --config.data_dir={result['path']}")
@@ -116,7 +145,8 @@ def _prepare(args) -> int:
 
 
 def _cv(args) -> int:
-  from radjax import config as config_lib, cv
+  from radjax.training import config as config_lib
+  from radjax.commands import cv
 
   config = config_lib.load_config(args.config, args.overrides)
   summary = cv.cross_validate(config, args.workdir, args.folds, args.seeds, args.manifest)
@@ -127,8 +157,9 @@ def _cv(args) -> int:
 
 
 def _evaluate(args) -> int:
-  from radjax import evaluate
+  from radjax.commands import evaluate
 
+  _output_folder(args.out, "--out")
   result = evaluate.evaluate_workdir(args.workdir, args.data, args.split, args.checkpoint, args.out,
                                      args.target_sensitivity)
   print(evaluate.format_metrics(result))
@@ -139,35 +170,40 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
   import pathlib
 
-  from radjax import checkpoints, predict
+  from radjax.training import checkpoints
+  from radjax.commands import predict
   from radjax.errors import UserError
 
   if args.csv:  # checked before any image is decoded
     folder = pathlib.Path(args.csv).parent
     if not folder.is_dir():
       raise UserError(f"--csv {args.csv}: no such folder {folder}/")
+    if pathlib.Path(args.csv).is_dir():
+      raise UserError(f"--csv {args.csv}: is a folder; name the CSV file to write")
   meta = checkpoints.meta_of(args.workdir, args.checkpoint)
   task = meta.get("task", "binary")  # written before tasks existed: binary
   if task == "multiclass":
     if args.threshold is not None:
       raise UserError(f"--threshold {args.threshold}: a multiclass run calls the most probable "
                       "class; thresholds apply to binary and multilabel runs")
-    threshold = None
+    threshold = threshold_logit = None
     print("Decision: the most probable class (multiclass run)", file=sys.stderr)
   elif task == "multilabel":  # each label above its own threshold
-    threshold, source = predict.label_thresholds(args.workdir, meta["class_names"], args.threshold)
+    threshold, threshold_logit, source = predict.label_thresholds(
+        args.workdir, meta["class_names"], args.threshold, meta)
     print("Decision: each label above its threshold ("
           + ", ".join(f"{n} {t:.4f}" for n, t in threshold.items()) + f"; from {source})",
           file=sys.stderr)
   else:
-    threshold, source = predict.decision_threshold(args.workdir, args.threshold)
+    threshold, threshold_logit, source = predict.decision_threshold(args.workdir, args.threshold,
+                                                                    meta)
     print(f"Threshold: probability > {threshold:.4f} calls the second class (from {source})",
           file=sys.stderr)
   if args.tta < 0:
     raise UserError(f"--tta {args.tta}: expected a number of augmented copies >= 0")
   results, class_names = predict.predict_files(args.workdir, args.inputs, args.checkpoint,
                                                threshold=threshold, tta=args.tta,
-                                               tta_seed=args.seed)
+                                               tta_seed=args.seed, threshold_logit=threshold_logit)
   if args.json:
     print(predict.format_json(results, class_names, threshold))
   elif args.csv:
@@ -184,15 +220,16 @@ def _predict(args) -> int:
 
 
 def _explain(args) -> int:
-  from radjax import explain
+  from radjax.commands import explain
 
+  _output_folder(args.out, "--out")
   done, errors, class_names = explain.explain_files(args.workdir, args.inputs, args.out,
                                                     args.checkpoint, args.layer, args.target_class)
   for e in done:
     shown = (f"p({class_names[1]})={e.probability:.4f}" if e.probabilities is None else
              "  ".join(f"p({n})={p:.4f}" for n, p in e.probabilities.items()))
     other = f"  (maps: evidence for {e.explained})" if e.explained != e.label else ""
-    print(f"{e.path}  {shown}  {e.label}{other}")
+    print(f"{e.path}  {shown}  {e.label}{other}  -> {e.figure}")
   for path, why in errors:
     print(f"radjax explain: error: {path}: {why}", file=sys.stderr)
   print(f"Wrote {len(done)} figure(s) to {args.out}")
@@ -226,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("src", help="source folder with one sub-folder per class (left unchanged)")
   p.add_argument("dst", help="new output folder (must not exist or be empty)")
   p.add_argument("--val", type=int, required=True, metavar="N", help="validation images in total")
-  p.add_argument("--seed", type=int, required=True, help="random seed (same seed, same split)")
+  p.add_argument("--seed", type=_seed, required=True, help="random seed (same seed, same split)")
   p.add_argument("--test", type=int, default=0, metavar="N",
                  help="test images in total (default 0)")
   p.add_argument("--folds", type=int, default=0, metavar="K",
@@ -241,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", required=True, help="PNG file to write")
   p.add_argument("--image", help="show this image instead of the first training image")
   p.add_argument("--n", type=int, help="number of augmented versions (default 8)")
-  p.add_argument("--seed", type=int, help="augmentation seed (default: configs/default.py's seed)")
+  p.add_argument("--seed", type=_seed, help="augmentation seed (default: configs/default.py's seed)")
   p.set_defaults(func=_augment_preview)
 
   p = sub.add_parser(
@@ -323,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--tta", type=int, default=0, metavar="N",
                  help="test-time augmentation: predict N seeded augmented copies of each image "
                       "(the run's augmentation) and report their mean and spread")
-  p.add_argument("--seed", type=int, default=0, help="seed of the --tta copies (default 0)")
+  p.add_argument("--seed", type=_seed, default=0, help="seed of the --tta copies (default 0)")
   output = p.add_mutually_exclusive_group()
   output.add_argument("--json", action="store_true", help="print JSON instead of lines")
   output.add_argument("--csv", metavar="FILE", help="also write the predictions as CSV")
@@ -362,6 +399,11 @@ def main(argv=None) -> int:
   except UserError as e:
     print(f"radjax {args.command}: error: {e}", file=sys.stderr)
     return 2
+  except KeyboardInterrupt:  # Ctrl-C: what was saved is kept, and the same command continues it
+    again = {"train": "; the same command resumes from the last checkpoint",
+             "cv": "; the same command continues with the unfinished folds"}
+    print(f"\nradjax {args.command}: interrupted{again.get(args.command, '')}", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

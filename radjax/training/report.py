@@ -11,7 +11,7 @@ import json
 import logging
 import pathlib
 
-from radjax import plots
+from radjax.metrics import figures as plots
 
 log = logging.getLogger("radjax")
 
@@ -70,7 +70,7 @@ class Reporter:
 
   def _write_tensorboard(self, record: dict) -> None:
     try:
-      from radjax.preprocess import tensorflow
+      from radjax.data.preprocess import tensorflow
 
       tf = tensorflow()
     except ImportError:  # training from arrays on a machine without TensorFlow

@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from radjax.preprocess import HIGH_BIT_STEPS
+from radjax.data.preprocess import HIGH_BIT_STEPS
 
 
 def _reflect(coord, size: int):

@@ -28,7 +28,7 @@ class ImageReadError(UserError):
 
 def is_image_file(path) -> bool:
   """Whether radjax should try to read `path`: a known suffix, or a DICOM preamble."""
-  from radjax import dicom
+  from radjax.data import dicom
 
   path = pathlib.Path(path)
   return path.suffix.lower() in RASTER_SUFFIXES + DICOM_SUFFIXES or dicom.is_dicom(path)
@@ -36,7 +36,7 @@ def is_image_file(path) -> bool:
 
 def describe(path) -> dict:
   """Format, size and pixel type of an image without decoding the pixels (for `radjax audit`)."""
-  from radjax import dicom
+  from radjax.data import dicom
 
   path = pathlib.Path(path)
   if path.suffix.lower() in DICOM_SUFFIXES or dicom.is_dicom(path):
@@ -101,7 +101,7 @@ def _read_raster(path: pathlib.Path) -> np.ndarray:
 
 def read_image(path, dicom_voi: str = "auto") -> np.ndarray:
   """Decodes `path` to float32 (H, W, 3) in [0, 255]; gray images are repeated over 3 channels."""
-  from radjax import dicom
+  from radjax.data import dicom
 
   path = pathlib.Path(path)
   try:
@@ -121,3 +121,8 @@ def read_image(path, dicom_voi: str = "auto") -> np.ndarray:
   if pixels.shape[-1] == 1:
     pixels = np.repeat(pixels, 3, axis=-1)
   return np.ascontiguousarray(pixels, np.float32)
+def is_gray(pixels: np.ndarray) -> bool:
+  return bool(np.array_equal(pixels[..., 0], pixels[..., 1])
+              and np.array_equal(pixels[..., 0], pixels[..., 2]))
+
+
