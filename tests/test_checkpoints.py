@@ -270,3 +270,10 @@ def test_prepare_read_only(tmp_path, monkeypatch):
   with pytest.raises(UserError, match=f"^{tmp_path}: cannot write in the workdir "
                      r"\(Read-only file system\); choose a --workdir you can write to$"):
     workdir.prepare(tmp_path)
+
+
+def test_best_of_a_full_tie_is_the_later_checkpoint(tmp_path):
+  # Epochs 1 and 3 tie on AUC and on loss: the later one, trained longer, is "best".
+  save_epochs(tmp_path, {1: (0.9, 0.4), 2: (0.8, 0.1), 3: (0.9, 0.4)})
+  with checkpoints.manager(tmp_path, keep=10) as mngr:
+    assert checkpoints.choose(mngr, "best") == 3
