@@ -130,6 +130,9 @@ def test_outputs_that_name_the_wrong_kind_of_path_are_refused_before_any_work(tm
     assert cli.main(command) == 2
     assert _error_line(capsys) == (f"radjax {command[0]}: error: --out {a_file}: is a file; name a "
                                    "folder for the outputs")
+  assert cli.main(["augment-preview", "--image", "x.png", "--out", str(tmp_path)]) == 2
+  assert _error_line(capsys) == (f"radjax augment-preview: error: --out {tmp_path}: is a folder; "
+                                 "name the PNG file to write")
   assert cli.main(["predict", "--workdir", str(tmp_path / "none"), "--csv", str(tmp_path),
                    "x.png"]) == 2
   assert _error_line(capsys) == (f"radjax predict: error: --csv {tmp_path}: is a folder; name the "

@@ -107,7 +107,9 @@ def test_explain_command_writes_figures_and_reads_dicom(marker_run, tmp_path, ca
   assert (out / "film.explain.png").stat().st_size > 20_000
   assert (out / "film_png.explain.png").stat().st_size > 20_000
   lines = [l for l in stdout.splitlines() if l.startswith(str(inputs))]
-  assert len(lines) == 2 and all(l.endswith("marked") for l in lines)
+  assert len(lines) == 2 and all(" marked  -> " in l for l in lines)
+  assert sorted(l.rsplit(" -> ", 1)[1] for l in lines) == [str(out / "film.explain.png"),
+                                                            str(out / "film_png.explain.png")]
   assert cli.main(["explain", "--workdir", str(workdir), "--out", str(out), "--layer", "mixed11",
                    str(inputs)]) == 2
   assert "--layer mixed11: expected one of mixed0" in capsys.readouterr().err

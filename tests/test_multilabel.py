@@ -6,6 +6,8 @@ import contextlib
 import csv
 import io
 import json
+import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -253,8 +255,9 @@ def _val_logits(manifest, workdir):
 def test_evaluate_chooses_each_labels_operating_point_on_val(multilabel_run, tmp_path, capsys):
   manifest, workdir, _ = multilabel_run
   trained, pipeline = _val_logits(manifest, workdir)
+  workdir = pathlib.Path(shutil.copytree(workdir, tmp_path / "run"))  # evaluate writes into it
   assert cli.main(["evaluate", "--workdir", str(workdir), "--checkpoint", "latest",
-                   "--target-sensitivity", "0.9", "--out", str(tmp_path / "val")]) == 0
+                   "--target-sensitivity", "0.9"]) == 0
   text = capsys.readouterr().out
   point = json.loads((workdir / "operating_point.json").read_text())
   assert point["task"] == "multilabel" and point["rule"] == "sensitivity >= 0.9"
@@ -265,7 +268,7 @@ def test_evaluate_chooses_each_labels_operating_point_on_val(multilabel_run, tmp
                    "--split", "train", "--out", str(tmp_path / "train")]) == 0
   train_result = json.loads((tmp_path / "train" / "metrics.json").read_text())
   assert json.loads((workdir / "operating_point.json").read_text()) == point  # not re-chosen
-  val_result = json.loads((tmp_path / "val" / "metrics.json").read_text())
+  val_result = json.loads((workdir / "metrics.json").read_text())
   thresholds = set()
   for split, result in (("val", val_result), ("train", train_result)):
     logits, labels = trained.steps.logits_of(trained.variables, pipeline.eval_batches(split, 6))
@@ -300,9 +303,12 @@ def test_a_label_val_holds_one_value_of_keeps_probability_one_half(tmp_path):
   trained = types.SimpleNamespace(class_names=list(LABELS), epoch=4,
                                   config=types.SimpleNamespace(seed=0))
   result = {"written": ["metrics.json"]}
-  evaluate._label_operating_points(result, trained, logits, labels, "val", "best", tmp_path, None)
+  binding = {"epoch": 4, "checkpoint": "best", "data_dir": "/data"}
+  evaluate._label_operating_points(result, trained, logits, labels, "val", binding, tmp_path,
+                                   None, True, None)
   point = json.loads((tmp_path / "operating_point.json").read_text())
   assert point["labels"]["centre"] is None and point["rule"] == "Youden's J"
+  assert {k: point[k] for k in binding} == binding  # bound to its checkpoint and data
   known = labels[:, 0] >= 0
   assert point["labels"]["top_left"] == metrics.operating_point(logits[known, 0], labels[known, 0])
   at = result["operating_point"]["on_this_split"]["top_left"]
@@ -322,11 +328,11 @@ def test_predict_gives_every_label_its_probability_and_decision(multilabel_run, 
   from radjax.commands import evaluate
 
   manifest, workdir, _ = multilabel_run
+  workdir = pathlib.Path(shutil.copytree(workdir, tmp_path / "run"))  # evaluate writes into it
   table = tmp_path / "predictions.csv"
   files = [str(manifest.parent / f"val{k}.png") for k in range(4)]
   # Each label's operating point, as radjax evaluate chose them on VAL.
-  assert cli.main(["evaluate", "--workdir", str(workdir), "--checkpoint", "latest",
-                   "--out", str(tmp_path)]) == 0
+  assert cli.main(["evaluate", "--workdir", str(workdir), "--checkpoint", "latest"]) == 0
   point = json.loads((workdir / "operating_point.json").read_text())
   cuts = evaluate.label_thresholds(point, LABELS)
   assert cli.main(["predict", "--workdir", str(workdir), "--checkpoint", "latest",

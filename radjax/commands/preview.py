@@ -80,6 +80,11 @@ def augment_preview(data_dir, out, image=None, n: int = DEFAULT_VARIANTS, seed: 
   """
   if n < 1:
     raise UserError(f"--n {n}: need at least one augmented version")
+  out = pathlib.Path(out)
+  if out.is_dir():
+    raise UserError(f"--out {out}: is a folder; name the PNG file to write")
+  if not out.parent.is_dir():
+    raise UserError(f"--out {out}: no such folder {out.parent}/")
   if config is None:
     from radjax.training.config import default_config
 
