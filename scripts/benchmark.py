@@ -453,6 +453,8 @@ def bench_predict_cli(args) -> None:
                       str(image)], check=True, capture_output=True, text=True)
       seconds.append(time.perf_counter() - started)
   warm = sorted(seconds[1:])
+  import jax
+
   emit(part="predict_cli", impl="radjax", device=jax.default_backend(), image_size=args.image_size,
        files=1, cold_s=seconds[0], warm_s=warm[len(warm) // 2], warm_repeats_s=seconds[1:])
 

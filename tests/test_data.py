@@ -9,7 +9,7 @@ import pytest
 from radjax.configs import default
 from radjax.data import files, images, listing, preprocess, sampling
 from radjax.errors import UserError
-from conftest import copy_subset
+from conftest import DATASET, copy_subset
 
 
 def _config(size=75):
@@ -586,3 +586,38 @@ def test_balanced_sampling_refuses_class_weights_and_multilabel_data(tmp_path):
   with pytest.raises(UserError, match="--config.sampling=balanced: balances classes; "
                                       "multilabel data has independent labels"):
     files.Pipeline(listing.list_manifest(manifest), config)
+
+
+@pytest.mark.parametrize("value_range", ["inception", "unit"])
+def test_the_numpy_nearest_path_is_the_tensorflow_chain_bit_for_bit(dataset_dir, value_range):
+  """predict of a nearest-resize run (the paper's) skips TensorFlow: only if its pixels are the
+  validation pipeline's exactly."""
+  config = _config()
+  config.resize_method, config.value_range, config.image_size = "nearest", value_range, 299
+  rng = np.random.default_rng(0)
+  cases = [(images.read_image(p), False) for p in sorted(dataset_dir.glob("VAL/*/*.png"))[:4]]
+  cases.append((rng.uniform(0, 255, (317, 211, 1)).astype(np.float32), True))   # 16-bit source
+  cases.append((rng.uniform(-5, 260, (120, 90, 3)).astype(np.float32), False))  # out of range
+  for pixels, high_bit in cases:
+    tensorflow_chain = preprocess.to_model_input(
+        preprocess.cached_image(pixels, config, high_bit), value_range).numpy()
+    got = preprocess.model_input(pixels, config, high_bit)
+    assert got.dtype == tensorflow_chain.dtype and got.shape == tensorflow_chain.shape
+    np.testing.assert_array_equal(got, tensorflow_chain)
+
+
+def test_predict_of_a_nearest_resize_run_does_not_import_tensorflow(tmp_path):
+  import subprocess
+  import sys
+
+  code = f"""
+import sys
+sys.modules["tensorflow"] = None  # any import of TensorFlow now fails
+from radjax.configs import default
+from radjax.data import images, preprocess
+config = default.get_config()
+config.resize_method = "nearest"
+pixels = images.read_image({str(sorted(DATASET.glob("VAL/chest/*.png"))[0])!r})
+assert preprocess.model_input(pixels, config, False).shape == (299, 299, 3)
+"""
+  subprocess.run([sys.executable, "-c", code], check=True)

@@ -170,8 +170,8 @@ def _evaluate(args) -> int:
 def _predict(args) -> int:
   import pathlib
 
-  from radjax.training import checkpoints
   from radjax.commands import predict
+  from radjax.training import run as run_lib
   from radjax.errors import UserError
 
   if args.csv:  # checked before any image is decoded
@@ -180,8 +180,11 @@ def _predict(args) -> int:
       raise UserError(f"--csv {args.csv}: no such folder {folder}/")
     if pathlib.Path(args.csv).is_dir():
       raise UserError(f"--csv {args.csv}: is a folder; name the CSV file to write")
-  meta = checkpoints.meta_of(args.workdir, args.checkpoint)
-  task = meta.get("task", "binary")  # written before tasks existed: binary
+  if args.tta < 0:
+    raise UserError(f"--tta {args.tta}: expected a number of augmented copies >= 0")
+  trained = run_lib.load(args.workdir, args.checkpoint)  # once: its metadata decides the threshold
+  meta = {**trained.meta, "epoch": trained.epoch}
+  task = trained.task
   if task == "multiclass":
     if args.threshold is not None:
       raise UserError(f"--threshold {args.threshold}: a multiclass run calls the most probable "
@@ -199,11 +202,10 @@ def _predict(args) -> int:
                                                                     meta)
     print(f"Threshold: probability > {threshold:.4f} calls the second class (from {source})",
           file=sys.stderr)
-  if args.tta < 0:
-    raise UserError(f"--tta {args.tta}: expected a number of augmented copies >= 0")
   results, class_names = predict.predict_files(args.workdir, args.inputs, args.checkpoint,
                                                threshold=threshold, tta=args.tta,
-                                               tta_seed=args.seed, threshold_logit=threshold_logit)
+                                               tta_seed=args.seed, threshold_logit=threshold_logit,
+                                               trained=trained)
   if args.json:
     print(predict.format_json(results, class_names, threshold))
   elif args.csv:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import pathlib
 
-OPERATING_POINT = "operating_point.json"
 
 from radjax.data import datasets, listing
 from radjax.metrics import classification as metrics, figures as plots
+from radjax.commands.operating_point import (OPERATING_POINT, bound_operating_point,  # noqa: F401
+                                            read_operating_point, store_point)
 from radjax.metrics.summary import format_macro, format_per_class, format_summary, with_interval
 from radjax.training import run as run_lib
 from radjax.errors import UserError
@@ -33,45 +34,6 @@ def data_dir_of(trained: run_lib.Trained, data_dir=None) -> tuple[pathlib.Path, 
   if trained.config.data_dir and pathlib.Path(trained.config.data_dir).is_absolute():
     return pathlib.Path(trained.config.data_dir), "the checkpoint's config"
   raise UserError("the checkpoint does not record an absolute data directory: pass --data DIR")
-
-
-def read_operating_point(workdir) -> dict | None:
-  path = pathlib.Path(workdir) / OPERATING_POINT
-  return json.loads(path.read_text()) if path.is_file() else None
-
-
-def point_mismatch(point: dict, epoch: int, meta: dict) -> str | None:
-  """Why a stored operating point does not belong to the checkpoint of `epoch` of the run whose
-  metadata is `meta` (None when it does): a point is chosen on one checkpoint's logits of one
-  validation set, and means nothing for another model or other data. Points stored before the
-  data were recorded are matched on the epoch alone."""
-  if point.get("epoch") != epoch:
-    return (f"{OPERATING_POINT} was chosen for the checkpoint of epoch {point.get('epoch')}, not "
-            f"this one (epoch {epoch})")
-  stored = point.get("data_dir")
-  if stored and meta.get("data_dir") and pathlib.Path(stored) != pathlib.Path(meta["data_dir"]):
-    return f"{OPERATING_POINT} was chosen on {stored}, not on the run's own data"
-  return None
-
-
-def bound_operating_point(workdir, epoch: int, meta: dict) -> tuple[dict | None, str | None]:
-  """(the workdir's operating point if it belongs to this checkpoint, else None; why not)."""
-  point = read_operating_point(workdir)
-  if point is None:
-    return None, None
-  why = point_mismatch(point, epoch, meta)
-  return (None, why) if why else (point, None)
-
-
-def _store_point(point: dict, workdir, out_dir, own_data: bool) -> pathlib.Path | None:
-  """Where a newly chosen operating point goes: the workdir when the run's own validation data
-  were evaluated into it; `--out` when given (the workdir is never touched then); nowhere when
-  other data were evaluated into the workdir (predict would decide at a threshold chosen on them)."""
-  target = pathlib.Path(out_dir) if out_dir else (pathlib.Path(workdir) if own_data else None)
-  if target is not None:
-    (target / OPERATING_POINT).write_text(json.dumps(point, indent=2))
-    return target / OPERATING_POINT
-  return None
 
 
 def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "best",
@@ -115,7 +77,7 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
   written = [out / "metrics.json"]
   if split == "val":
     point = {**metrics.operating_point(logits, labels, target_sensitivity), **binding}
-    stored = _store_point(point, workdir, out_dir, own_data)
+    stored = store_point(point, workdir, out_dir, own_data)
     if stored is None:
       result["operating_point_note"] = ("chosen on other data than the run's own: not stored "
                                         "(pass --out to keep it)")
@@ -192,7 +154,7 @@ def _label_operating_points(result, trained, logits, labels, split, binding, wor
                       if len(set(truth.tolist())) == 2 else None)
     rule = "Youden's J" if target_sensitivity is None else f"sensitivity >= {target_sensitivity:g}"
     point = {"task": "multilabel", "rule": rule, "labels": chosen, **binding}
-    path = _store_point(point, workdir, out_dir, own_data)
+    path = store_point(point, workdir, out_dir, own_data)
     if path is None:
       result["operating_point_note"] = ("chosen on other data than the run's own: not stored "
                                         "(pass --out to keep it)")

@@ -17,6 +17,7 @@ import pathlib
 import numpy as np
 
 from radjax.data import images
+from radjax.metrics.probabilities import logit
 
 log = logging.getLogger("radjax")
 
@@ -62,7 +63,7 @@ def label_thresholds(workdir, class_names, threshold: float | None = None, meta:
   from): `--threshold` for every label, else the run's operating points (each label's, chosen on
   validation by `radjax evaluate`) when they belong to the checkpoint whose metadata is `meta`,
   else 0.5."""
-  from radjax.commands.evaluate import OPERATING_POINT
+  from radjax.commands.operating_point import OPERATING_POINT
 
   if threshold is not None:
     cut = _checked(threshold)
@@ -79,14 +80,10 @@ def label_thresholds(workdir, class_names, threshold: float | None = None, meta:
           "default (no operating points: run radjax evaluate to choose them on VAL)")
 
 
-def logit(probability: float) -> float:
-  return float(np.log(probability) - np.log1p(-probability))
-
-
 def _stored_point(workdir, meta: dict | None) -> tuple[dict | None, str | None]:
   """The workdir's operating point if it belongs to the checkpoint of `meta` (else None, and why
   not, as a warning)."""
-  from radjax.commands.evaluate import bound_operating_point, read_operating_point
+  from radjax.commands.operating_point import bound_operating_point, read_operating_point
 
   if meta is None:
     return read_operating_point(workdir), None
@@ -112,7 +109,7 @@ def decision_threshold(workdir, threshold: float | None = None, meta: dict | Non
   run's operating point (chosen on validation by `radjax evaluate`) when it belongs to the
   checkpoint whose metadata is `meta`, else 0.5. Decisions compare logits: between saturated
   scores (probabilities that round to 1) only the stored logit decides as evaluate did."""
-  from radjax.commands.evaluate import OPERATING_POINT
+  from radjax.commands.operating_point import OPERATING_POINT
 
   if threshold is not None:
     return _checked(threshold), logit(_checked(threshold)), "--threshold"
@@ -145,8 +142,8 @@ def tta_inputs(pixels, config, high_bit: bool, copies: int, seed: int,
 def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
                   threshold: float | dict[str, float] | None = 0.5, tta: int = 0,
                   tta_seed: int = 0, augment_config=None,
-                  threshold_logit: float | dict[str, float] | None = None
-                  ) -> tuple[list[Prediction], list[str]]:
+                  threshold_logit: float | dict[str, float] | None = None,
+                  trained=None) -> tuple[list[Prediction], list[str]]:
   """Predictions for every input file (errors included) and the checkpoint's class names. A
   binary run calls an image the second class when its probability is above `threshold`; a
   multilabel run calls each label above its threshold (`threshold`: one for all, or a dict of
@@ -155,14 +152,15 @@ def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
   each image is predicted as N seeded augmented copies (`tta_inputs`): the mean and the standard
   deviation of their probabilities are reported, and the mean decides. `threshold_logit` (the
   same threshold as a logit, or a dict of each label's): single images are decided on their
-  logits with it, as `radjax evaluate` decides (default: the logit of `threshold`)."""
+  logits with it, as `radjax evaluate` decides (default: the logit of `threshold`). `trained`: the
+  run's checkpoint already loaded (`run.load(workdir, which)`), else it is loaded here."""
   import jax
 
-  from radjax.metrics import classification as metrics
+  from radjax.metrics import probabilities as metrics
   from radjax.data import preprocess
   from radjax.training import run as run_lib
 
-  trained = run_lib.load(workdir, which)
+  trained = trained or run_lib.load(workdir, which)
   config, class_names = trained.config, trained.class_names
   threshold = 0.5 if threshold is None else threshold
   multilabel = trained.task == "multilabel"

@@ -16,15 +16,9 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
+from radjax.metrics.probabilities import logit, probabilities, sigmoid, softmax  # noqa: F401
+
 THRESHOLD_LOGIT = 0.0  # probability 0.5
-
-
-def sigmoid(logits) -> np.ndarray:
-  return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
-
-
-def logit(probability: float) -> float:
-  return float(np.log(probability) - np.log1p(-probability))
 
 
 def predicted_labels(logits, threshold_logit: float = THRESHOLD_LOGIT) -> np.ndarray:
@@ -57,17 +51,6 @@ def binary_metrics(logits, labels, threshold_logit: float = THRESHOLD_LOGIT) -> 
       "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
       "count": int(len(labels)),
   }
-
-
-def softmax(logits) -> np.ndarray:
-  logits = np.asarray(logits, np.float64)
-  shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-  return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-def probabilities(logits) -> np.ndarray:
-  """(n,) p(second class) of binary logits, or (n, N) class probabilities of multiclass ones."""
-  return sigmoid(logits) if np.ndim(logits) == 1 else softmax(logits)
 
 
 def multiclass_metrics(logits, labels) -> dict:

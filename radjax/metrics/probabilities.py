@@ -1,0 +1,27 @@
+"""Logits <-> probabilities in NumPy float64, without scikit-learn: `radjax predict` imports only
+this (the scores in `classification` import scikit-learn, a second of a prediction's start-up)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sigmoid(logits) -> np.ndarray:
+  return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+
+
+def logit(probability: float) -> float:
+  return float(np.log(probability) - np.log1p(-probability))
+
+
+def softmax(logits) -> np.ndarray:
+  logits = np.asarray(logits, np.float64)
+  shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+  return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def probabilities(logits) -> np.ndarray:
+  """(n,) p(second class) of binary logits, or (n, N) class probabilities of multiclass ones."""
+  return sigmoid(logits) if np.ndim(logits) == 1 else softmax(logits)
+
+
