@@ -9,7 +9,7 @@ import pytest
 from radjax.configs import default
 from radjax.data import files, images, listing, preprocess, sampling
 from radjax.errors import UserError
-from conftest import DATASET, copy_subset
+from conftest import copy_subset
 
 
 def _config(size=75):
@@ -606,7 +606,7 @@ def test_the_numpy_nearest_path_is_the_tensorflow_chain_bit_for_bit(dataset_dir,
     np.testing.assert_array_equal(got, tensorflow_chain)
 
 
-def test_predict_of_a_nearest_resize_run_does_not_import_tensorflow(tmp_path):
+def test_predict_of_a_nearest_resize_run_does_not_import_tensorflow(dataset_dir):
   import subprocess
   import sys
 
@@ -617,7 +617,7 @@ from radjax.configs import default
 from radjax.data import images, preprocess
 config = default.get_config()
 config.resize_method = "nearest"
-pixels = images.read_image({str(sorted(DATASET.glob("VAL/chest/*.png"))[0])!r})
+pixels = images.read_image({str(sorted(dataset_dir.glob("VAL/chest/*.png"))[0])!r})
 assert preprocess.model_input(pixels, config, False).shape == (299, 299, 3)
 """
   subprocess.run([sys.executable, "-c", code], check=True)
