@@ -620,6 +620,25 @@ def test_an_operating_point_belongs_to_one_checkpoint_and_one_validation_set(tra
           in captured.err)
   assert cli.main(["predict", "--workdir", str(workdir), "--checkpoint", "2", "--json", val]) == 0
   assert json.loads(capsys.readouterr().out)["threshold"] == point["threshold"]
+  # Another split of the same checkpoint is reported at the stored point: its counts at that
+  # logit, and each proportion's exact interval of those counts.
+  assert cli.main(["evaluate", "--workdir", str(workdir), "--checkpoint", "2", "--split", "train",
+                   "--out", str(tmp_path / "train")]) == 0
+  reported = json.loads((tmp_path / "train" / "metrics.json").read_text())["operating_point"]
+  trained_run = run_lib.load(workdir, "2")
+  pipeline = files.Pipeline(listing.list_folders(tiny_data, splits=("train",)), trained_run.config)
+  logits, labels = trained_run.steps.logits_of(
+      trained_run.variables, pipeline.eval_batches("train", trained_run.config.eval_batch_size))
+  called = logits > point["threshold_logit"]
+  tn, fp = int(np.sum(~called & (labels == 0))), int(np.sum(called & (labels == 0)))
+  fn, tp = int(np.sum(~called & (labels == 1))), int(np.sum(called & (labels == 1)))
+  assert reported["on_this_split"]["confusion_matrix"] == [[tn, fp], [fn, tp]]
+  from scipy.stats import binomtest
+
+  for name, (k, n) in {"accuracy": (tn + tp, 10), "sensitivity": (tp, tp + fn),
+                       "specificity": (tn, tn + fp)}.items():
+    ci = binomtest(k, n).proportion_ci(0.95, "exact")
+    assert reported["exact_intervals"][name] == pytest.approx([ci.low, ci.high]), name
   # Other data: with --out the point goes there and the workdir is untouched...
   other = pathlib.Path(shutil.copytree(tiny_data, tmp_path / "other"))
   elsewhere = tmp_path / "elsewhere"
