@@ -69,9 +69,8 @@ def stream(args) -> None:
 
   import jax
 
-  from radjax.training import config as config_lib
   from radjax.data import datasets
-  from radjax.training import run as run_lib
+  from radjax.training import config as config_lib, run as run_lib
 
   overrides = ["--config.weights=none", f"--config.data_dir={args.stream}",
                f"--config.cache_mb={args.cache_mb}"]

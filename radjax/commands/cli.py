@@ -104,9 +104,8 @@ def _image_counts(folders) -> str:
 
 
 def _export_arrays(args) -> int:
-  from radjax.data import arrays
+  from radjax.data import arrays, datasets, listing
   from radjax.training import config as config_lib
-  from radjax.data import datasets, listing
 
   config = config_lib.load_config(args.config, args.overrides)
   folders = datasets.list_every_split(listing.resolve_data_dir(config.data_dir).resolve(),

@@ -16,8 +16,8 @@ import pathlib
 
 from radjax.data import datasets, listing
 from radjax.metrics import classification as metrics, figures as plots
-from radjax.commands.operating_point import (OPERATING_POINT, bound_operating_point,  # noqa: F401
-                                            read_operating_point, store_point)
+from radjax.commands.operating_point import (OPERATING_POINT,  # noqa: F401 (tests, notebooks)
+                                            bound_operating_point, store_point)
 from radjax.metrics.summary import format_macro, format_per_class, format_summary, with_interval
 from radjax.training import run as run_lib
 from radjax.errors import UserError
