@@ -22,6 +22,10 @@ def get_config():
   config.resize_method = "bilinear"  # or "nearest" (Pillow's, as Keras' load_img), "bicubic", "area"
   config.value_range = "inception"  # "inception" [-1, 1] (what ImageNet weights expect) or "unit" [0, 1]
   config.dicom_voi = "auto"        # DICOM VOI: "auto", "window", "voi_lut" or "none"
+  # Near-uniform margins (scanner borders, shutters, letterboxing) removed from every decoded
+  # image before resizing, in training and inference alike (radjax/data/borders.py): "off" (the
+  # paper) or "auto".
+  config.crop_borders = "off"
 
   # Augmentation (Keras ImageDataGenerator semantics, see radjax/data/augment.py). Training only.
   config.augment = ml_collections.ConfigDict()

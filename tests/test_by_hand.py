@@ -103,7 +103,8 @@ def test_balanced_class_weights_come_from_the_pipelines_own_training_counts(data
 
 
 MUST_MATCH = {"image_size": 150, "resize": "pad", "resize_method": "nearest",
-              "value_range": "unit", "dicom_voi": "window", "hidden_units": 128}
+              "value_range": "unit", "dicom_voi": "window", "crop_borders": "auto",
+              "hidden_units": 128}
 MAY_CHANGE = {"learning_rate": 1e-3, "batch_size": 10, "dtype": "bfloat16", "fine_tune": "head",
               "augment.zoom_range": 0.1, "augment.enabled": False, "precise_bn": False, "seed": 3,
               "loss": "focal", "label_smoothing": 0.1, "mixup_alpha": 0.2, "class_weight": "1,2",

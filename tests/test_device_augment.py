@@ -181,6 +181,14 @@ def test_arrays_bad_inputs_are_named(tiny_data, jit_cache, tmp_path):
   with pytest.raises(UserError, match=r"--config.image_size=99: .*a.npz was decoded with "
                                       r"image_size=75"):
     arrays.ArrayPipeline(loaded, config_lib.load_config("smoke", base + ["--config.image_size=99"]))
+  with pytest.raises(UserError, match=r"--config.crop_borders=auto: .*a.npz was decoded with "
+                                      r"crop_borders=off"):
+    arrays.ArrayPipeline(loaded, config_lib.load_config("smoke", base + ["--config.crop_borders=auto"]))
+  # A file written before crop_borders existed was decoded without cropping: accepted as "off".
+  del loaded.settings["crop_borders"]
+  arrays.ArrayPipeline(loaded, config_lib.load_config("smoke", base))
+  with pytest.raises(UserError, match="crop_borders=off"):
+    arrays.ArrayPipeline(loaded, config_lib.load_config("smoke", base + ["--config.crop_borders=auto"]))
   with pytest.raises(UserError, match="--config.augment_on=host: training from .* set "
                                       "--config.augment_on=device"):
     arrays.ArrayPipeline(loaded, config_lib.load_config("smoke", base[:-1]))

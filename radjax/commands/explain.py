@@ -133,7 +133,7 @@ def explain_file(trained, path, layer: str = "mixed10", patch_fraction: float = 
   config, names = trained.config, trained.class_names
   if target_class is not None and target_class not in names:
     raise UserError(f"--class {target_class}: not a class of this run ({', '.join(names)})")
-  pixels = images.read_image(path, config.dicom_voi)
+  pixels = preprocess.decode(path, config)
   image = preprocess.model_input(pixels, config, images.bit_depth(path) > 8)
   variables = jax.device_get(trained.variables)
   batch_size = max(batch_size // jax.device_count(), 1) * jax.device_count()

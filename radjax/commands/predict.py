@@ -225,7 +225,7 @@ def predict_files(workdir, inputs, which: str = "best", batch_size: int = 16,
     if error:
       continue
     try:
-      pixels = images.read_image(path, config.dicom_voi)
+      pixels = preprocess.decode(path, config)
       high_bit = images.bit_depth(path) > 8
     except images.ImageReadError as e:
       prediction.error = str(e).removeprefix(f"{path}: ")

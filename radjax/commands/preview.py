@@ -42,7 +42,7 @@ def preview_panels(path, n: int, seed: int, config) -> list[np.ndarray]:
 
   tf = preprocess.tensorflow()
   high_bit = images.bit_depth(path) > 8
-  resized = preprocess.resize(tf.constant(images.read_image(path, config.dicom_voi)), config)
+  resized = preprocess.resize(tf.constant(preprocess.decode(path, config)), config)
   # The training pipeline caches the resized image quantized and augments its float32 copy.
   image = preprocess.dequantize(
       preprocess.quantize(resized, high_bit, preprocess.cache_dtype(high_bit)))

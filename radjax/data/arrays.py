@@ -29,7 +29,7 @@ from radjax.errors import UserError
 
 SUFFIX = ".npz"
 FORMAT = "radjax-arrays-1"
-PIXEL_SETTINGS = ("image_size", "resize", "resize_method", "dicom_voi")
+PIXEL_SETTINGS = preprocess.PIXEL_SETTINGS
 SPLITS = ("train", "val", "test")
 
 
@@ -100,10 +100,11 @@ class ArrayPipeline:
     for split in splits:
       if split not in arrays.images:
         raise UserError(f"{arrays.path}: has no {split} split (it has {list(arrays.images)})")
-    for key in PIXEL_SETTINGS:
-      if arrays.settings[key] != config[key]:
-        raise UserError(f"--config.{key}={config[key]}: {arrays.path} was decoded with "
-                        f"{key}={arrays.settings[key]}; use that, or export the arrays again")
+    mismatch = preprocess.pixel_setting_mismatch(arrays.settings, config)
+    if mismatch:
+      key, value = mismatch
+      raise UserError(f"--config.{key}={config[key]}: {arrays.path} was decoded with "
+                      f"{key}={value}; use that, or export the arrays again")
     if "train" in splits and config.augment_on != "device":
       raise UserError(f"--config.augment_on={config.augment_on}: training from {arrays.path} "
                       "augments on the device; set --config.augment_on=device")

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from radjax.data import augment as aug, images, preprocess, sampling
+from radjax.data import augment as aug, preprocess, sampling
 from radjax.data.listing import Example, Folders
 from radjax.data.preprocess import tensorflow
 from radjax.errors import UserError
@@ -43,7 +43,7 @@ def decoded_dataset(examples: list[Example], config, channels: int | None = None
   dtype = preprocess.cache_dtype(high_bit)
 
   def load(path):
-    return images.read_image(path.decode(), config.dicom_voi)[..., :channels]
+    return preprocess.decode(path.decode(), config)[..., :channels]
 
   def decode(path, high_bit, label, index):
     image = tf.numpy_function(load, [path], tf.float32, stateful=False)

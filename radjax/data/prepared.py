@@ -34,7 +34,7 @@ import shutil
 
 import numpy as np
 
-from radjax.data import dicom, duplicates, files, listing
+from radjax.data import dicom, duplicates, files, listing, preprocess
 from radjax.data.preprocess import HIGH_BIT_STEPS
 from radjax.errors import UserError
 
@@ -43,7 +43,7 @@ VERSION = "1.1.0"  # 1.1.0: patient_id feature
 INDEX = "radjax.json"
 FORMAT = "radjax-prepared-2"  # 2: patient ids
 VIEW_FORMAT = "radjax-prepared-view-1"  # `write_view`: some examples of a prepared dataset
-PIXEL_SETTINGS = ("image_size", "resize", "resize_method", "dicom_voi")
+PIXEL_SETTINGS = preprocess.PIXEL_SETTINGS
 # zlib level of the stored PNGs. Measured on 299x299 gray films: level 1 encodes in 1.8 ms, the
 # default (6) in 13.1 ms, for files 16% larger (37 vs 32 KiB); decoding takes 1.0 ms either way.
 PNG_COMPRESSION = 1
@@ -199,10 +199,11 @@ class PreparedPipeline(files.Pipeline):
       index = read_index(source)
     else:
       source = self.path
-    for key in PIXEL_SETTINGS:
-      if index["settings"][key] != config[key]:
-        raise UserError(f"--config.{key}={config[key]}: {source} was prepared with "
-                        f"{key}={index['settings'][key]}; use that, or prepare it again")
+    mismatch = preprocess.pixel_setting_mismatch(index["settings"], config)
+    if mismatch:
+      key, value = mismatch
+      raise UserError(f"--config.{key}={config[key]}: {source} was prepared with "
+                      f"{key}={value}; use that, or prepare it again")
     present = view if view is not None else index["splits"]
     missing = [s for s in splits if s not in present]
     if missing:

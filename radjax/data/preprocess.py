@@ -1,6 +1,7 @@
 """From a decoded image to the network's input: the one definition every consumer uses.
 
-    decoded float [0, 255] --resize--> --quantize--> cached integers --(augment)--> to_model_input
+    file --decode (crop_borders)--> float [0, 255] --resize--> --quantize--> cached integers
+         --(augment)--> to_model_input
 
 The input pipeline caches the quantized image and augments a float copy of it; evaluation,
 `predict` and `augment-preview` call `model_input`, which is the same chain without augmentation, so
@@ -22,6 +23,19 @@ from typing import Iterable, Iterator
 import numpy as np
 
 HIGH_BIT_STEPS = 257  # uint16 levels per 8-bit grey level: 255 * 257 = 65535
+# The settings that make a cached image's pixels: a prepared dataset or arrays file records them
+# and a run must use the same. Files written before a setting existed were made with its default.
+PIXEL_SETTINGS = ("image_size", "resize", "resize_method", "dicom_voi", "crop_borders")
+PIXEL_DEFAULTS = {"crop_borders": "off"}
+
+
+def pixel_setting_mismatch(stored: dict, config) -> tuple[str, object] | None:
+  """(name, stored value) of the first pixel setting that differs from `config`'s, or None."""
+  for key in PIXEL_SETTINGS:
+    value = stored.get(key, PIXEL_DEFAULTS.get(key))
+    if value != config[key]:
+      return key, value
+  return None
 
 
 @functools.cache
@@ -43,6 +57,15 @@ def tensorflow():
     os.dup2(saved, 2)
     os.close(saved)
   return tf
+
+
+def decode(path, config) -> np.ndarray:
+  """A file -> float32 (H, W, 3) in [0, 255]: read with the run's DICOM VOI, its near-uniform
+  margins removed when `config.crop_borders` says so. Every consumer decodes through here, so
+  training, evaluation, prediction and explanation see the same pixels."""
+  from radjax.data import borders, images
+
+  return borders.crop_borders(images.read_image(path, config.dicom_voi), config.crop_borders)
 
 
 def keras_nearest_indices(size_in, size_out) -> np.ndarray:

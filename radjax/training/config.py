@@ -24,6 +24,7 @@ CHOICES = {
     "resize_method": ("bilinear", "nearest", "bicubic", "area"),
     "value_range": ("inception", "unit"),
     "dicom_voi": ("auto", "window", "voi_lut", "none"),
+    "crop_borders": ("off", "auto"),
     "dtype": ("float32", "bfloat16"),
     "task": ("auto", "binary", "multiclass", "multilabel"),
     "conv_impl": ("auto", "xla", "gemm"),
@@ -46,7 +47,7 @@ NON_NEGATIVE = ("augment.rotation_range", "augment.width_shift_range",
 # On resume: settings that change what the weights mean or which data they see must match the
 # checkpoint's (the data directory and its classes are compared too, see radjax.training.loop).
 MUST_MATCH_ON_RESUME = ("image_size", "resize", "resize_method", "value_range", "dicom_voi",
-                        "hidden_units")  # and the resolved task: radjax.training.loop compares it
+                        "crop_borders", "hidden_units")  # and the resolved task: radjax.training.loop compares it
 # Everything else may change between stages (num_epochs, fine_tune, learning rate, batch size,
 # dtype, augmentation, ...): the change is reported and recorded, and exact resume (the run an
 # uninterrupted one would have been) holds only when nothing changed. These differ without

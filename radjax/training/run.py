@@ -94,8 +94,8 @@ def trainable_labels(params, fine_tune: str):
 # step builders see the config without these, so a builder that starts reading one fails at once.
 # A setting not listed here, a new one included, is part of the key: forgetting to list one costs
 # a compile, never a stale step.
-HOST_SETTINGS = ("data_dir", "image_size", "resize", "resize_method", "dicom_voi", "task",
-                 "weights", "class_weight", "sampling", "augment_on", "batch_size",
+HOST_SETTINGS = ("data_dir", "image_size", "resize", "resize_method", "dicom_voi", "crop_borders",
+                 "task", "weights", "class_weight", "sampling", "augment_on", "batch_size",
                  "eval_batch_size", "num_epochs", "seed", "precise_bn", "precise_bn_cache_mb",
                  "precise_bn_images_per_call", "cache_mb", "shuffle_buffer", "keep_checkpoints",
                  "distributed", "compilation_cache")
