@@ -319,3 +319,33 @@ def test_a_run_resumes_only_as_its_own_task(monkeypatch, tmp_path):
   # Heads of one shape restore into each other: the task in the restored metadata refuses.
   with pytest.raises(UserError, match="cannot resume a multilabel run as multiclass"):
     train._refuse_other_task("multilabel", "multiclass", tmp_path)
+
+
+@pytest.mark.slow
+def test_stress_flips_are_changes_of_the_most_probable_class(three_class_run, tmp_path):
+  """The clean row is evaluate's macro figures; the inverted films' flips are the files whose
+  predicted class changes when the inverted films are predicted."""
+  from PIL import Image
+
+  from radjax.commands import evaluate, predict
+  from radjax.data import images
+
+  data, workdir, _ = three_class_run
+  assert cli.main(["stress", "--workdir", str(workdir), "--checkpoint", "latest", "--families",
+                   "marker,invert", "--out", str(tmp_path / "out")]) == 0
+  result = json.loads((tmp_path / "out" / "stress.json").read_text())
+  assert result["task"] == "multiclass" and len(result["images"]) == 12
+  clean = result["conditions"][0]
+  evaluated = evaluate.evaluate_workdir(workdir, which="latest", out_dir=tmp_path / "eval")
+  assert clean["auc"] == pytest.approx(evaluated["auc"])
+  assert clean["accuracy"] == pytest.approx(evaluated["accuracy"])
+  inverted = tmp_path / "inverted"
+  inverted.mkdir()
+  for k, path in enumerate(result["images"]):
+    Image.fromarray((255 - images.read_image(path)).astype(np.uint8)).save(inverted / f"{k}.png")
+  before = [r.label for r in predict.predict_files(workdir, result["images"], "latest")[0]]
+  after = {r.path: r.label for r in predict.predict_files(workdir, [inverted], "latest")[0]}
+  after = [after[str(inverted / f"{k}.png")] for k in range(12)]
+  row = next(r for r in result["conditions"] if r["family"] == "invert")
+  assert row["image_flips"] == [float(a != b) for a, b in zip(before, after)]
+  assert sum(row["image_flips"]) >= 1  # the markers turn dark: some decisions change

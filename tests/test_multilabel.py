@@ -469,3 +469,33 @@ def test_multilabel_data_refuses_class_weights_in_one_line(tmp_path):
                                       "multilabel data has independent labels"):
     datasets.open_pipeline(manifest, config)
 
+
+
+@pytest.mark.slow
+def test_stress_flips_are_each_labels_decision_changes(multilabel_run, tmp_path):
+  """The clean row is evaluate's macro AUC; an inverted film's flip rate is the share of its
+  labels whose decision changes when the inverted film is predicted."""
+  from PIL import Image
+
+  from radjax.commands import evaluate, predict
+  from radjax.data import images
+
+  manifest, workdir, _ = multilabel_run
+  assert cli.main(["stress", "--workdir", str(workdir), "--checkpoint", "latest", "--families",
+                   "invert", "--out", str(tmp_path / "out")]) == 0
+  result = json.loads((tmp_path / "out" / "stress.json").read_text())
+  assert result["task"] == "multilabel" and len(result["threshold_logit"]) == len(LABELS)
+  evaluated = evaluate.evaluate_workdir(workdir, which="latest", out_dir=tmp_path / "eval")
+  assert result["conditions"][0]["auc"] == pytest.approx(evaluated["auc"])
+  inverted = tmp_path / "inverted"
+  inverted.mkdir()
+  for k, path in enumerate(result["images"]):
+    Image.fromarray((255 - images.read_image(path)).astype(np.uint8)).save(inverted / f"{k}.png")
+
+  def decided(label):
+    return {n: n in label.split("+") for n in LABELS}
+  before = [decided(r.label) for r in predict.predict_files(workdir, result["images"], "latest")[0]]
+  after = {r.path: decided(r.label) for r in predict.predict_files(workdir, [inverted], "latest")[0]}
+  want = [np.mean([b[n] != after[str(inverted / f"{k}.png")][n] for n in LABELS])
+          for k, b in enumerate(before)]
+  np.testing.assert_allclose(result["conditions"][1]["image_flips"], want)

@@ -98,6 +98,83 @@ def test_evaluate_writes_metrics_and_roc(trained, tiny_data, tmp_path, capsys):
   assert "confusion matrix" in capsys.readouterr().out
 
 
+def test_stress_scores_what_predict_scores_for_png_and_dicom(trained, tiny_data, tmp_path,
+                                                             capsys):
+  """The clean row is evaluate's, an inverted film scores as predict scores the inverted file,
+  and the same films as DICOM give the same rows."""
+  from PIL import Image
+
+  from conftest import write_dicom
+  from radjax.commands import predict, evaluate
+
+  out = tmp_path / "png"
+  assert cli.main(["stress", "--workdir", str(trained), "--checkpoint", "latest", "--families",
+                   "band,invert,jpeg", "--out", str(out)]) == 0
+  console = capsys.readouterr().out
+  result = json.loads((out / "stress.json").read_text())
+  assert [f"{r['family']}:{r['level']}" for r in result["conditions"]] == [
+      "clean:0", "band:1", "band:2", "band:3", "band:4", "invert:1", "jpeg:1", "jpeg:2", "jpeg:3"]
+  assert all((out / name).stat().st_size > 10_000 for name in ("stress.png", "contact.png"))
+  assert "flips" in console and "Wrote" in console and len(result["images"]) == 4
+  clean = result["conditions"][0]
+  assert clean["flip_rate"] == 0 and clean["mean_abs_change"] == 0
+  evaluated = evaluate.evaluate_workdir(trained, which="latest", out_dir=tmp_path / "eval")
+  assert clean["auc"] == pytest.approx(evaluated["auc"])
+  assert clean["accuracy"] == pytest.approx(evaluated["accuracy"])
+  # The inverted films written as PNGs (integer pixels: exact) and predicted one by one.
+  inverted = tmp_path / "inverted"
+  inverted.mkdir()
+  for path in result["images"]:
+    pixels = images.read_image(path)
+    Image.fromarray((255 - pixels).astype(np.uint8)).save(inverted / pathlib.Path(path).name)
+  clean_p = {pathlib.Path(r.path).name: r.probability
+             for r in predict.predict_files(trained, result["images"], "latest")[0]}
+  moved_p = {pathlib.Path(r.path).name: r.probability
+             for r in predict.predict_files(trained, [inverted], "latest")[0]}
+  row = result["conditions"][5]
+  want = [abs(moved_p[pathlib.Path(p).name] - clean_p[pathlib.Path(p).name])
+          for p in result["images"]]
+  np.testing.assert_allclose(row["image_changes"], want, atol=1e-5)
+  # The same films as PNG and as 8-bit DICOM files: the same scores, row for row. (One pixel 0 and
+  # one 255, so that DICOM's min-max VOI of a file without a window is the identity.)
+  runs = {}
+  for kind in ("png", "dcm"):
+    for path in result["images"]:
+      path = pathlib.Path(path)
+      folder = tmp_path / f"{kind}_data" / "VAL" / path.parent.name
+      folder.mkdir(parents=True, exist_ok=True)
+      pixels = images.read_image(path)[..., 0].astype(np.uint8)
+      pixels[0, 0], pixels[0, 1] = 0, 255
+      if kind == "png":
+        Image.fromarray(pixels).save(folder / path.name)
+      else:
+        write_dicom(folder / f"{path.stem}.dcm", pixels)
+    assert cli.main(["stress", "--workdir", str(trained), "--checkpoint", "latest", "--families",
+                     "band,invert,jpeg", "--data", str(tmp_path / f"{kind}_data"), "--out",
+                     str(tmp_path / f"{kind}_out")]) == 0
+    runs[kind] = json.loads((tmp_path / f"{kind}_out" / "stress.json").read_text())
+  for a, b in zip(runs["png"]["conditions"], runs["dcm"]["conditions"]):
+    np.testing.assert_allclose(a["image_changes"], b["image_changes"], atol=1e-5)
+    assert a["flip_rate"] == b["flip_rate"] and a["auc"] == pytest.approx(b["auc"])
+
+
+def test_stress_bad_inputs_are_one_line(trained, tiny_data, tmp_path, capsys):
+  assert cli.main(["stress", "--workdir", str(trained), "--families", "band,glare"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("radjax stress: error: --families band,glare: unknown glare")
+  assert "\n" not in err
+  assert cli.main(["stress", "--workdir", str(trained), "--split", "test"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert "no images in a TEST split" in err and "\n" not in err
+  other = tmp_path / "other"
+  for name in ("lung", "bone"):
+    (other / "VAL" / name).mkdir(parents=True)
+    for k, src in enumerate(sorted((tiny_data / "VAL" / "abd").glob("*.png"))):
+      (other / "VAL" / name / f"{k}.png").write_bytes(src.read_bytes())
+  assert cli.main(["stress", "--workdir", str(trained), "--data", str(other)]) == 2
+  assert "differ from the checkpoint's" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_predict_lines_json_csv_and_bad_files(trained, tiny_data, tmp_path, capsys):
   bad = tmp_path / "broken.png"

@@ -5,6 +5,7 @@ Start with the tutorial's data:
   radjax train --config hello_world --workdir runs/hello --config.data_dir=DATA
   radjax evaluate --workdir runs/hello   metrics, confusion matrix, ROC curve
   radjax predict --workdir runs/hello scan.dcm more_scans/
+  radjax stress --workdir runs/hello     flip rates under framing, burned-in text, acquisition
   radjax cv --config hello_world --workdir runs/cv --folds 5 --config.data_dir=DATA
   radjax export-arrays --config hello_world --out data.npz --config.data_dir=DATA   (for TF-less GPUs)
   radjax prepare --config hello_world DATA OUT   decode once to a TFDS dataset (streamed when large)
@@ -162,6 +163,17 @@ def _evaluate(args) -> int:
   result = evaluate.evaluate_workdir(args.workdir, args.data, args.split, args.checkpoint, args.out,
                                      args.target_sensitivity)
   print(evaluate.format_metrics(result))
+  print("Wrote " + ", ".join(result["written"]))
+  return 0
+
+
+def _stress(args) -> int:
+  from radjax.commands import stress
+
+  _output_folder(args.out, "--out")
+  result = stress.stress_workdir(args.workdir, args.data, args.split, args.checkpoint, args.out,
+                                 args.families, args.seed)
+  print(stress.format_stress(result))
   print("Wrote " + ", ".join(result["written"]))
   return 0
 
@@ -350,6 +362,21 @@ def build_parser() -> argparse.ArgumentParser:
                  help="on VAL, choose the operating point (a multilabel run: each label's) as "
                       "the highest threshold whose sensitivity reaches S (default: Youden's J)")
   p.set_defaults(func=_evaluate)
+
+  from radjax.data.perturb import FAMILY_NAMES  # numpy only: --help stays quick
+
+  p = sub.add_parser("stress", help="how decisions change when films are framed or acquired "
+                                    "otherwise (bands, text, markers, gamma, noise, JPEG...)")
+  p.add_argument("--workdir", required=True, help="the training run's folder")
+  p.add_argument("--data", help="dataset folder (default: the one the run trained on)")
+  p.add_argument("--split", default="val", help="val (default) or test")
+  p.add_argument("--checkpoint", default="best", help="best (default), latest or an epoch")
+  p.add_argument("--families", default="all", metavar="A,B",
+                 help=f"perturbation families (default all: {', '.join(FAMILY_NAMES)})")
+  p.add_argument("--seed", type=_seed, default=0, help="seed of the perturbations (default 0)")
+  p.add_argument("--out", help="folder for stress.json, stress.png and contact.png "
+                                "(default: the workdir)")
+  p.set_defaults(func=_stress)
 
   p = sub.add_parser("predict", help="class probabilities for PNG, JPEG or DICOM files")
   p.add_argument("--workdir", required=True, help="the training run's folder")

@@ -7,7 +7,8 @@ import numpy as np
 
 
 def sigmoid(logits) -> np.ndarray:
-  return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+  with np.errstate(over="ignore"):  # exp(-x) = inf for x < -709: the probability is 0, exactly
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
 
 
 def logit(probability: float) -> float:
