@@ -38,6 +38,21 @@ def get_config():
   config.augment.horizontal_flip = True
   config.augment.fill_mode = "nearest"     # or "reflect" (the two that match Keras exactly)
   config.augment.interpolation = "bilinear"
+  # Acquisition augmentation (radjax/data/acquisition.py), off by default (not in the paper): each
+  # group applies to a training image with its probability, after the affine transform; the
+  # stress test (`radjax stress`) uses other strings, colours and places than these draw.
+  config.augment.framing = ml_collections.ConfigDict()
+  config.augment.framing.probability = 0.0   # uniform bands on 1-4 sides, one random grey
+  config.augment.framing.max_fraction = 0.25  # of a side, per band
+  config.augment.overlays = ml_collections.ConfigDict()
+  config.augment.overlays.probability = 0.0  # a random text token or boxed letter, light grey
+  config.augment.intensity = ml_collections.ConfigDict()
+  config.augment.intensity.probability = 0.0
+  config.augment.intensity.gamma = 1.5       # exponent e^U(-ln g, ln g)
+  config.augment.intensity.contrast = 0.3    # factor e^U(-ln 1.3, ln 1.3) about the mean
+  config.augment.intensity.brightness = 0.1  # shift U(-0.1, 0.1) of the range
+  config.augment.intensity.noise = 0.03      # noise sd U(0, 0.03) of the range
+  config.augment.intensity.blur = 1.0        # Gaussian sigma U(0, 1) pixels of the resized film
   # Where the augmentation runs: "host" (tf.data, TensorFlow's resampler) or "device" (inside the
   # jitted train step, radjax/data/device_augment.py: the host only decodes, caches and batches; needed
   # to train from pre-decoded .npz arrays without TensorFlow). Same transforms, to float rounding.

@@ -220,13 +220,17 @@ def test_split_refusals(flat_source, dataset_dir, tmp_path):
 # augment-preview
 # ---------------------------------------------------------------------------------------------
 
-def test_preview_shows_what_training_sees(dataset_dir, tmp_path):
+@pytest.mark.parametrize("acquisition", [False, True])
+def test_preview_shows_what_training_sees(dataset_dir, tmp_path, acquisition):
   root = _copy(dataset_dir, tmp_path / "d", {("TRAIN/abd", "TRAIN/abd"): 1,
                                              ("TRAIN/chest", "TRAIN/chest"): 1,
                                              ("VAL/abd", "VAL/abd"): 1,
                                              ("VAL/chest", "VAL/chest"): 1})
   config = default.get_config()
   config.image_size = 64
+  if acquisition:  # bands, overlays and intensity changes on every image: shown as trained
+    for group in ("framing", "overlays", "intensity"):
+      config.augment[group].probability = 1.0
   first = preview.first_training_image(root)
   assert first.endswith("TRAIN/abd/abd0.png")
   panels = preview.preview_panels(first, 2, config.seed, config)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from radjax.commands import cli
-from radjax.data import arrays, augment as aug, datasets, device_augment, files, images, listing
+from radjax.data import (acquisition, arrays, augment as aug, datasets, device_augment, files,
+                         images, listing)
 from radjax.training import checkpoints, config as config_lib
 from radjax.data.preprocess import tensorflow
 from radjax.errors import UserError
@@ -93,10 +94,16 @@ def _args(data_dir, jit_cache, *extra):
           f"--config.compilation_cache={jit_cache}", "--config.augment_on=device", *extra]
 
 
-def test_device_mode_batches_equal_host_mode_batches(tiny_data, jit_cache):
-  """The same pipeline epoch: host-augmented floats vs cached integers augmented on the device."""
-  host = config_lib.load_config("smoke", _args(tiny_data, jit_cache)[2:-1])
-  device = config_lib.load_config("smoke", _args(tiny_data, jit_cache)[2:])
+ACQUISITION = ("--config.augment.framing.probability=0.6", "--config.augment.overlays.probability=0.6",
+               "--config.augment.intensity.probability=0.6")
+
+
+@pytest.mark.parametrize("extra", [(), ACQUISITION], ids=["keras", "keras+acquisition"])
+def test_device_mode_batches_equal_host_mode_batches(tiny_data, jit_cache, extra):
+  """The same pipeline epoch: host-augmented floats vs cached integers augmented on the device
+  (with acquisition augmentation: NumPy on the host, JAX on the device)."""
+  host = config_lib.load_config("smoke", _args(tiny_data, jit_cache)[2:-1] + list(extra))
+  device = config_lib.load_config("smoke", _args(tiny_data, jit_cache)[2:] + list(extra))
   folders = listing.list_folders(tiny_data)
   # One device-mode pipeline over epochs 1-2 (what training and a resume iterate) gives each
   # epoch's batches: with the step's determinism (the arrays test), device mode resumes exactly.
@@ -110,12 +117,18 @@ def test_device_mode_batches_equal_host_mode_batches(tiny_data, jit_cache):
     device_batches = list(files.Pipeline(folders, device).train_batches(5, epoch))
     assert len(host_batches) == len(device_batches) == 2
     for h, d in zip(host_batches, device_batches):
-      assert d["image"].dtype == np.uint8 and d["transform"].shape == (5, 8)
+      assert d["image"].dtype == np.uint8
+      assert d["transform"].shape == (5, 8 + (acquisition.WIDTH if extra else 0))
       np.testing.assert_array_equal(h["label"], d["label"])
       prepared = device_augment.model_input(d, augment=device.augment,
                                             value_range=device.value_range)
       assert prepared.shape == h["image"].shape
       assert np.abs(np.asarray(prepared) - h["image"]).max() <= 1 / 127.5  # one grey level
+  if extra:  # the acquisition augmentation did change the films
+    plain = config_lib.load_config("smoke", _args(tiny_data, jit_cache)[2:-1])
+    batch = next(files.Pipeline(folders, plain).train_batches(5, 1))
+    changed = next(files.Pipeline(folders, host).train_batches(5, 1))
+    assert np.mean(np.abs(batch["image"] - changed["image"]).max(axis=(1, 2, 3)) > 0.1) >= 0.6
 
 
 def _final(workdir):

@@ -77,8 +77,12 @@ def _split(args) -> int:
 def _augment_preview(args) -> int:
   from radjax.commands import preview
 
+  from radjax.training import config as config_lib
+
   n = preview.DEFAULT_VARIANTS if args.n is None else args.n
-  result = preview.augment_preview(args.data_dir, args.out, image=args.image, n=n, seed=args.seed)
+  config = config_lib.load_config(args.config, args.overrides, device_count=1)
+  result = preview.augment_preview(args.data_dir, args.out, image=args.image, n=n, seed=args.seed,
+                                   config=config)
   width, height = result["size"]
   print(f"Wrote {result['out']} ({width}x{height} px): {result['image']}, original + {n} "
         "augmented versions")
@@ -291,7 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", required=True, help="PNG file to write")
   p.add_argument("--image", help="show this image instead of the first training image")
   p.add_argument("--n", type=int, help="number of augmented versions (default 8)")
-  p.add_argument("--seed", type=_seed, help="augmentation seed (default: configs/default.py's seed)")
+  p.add_argument("--seed", type=_seed, help="augmentation seed (default: the config's seed)")
+  p.add_argument("--config", default="default",
+                 help="config whose augmentation is shown (default: configs/default.py); "
+                      "--config.NAME=VALUE overrides as for train")
   p.set_defaults(func=_augment_preview)
 
   p = sub.add_parser(
@@ -413,7 +420,7 @@ def main(argv=None) -> int:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   parser = build_parser()
   args, unknown = parser.parse_known_args(argv)
-  if args.command in ("train", "cv", "export-arrays", "prepare"):
+  if args.command in ("train", "cv", "export-arrays", "prepare", "augment-preview"):
     args.overrides = unknown  # --config.NAME=VALUE words, checked against the config
   elif unknown:
     parser.error(f"unrecognized arguments: {' '.join(unknown)}")

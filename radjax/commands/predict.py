@@ -134,7 +134,9 @@ def tta_inputs(pixels, config, high_bit: bool, copies: int, seed: int,
   for epoch in range(1, copies + 1):
     copy = image
     if augment_config.enabled:
-      copy = augment.augment(image, augment.epoch_uniforms(seed, epoch, 1)[0], augment_config)
+      row = augment.epoch_transforms(seed, epoch, 1, augment_config, config.image_size,
+                                     config.image_size)[0]
+      copy = augment.augment_row(image, preprocess.tensorflow().constant(row), augment_config)
     out.append(preprocess.to_model_input(copy, config.value_range).numpy())
   return np.stack(out)
 

@@ -48,13 +48,16 @@ def preview_panels(path, n: int, seed: int, config) -> list[np.ndarray]:
       preprocess.quantize(resized, high_bit, preprocess.cache_dtype(high_bit)))
   panels = [image]
   for epoch in range(1, n + 1):
-    uniforms = augment.epoch_uniforms(seed, epoch, PREVIEW_INDEX + 1)[PREVIEW_INDEX]
-    panels.append(augment.augment(image, uniforms, config.augment))
+    # The pipeline's row of this example and epoch: Keras' transform and any acquisition draws.
+    row = augment.epoch_transforms(seed, epoch, PREVIEW_INDEX + 1, config.augment,
+                                   config.image_size, config.image_size)[PREVIEW_INDEX]
+    panels.append(augment.augment_row(image, tf.constant(row), config.augment))
   return [np.clip(np.round(p.numpy()), 0, 255).astype(np.uint8) for p in panels]
 
 
-def save_grid(panels: list[np.ndarray], titles: list[str], out) -> tuple[int, int]:
-  """Writes the panels as a PNG grid; returns its (width, height) in pixels."""
+def save_grid(panels: list[np.ndarray], titles: list[str], out, heading: str = ""
+              ) -> tuple[int, int]:
+  """Writes the panels as a PNG grid under `heading`; returns its (width, height) in pixels."""
   from matplotlib.figure import Figure  # no pyplot: the Agg canvas, no global backend state
 
   rows, columns = grid_shape(len(panels))
@@ -65,6 +68,8 @@ def save_grid(panels: list[np.ndarray], titles: list[str], out) -> tuple[int, in
     ax.imshow(panel, vmin=0, vmax=255)
     ax.set_title(title)
     ax.axis("off")
+  if heading:
+    fig.suptitle(heading)
   out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(out, dpi=DPI, format="png")
@@ -96,5 +101,6 @@ def augment_preview(data_dir, out, image=None, n: int = DEFAULT_VARIANTS, seed: 
     image = first_training_image(data_dir)
   panels = preview_panels(image, n, seed, config)
   titles = ["original"] + [f"epoch {k}" for k in range(1, n + 1)]
-  size = save_grid(panels, titles, out)
+  size = save_grid(panels, titles, out, f"{pathlib.Path(image).name}: training augmentations "
+                                        f"(seed {seed})")
   return {"out": str(out), "image": str(image), "size": size, "panels": panels}

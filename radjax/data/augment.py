@@ -95,11 +95,29 @@ def to_transforms(matrices) -> np.ndarray:
   return np.concatenate([flat[..., :6], np.zeros_like(flat[..., :2])], axis=-1).astype(np.float32)
 
 
+AFFINE_WIDTH = 8  # the `ImageProjectiveTransformV3` row; acquisition draws follow it
+
+
+def transform_width(config) -> int:
+  """Numbers per example in a transform row: the affine 8, and `acquisition.WIDTH` more when
+  acquisition augmentation is on."""
+  from radjax.data import acquisition
+
+  return AFFINE_WIDTH + (acquisition.WIDTH if acquisition.active(config) else 0)
+
+
 def epoch_transforms(seed: int, epoch: int, num_examples: int, config, height: int,
                      width: int) -> np.ndarray:
-  """[num_examples, 8] transforms of one epoch, row i for example i."""
+  """[num_examples, transform_width(config)] transforms of one epoch, row i for example i: the
+  affine row, then the acquisition augmentation's draws when it is on (`acquisition.py`)."""
+  from radjax.data import acquisition
+
   params = params_from_uniforms(epoch_uniforms(seed, epoch, num_examples), config, height, width)
-  return to_transforms(affine_matrix(params, height, width))
+  affine = to_transforms(affine_matrix(params, height, width))
+  if not acquisition.active(config):
+    return affine
+  return np.concatenate([affine, acquisition.epoch_params(seed, epoch, num_examples, config,
+                                                          height)], axis=1)
 
 
 def apply_transforms(images, transforms, fill_mode: str = "nearest",
@@ -114,7 +132,28 @@ def apply_transforms(images, transforms, fill_mode: str = "nearest",
 
 def apply_transform(image, transform, fill_mode: str = "nearest", interpolation: str = "bilinear"):
   """Resamples one (H, W, C) float image: output[y, x] = image[matrix @ (x, y, 1)]."""
-  return apply_transforms(image[None], transform[None], fill_mode, interpolation)[0]
+  return apply_transforms(image[None], transform[None, :AFFINE_WIDTH], fill_mode,
+                          interpolation)[0]
+
+
+def augment_row(image, transform, config):
+  """One cached float (H, W, C) film under its transform row (TensorFlow, in tf.data): the affine
+  resampling, then the acquisition augmentation (NumPy, `acquisition.apply`) when it is on."""
+  from radjax.data import acquisition
+
+  image = apply_transform(image, transform, config.fill_mode, config.interpolation)
+  if not acquisition.active(config):
+    return image
+  tf = _tensorflow()
+  out = tf.numpy_function(lambda i, p: acquisition.apply(np, i, p, config),
+                          [image, transform[AFFINE_WIDTH:]], tf.float32, stateful=False)
+  return tf.ensure_shape(out, image.shape)
+
+
+def _tensorflow():
+  from radjax.data.preprocess import tensorflow
+
+  return tensorflow()
 
 
 def augment(image, uniforms, config):

@@ -19,6 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from radjax.data import acquisition
+from radjax.data.augment import AFFINE_WIDTH
 from radjax.data.preprocess import HIGH_BIT_STEPS
 
 
@@ -101,5 +103,10 @@ def model_input(batch, *, augment, value_range: str):
     return image
   image = dequantize(image)
   if "transform" in batch and augment.enabled:
-    image = apply_transforms(image, batch["transform"], augment.fill_mode, augment.interpolation)
+    transform = batch["transform"]
+    image = apply_transforms(image, transform[:, :AFFINE_WIDTH], augment.fill_mode,
+                             augment.interpolation)
+    if acquisition.active(augment):  # the same NumPy-or-JAX code as the host path
+      image = jax.vmap(lambda i, p: acquisition.apply(jnp, i, p, augment))(
+          image, transform[:, AFFINE_WIDTH:])
   return to_model_input(image, value_range)

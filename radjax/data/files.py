@@ -174,7 +174,7 @@ class Pipeline:
     def epoch_examples(epoch):
       order_seed, transforms = tf.numpy_function(plan, [epoch], (tf.int64, tf.float32),
                                                  stateful=False)
-      transforms = tf.ensure_shape(transforms, [n, 8])
+      transforms = tf.ensure_shape(transforms, [n, aug.transform_width(config.augment)])
       if self.streaming and count > 1:  # this process's own 1/n of the files, its own order
         start, stop = preprocess.process_range(n, shard)
         ds = self._examples_of("train", start, stop).shuffle(
@@ -202,7 +202,7 @@ class Pipeline:
           balanced_plan_of, [epoch], (tf.int64, tf.int64, tf.float32), stateful=False)
       choices = tf.ensure_shape(choices, [positions])
       class_seeds = tf.ensure_shape(class_seeds, [num_classes])
-      transforms = tf.ensure_shape(transforms, [positions, 8])
+      transforms = tf.ensure_shape(transforms, [positions, aug.transform_width(config.augment)])
       per_class = [self._cached["train"].filter(lambda image, label, index, c=c: label == c)
                    .shuffle(min(int(sizes[c]), self.shuffle_buffer("train")),
                             seed=class_seeds[c], reshuffle_each_iteration=False)
@@ -223,8 +223,7 @@ class Pipeline:
       else:
         image = preprocess.dequantize(image)
         if config.augment.enabled:
-          image = aug.apply_transform(image, transform, config.augment.fill_mode,
-                                      config.augment.interpolation)
+          image = aug.augment_row(image, transform, config.augment)
         example = {"image": preprocess.to_model_input(image, config.value_range), "label": label}
       if weights is not None:  # the example's loss weight (class_weight)
         example["weight"] = tf.gather(tf.constant(weights), label)

@@ -44,6 +44,11 @@ NON_NEGATIVE_SETTINGS = ("precise_bn_cache_mb", "precise_bn_images_per_call",  #
 NON_NEGATIVE = ("augment.rotation_range", "augment.width_shift_range",
                 "augment.height_shift_range", "augment.shear_range", "augment.zoom_range")
 
+ACQUISITION_PROBABILITIES = ("augment.framing.probability", "augment.overlays.probability",
+                             "augment.intensity.probability")
+MAX_BAND_FRACTION = 0.45  # bands on opposite sides leave at least a tenth of the film
+MAX_BLUR_SIGMA = 8.0  # pixels: the kernel is 6 sigma wide, summed per output pixel
+
 # On resume: settings that change what the weights mean or which data they see must match the
 # checkpoint's (the data directory and its classes are compared too, see radjax.training.loop).
 MUST_MATCH_ON_RESUME = ("image_size", "resize", "resize_method", "value_range", "dicom_voi",
@@ -189,6 +194,20 @@ def validate(config, device_count: int = 1) -> None:
   if config.mixup_alpha and config.cutmix_alpha:
     bad("cutmix_alpha", f"mixup (--config.mixup_alpha={config.mixup_alpha}) and cutmix both "
                         "on: use one of them")
+  for name in ACQUISITION_PROBABILITIES:
+    if not 0 <= _get(config, name) <= 1:
+      bad(name, "expected a probability, 0 <= p <= 1")
+  if not 0 <= config.augment.framing.max_fraction <= MAX_BAND_FRACTION:
+    bad("augment.framing.max_fraction", f"expected 0 <= fraction <= {MAX_BAND_FRACTION} (a band "
+                                        "on each side must leave some film)")
+  if not (config.augment.intensity.gamma >= 1 and math.isfinite(config.augment.intensity.gamma)):
+    bad("augment.intensity.gamma", "expected a number >= 1 (1: no gamma change)")
+  for name in ("augment.intensity.contrast", "augment.intensity.brightness",
+               "augment.intensity.noise"):
+    if not 0 <= _get(config, name) <= 1:
+      bad(name, "expected 0 <= value <= 1 (a share of the grey range)")
+  if not 0 <= config.augment.intensity.blur <= MAX_BLUR_SIGMA:
+    bad("augment.intensity.blur", f"expected 0 <= sigma <= {MAX_BLUR_SIGMA} pixels")
   if config.sampling == "balanced" and config.class_weight:
     bad("sampling", f"balanced sampling and --config.class_weight={config.class_weight} both "
                     "correct the class balance; use one of them")
