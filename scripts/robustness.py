@@ -126,8 +126,10 @@ def table(records: list[dict]) -> str:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--data", required=True, help="dataset folder (TRAIN/, VAL/)")
-  parser.add_argument("--workdir", required=True, help="folder for the runs")
+  parser.add_argument("--data", help="dataset folder (TRAIN/, VAL/)")
+  parser.add_argument("--workdir", help="folder for the runs")
+  parser.add_argument("--table", metavar="JSONL",
+                      help="only print the table of the records in this file (no runs)")
   parser.add_argument("--out", help="append the JSON lines here")
   parser.add_argument("--image-size", type=int, default=150)
   parser.add_argument("--epochs", type=int, default=20, help="of the training runs (default 20)")
@@ -135,6 +137,13 @@ def main(argv=None) -> int:
   parser.add_argument("--folds", type=int, default=5)
   parser.add_argument("--configs", default=",".join(CONFIGS))
   args = parser.parse_args(argv)
+  if args.table:
+    records = [json.loads(line) for line in pathlib.Path(args.table).read_text().splitlines()
+               if line.strip()]
+    print(table(records))
+    return 0
+  if not (args.data and args.workdir):
+    parser.error("--data and --workdir are needed to run the comparison (or --table JSONL)")
   records = compare(args.data, args.workdir, args.image_size, args.epochs, args.cv_epochs,
                     args.folds, args.configs.split(","))
   for r in records:

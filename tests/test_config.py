@@ -57,7 +57,14 @@ def test_the_shipped_configs_are_valid_and_load_by_name(tmp_path, monkeypatch):
   assert by_name.resize_method == "nearest" and by_name.batch_size == 5
   for name in ("default", "smoke"):
     config_lib.load_config(name, device_count=1)
-  with pytest.raises(UserError, match="no such config file .*shipped: default, hello_world, smoke"):
+  # robust is hello_world plus border cropping and acquisition augmentation, nothing else.
+  robust = config_lib.flatten(config_lib.load_config("robust", device_count=1).to_dict())
+  hello = config_lib.flatten(by_name.to_dict())
+  assert {k: v for k, v in robust.items() if hello[k] != v} == {
+      "crop_borders": "auto", "augment.framing.probability": 0.5,
+      "augment.overlays.probability": 0.5, "augment.intensity.probability": 0.5}
+  with pytest.raises(UserError, match="no such config file .*shipped: default, hello_world, robust, "
+                                      "smoke"):
     config_lib.load_config("hello_wrld", device_count=1)
   own = tmp_path / "mine.py"
   own.write_text("from radjax.configs import default\n\n\ndef get_config():\n"

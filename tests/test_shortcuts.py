@@ -61,6 +61,9 @@ def test_a_bright_frame_that_encodes_the_class_is_flagged(tmp_path):
   text = audit.format_report(report)
   assert "What predicts the label besides the anatomy" in text
   assert "SHORTCUT: 'outer 5% frame: intensity mean'" in text
+  # However many shortcuts, the advice is given once, after them.
+  assert len(report["shortcut_warnings"]) >= 1 and text.count(audit.SHORTCUT_ADVICE) == 1
+  assert text.rstrip().endswith(audit.SHORTCUT_ADVICE)
 
 
 def test_nothing_encodes_the_class(tmp_path):
@@ -78,6 +81,7 @@ def test_nothing_encodes_the_class(tmp_path):
                                         "detail": "constant (64x64)"}
   assert _flagged(report) == set() and report["shortcut_warnings"] == []
   assert report["shared_identifiers"] == [] and report["warnings"] == []
+  assert audit.SHORTCUT_ADVICE not in audit.format_report(report)  # no shortcut, no advice
 
 
 @pytest.fixture

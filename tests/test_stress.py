@@ -208,3 +208,48 @@ def test_a_model_that_reads_a_band_flips_under_the_band_family_only(tmp_path, ca
   # A laterality marker adds no band: at most 1 of 20 flipped at any size here.
   assert max(rows[("marker", k)]["flip_rate"] for k in (1, 2, 3)) <= 0.1
   assert "Images flipping most:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_robustness_comparison_reports_what_each_command_wrote(dataset_dir, tmp_path):
+  """scripts/robustness.py at a tiny size: its records are the commands' own files' figures."""
+  import importlib.util
+  import pathlib
+
+  from conftest import copy_subset
+
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  spec = importlib.util.spec_from_file_location("robustness", repo / "scripts" / "robustness.py")
+  script = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(script)
+  data = copy_subset(dataset_dir, tmp_path / "data", {"TRAIN": 5, "VAL": 3})
+  out = tmp_path / "robust.jsonl"
+  assert script.main(["--data", str(data), "--workdir", str(tmp_path / "runs"), "--image-size",
+                      "75", "--epochs", "1", "--cv-epochs", "1", "--folds", "2", "--out",
+                      str(out)]) == 0
+  records = [json.loads(line) for line in out.read_text().splitlines()]
+  assert [r["config"] for r in records] == ["hello_world", "robust"]
+  for r in records:
+    run = tmp_path / "runs" / r["config"]
+    evaluated = json.loads((run / "train" / "metrics.json").read_text())
+    stress = json.loads((run / "train" / "stress.json").read_text())
+    cv = json.loads((run / "cv" / "cv.json").read_text())["per_seed"]["0"]
+    assert r["val"]["auc"] == evaluated["auc"] and r["val"]["epoch"] == evaluated["epoch"]
+    moderate = {c["family"]: c["flip_rate"] for c in stress["conditions"][1:] if c["moderate"]}
+    assert r["stress"]["moderate_flip_rate"] == moderate
+    framing = [c["flip_rate"] for c in stress["conditions"]
+               if c["group"] in ("framing", "burned-in")]
+    assert r["stress"]["framing_burned_in_any_strength_max"] == max(framing)
+    assert r["cv"]["auc"] == cv["pooled"]["auc"] and r["cv"]["auc_interval"] == cv["intervals"]["auc"]
+    assert r["commit"] and r["machine"] and r["image_size"] == 75
+  table = script.table(records)
+  assert table.splitlines()[0] == "| | hello_world | robust |"
+  assert "2-fold CV AUC (95% CI)" in table
+  # The docs' table is printed from the JSON lines, not typed.
+  import contextlib
+  import io
+
+  printed = io.StringIO()
+  with contextlib.redirect_stdout(printed):
+    assert script.main(["--table", str(out)]) == 0
+  assert printed.getvalue().strip() == table

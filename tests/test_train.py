@@ -186,7 +186,10 @@ def test_predict_lines_json_csv_and_bad_files(trained, tiny_data, tmp_path, caps
   assert len(lines) == 3
   for line in lines[:2]:
     assert "p(chest)=" in line and line.split()[-1] in ("abd", "chest")
-  assert "broken.png" in lines[2] and "ERROR" in lines[2] and "broken.png" in err
+  assert "broken.png" in lines[2] and "ERROR" in lines[2]
+  # Named once (the ERROR line), counted on stderr: not the same message twice on a terminal.
+  assert "broken.png" not in err
+  assert "radjax predict: 1 of 3 file(s) could not be read: the ERROR lines above" in err
 
   assert cli.main(["predict", "--workdir", str(trained), "--checkpoint", "latest", "--json",
                    str(val)]) == 0
@@ -472,8 +475,13 @@ def test_resume_with_changed_stage_settings_is_reported_and_recorded(trained, ti
   args = ["train", "--workdir", str(workdir), *smoke_args(tiny_data, jit_cache)]
   assert cli.main(args + ["--config.num_epochs=3", "--config.fine_tune=head",
                           "--config.learning_rate=5e-5"]) == 0
+  captured = capsys.readouterr()
+  out = captured.out
+  assert "\r" not in captured.err  # no progress-bar frames when stderr is not a terminal
   assert "Resuming with changed settings: fine_tune all -> head; learning_rate 0.0001 -> 5e-05" \
-      in capsys.readouterr().out
+      in out
+  # The resumed run says where its weights come from, and never that they are fresh.
+  assert "Resuming from the checkpoint of epoch 2" in out and "freshly initialised" not in out
   lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert [l["epoch"] for l in lines] == [1, 2, 2, 3]
   assert lines[2]["changes"] == {
@@ -803,3 +811,29 @@ def test_resampled_metrics_equal_binary_metrics_of_each_resample():
     expected = metrics.binary_metrics(logits[index[r]], labels[index[r]], 0.3)
     for name in metrics.INTERVAL_METRICS:
       np.testing.assert_allclose(batch[name][r], expected[name], rtol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("logits,same", [([-2.0, -1.0, 1.0, 2.0], True),
+                                         ([-2.0, 0.5, 1.0, 2.0], False)])
+def test_evaluate_prints_the_operating_points_table_only_when_its_decisions_differ(logits, same):
+  """At a Youden point between the scores, [-2, -1 | 1, 2] is decided as at 0.5: one table; with
+  0.5 (p 0.62, an abdomen film) below the point, 0.5 and the point disagree: two tables."""
+  from radjax.commands import evaluate
+
+  logits, labels = np.array(logits), np.array([0, 0, 1, 1])
+  result = {**metrics.binary_metrics(logits, labels), "split": "val", "epoch": 3,
+            "data_dir": "D", "data_dir_from": "--data", "class_names": ["abd", "chest"],
+            "intervals": metrics.bootstrap_intervals(logits, labels),
+            "calibration": metrics.calibration(logits, labels)}
+  result["exact_intervals"] = metrics.exact_intervals(result)
+  point = {**metrics.operating_point(logits, labels), "epoch": 3}
+  at = metrics.binary_metrics(logits, labels, point["threshold_logit"])
+  result["operating_point"] = {**point, "on_this_split": at, "exact_intervals":
+                               metrics.exact_intervals(at), "intervals":
+                               metrics.bootstrap_intervals(logits, labels,
+                                                           point["threshold_logit"])}
+  text = evaluate.format_metrics(result)
+  assert text.count("confusion matrix") == 1
+  rows = re.findall(r"^\s+abd\s+\d+\s+\d+$", text, flags=re.MULTILINE)  # a matrix's abd row
+  assert len(rows) == (1 if same else 2)
+  assert ("the same decisions as at 0.5" in text) == same

@@ -271,10 +271,14 @@ def _file_record(path, rel_path: str, split: str, cls: str, info: dict, n_bytes:
 def _shortcut_warning(feature: dict, classes: list[str]) -> str:
   auc = "AUC" if len(classes) == 2 else "macro one-vs-rest AUC"
   return (f"SHORTCUT: '{feature['feature']}' alone predicts {' vs '.join(classes)} with "
-          f"cross-validated {auc} {feature['auc']:.3f} ({feature['detail']}). A model may learn "
-          "this instead of the anatomy and fail on images where it differs; make it uniform "
-          "across classes (resize, crop borders, strip text), check explanations (e.g. saliency "
-          "maps) and test on an external set.")
+          f"cross-validated {auc} {feature['auc']:.3f} ({feature['detail']})")
+
+
+# Said once after the shortcut warnings, not after each.
+SHORTCUT_ADVICE = ("A model may learn such a feature instead of the anatomy and fail on images "
+                   "where it differs: make it uniform across classes (--config.crop_borders=auto "
+                   "and acquisition augmentation, configs/robust.py), measure its effect with "
+                   "`radjax stress`, look with `radjax explain`, and test on an external set.")
 
 
 def _cv_scores_numeric(x: np.ndarray, y: np.ndarray, folds) -> np.ndarray:
@@ -471,4 +475,6 @@ def format_report(report: dict) -> str:
   warnings = report["warnings"] + report.get("shortcut_warnings", [])
   lines += ["", f"Warnings: {len(warnings) or 'none'}"]
   lines += [f"  {w}" for w in warnings]
+  if report.get("shortcut_warnings"):
+    lines.append(SHORTCUT_ADVICE)
   return "\n".join(lines)

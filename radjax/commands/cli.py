@@ -231,8 +231,10 @@ def _predict(args) -> int:
   else:
     print(predict.format_text(results, class_names))
   failed = [r for r in results if r.error]
-  for r in failed:
-    print(f"radjax predict: error: {r.path}: {r.error}", file=sys.stderr)
+  if failed:  # each named once, where the predictions are; here only how many
+    where = 'their "error" fields above' if args.json else "the ERROR lines above"
+    print(f"radjax predict: {len(failed)} of {len(results)} file(s) could not be read: {where}",
+          file=sys.stderr)
   return 1 if failed or not results else 0
 
 

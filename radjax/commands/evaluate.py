@@ -101,7 +101,8 @@ def evaluate_workdir(workdir, data_dir=None, split: str = "val", which: str = "b
   plots.plot_roc(logits, labels, trained.class_names, out / "roc.png",
                  f"{split.upper()} ROC, epoch {trained.epoch}")
   plots.plot_calibration(result["calibration"]["bins"], out / "calibration.png",
-                         f"{split.upper()} calibration, epoch {trained.epoch}")
+                         f"{split.upper()} calibration, epoch {trained.epoch}",
+                         positive=trained.class_names[1])
   written += [out / "roc.png", out / "calibration.png"]
   result["written"] = [str(p) for p in written]
   (out / "metrics.json").write_text(json.dumps(metrics.json_safe(result), indent=2))
@@ -286,7 +287,11 @@ def format_metrics(result: dict) -> str:
            f"calibration: Brier score {result['calibration']['brier']:.4f}  expected calibration "
            f"error {result['calibration']['ece']:.4f}"]
   point = result.get("operating_point")
-  if point:
+  if point and point["on_this_split"]["confusion_matrix"] == result["confusion_matrix"]:
+    lines.append(f"operating point ({point['rule']}, chosen on VAL at epoch {point['epoch']}): "
+                 f"probability {point['threshold']:.4f}: the same decisions as at 0.5 on these "
+                 "images (the table above)")
+  elif point:
     at = point["on_this_split"]
     lines += [f"operating point ({point['rule']}, chosen on VAL at epoch {point['epoch']}): "
               f"probability {point['threshold']:.4f}",

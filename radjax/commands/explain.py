@@ -193,17 +193,25 @@ def save_figure(explanation: Explanation, class_names, out) -> None:
     drops = "logit" if explanation.multilabel else "log-probability"
     hidden = f"red hides evidence for {explained} (its {drops} drops)"
   fig.suptitle(f"{pathlib.Path(explanation.path).name}: {shown_p} -> {explanation.label}")
-  panels = [("image", None),
-            (f"Grad-CAM ({explanation.layer}): evidence for {explained}", explanation.gradcam),
-            (f"occlusion: {hidden}", explanation.occlusion)]
-  for k, (name, heat) in enumerate(panels):
+  if explanation.probabilities is None:
+    drop_unit = f"drop of the logit of p({class_names[1]}) when hidden"
+  else:
+    drop_unit = f"drop of {explained}'s {'logit' if explanation.multilabel else 'log-probability'}" \
+                " when hidden"
+  panels = [("image", None, ""),
+            (f"Grad-CAM ({explanation.layer}): evidence for {explained}", explanation.gradcam,
+             # sum over channels of activation x mean gradient of the score: the score's units
+             "evidence, logit units (ReLU of activation x mean gradient)"),
+            (f"occlusion: {hidden}", explanation.occlusion, drop_unit)]
+  for k, (name, heat, unit) in enumerate(panels):
     ax = fig.add_subplot(1, 3, k + 1)
     ax.imshow(shown)
     if heat is not None:
       limit = float(np.abs(heat).max()) or 1.0
       cmap, low = ("jet", 0.0) if k == 1 else ("coolwarm", -limit)
       shown_heat = ax.imshow(heat, cmap=cmap, alpha=0.45, vmin=low, vmax=limit)
-      fig.colorbar(shown_heat, ax=ax, shrink=0.8)
+      bar = fig.colorbar(shown_heat, ax=ax, shrink=0.8)
+      bar.set_label(unit, fontsize=7)
     ax.set_title(name, fontsize=9)
     ax.axis("off")
   fig.savefig(out, dpi=100)

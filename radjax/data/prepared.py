@@ -79,7 +79,7 @@ def prepare(config, folders: listing.Folders, out, progress: bool = True) -> dic
       "label": label, "index": np.int64, "path": tfds.features.Text(),
       "patient_id": tfds.features.Text()})
   total = len(everything)
-  bar = tqdm(total=total, desc="prepare", unit="image", disable=not progress)
+  bar = tqdm(total=total, desc="prepare", unit="image", disable=None if progress else True)
 
   def split_examples(split):
     import tensorflow as tf

@@ -75,32 +75,52 @@ def _plot_roc_curves(curves, path, title: str) -> None:
 
 
 def plot_curves(history: list[dict], path) -> None:
-  """The paper's Fig. 9: accuracy and loss per epoch, training and validation."""
+  """The paper's Fig. 9 (accuracy and loss per epoch, training and validation) and the validation
+  AUC, which picks the best checkpoint (marked)."""
+  import math
+
   from matplotlib.ticker import MaxNLocator
 
   epochs = [h["epoch"] for h in history]
-  fig = _figure(10, 4)
+  fig = _figure(14, 4)
   for k, key in enumerate(("accuracy", "loss")):
-    ax = fig.add_subplot(1, 2, k + 1)
+    ax = fig.add_subplot(1, 3, k + 1)
     ax.plot(epochs, [h[key] for h in history], "o-", label=f"train {key}")
     ax.plot(epochs, [h[f"val_{key}"] for h in history], "s-", label=f"val {key}")
     ax.set(xlabel="epoch", ylabel=key, title=f"model {key}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
+  ax = fig.add_subplot(1, 3, 3)
+  aucs = [h.get("val_auc", float("nan")) for h in history]
+  ax.plot(epochs, aucs, "s-", color="tab:green", label="val AUC")
+  ranked = [(a, -h["val_loss"], h["epoch"]) for a, h in zip(aucs, history) if not math.isnan(a)]
+  if ranked:  # the best checkpoint: highest AUC, then lowest loss (radjax.training.checkpoints)
+    best = max(ranked)
+    ax.plot([best[2]], [best[0]], "*", ms=16, color="gold", mec="black",
+            label=f"best checkpoint (epoch {best[2]})")
+  ax.set(xlabel="epoch", ylabel="AUC", title="validation AUC (picks the best checkpoint)",
+         ylim=(-0.02, 1.02))
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  ax.grid(alpha=0.3)
+  ax.legend(loc="lower right")
   fig.savefig(path, dpi=120)
 
 
-def plot_calibration(table: list[dict], path, title: str) -> None:
-  """Reliability diagram: observed fraction of the second class against the mean predicted
-  probability, per probability bin (marker area ~ images in the bin)."""
+def plot_calibration(table: list[dict], path, title: str, positive: str = "positive") -> None:
+  """Reliability diagram: observed fraction of the `positive` class against its mean predicted
+  probability, per probability bin, each bin labelled with its number of images."""
   fig = _figure(5, 5)
   ax = fig.add_subplot()
   ax.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="perfectly calibrated")
-  ax.scatter([b["mean_probability"] for b in table], [b["fraction"] for b in table],
-             s=[20 + 20 * b["count"] for b in table], zorder=3, label="bins (size ~ images)")
-  ax.plot([b["mean_probability"] for b in table], [b["fraction"] for b in table], lw=1)
-  ax.set(xlabel="mean predicted probability", ylabel="observed fraction positive", title=title,
-         xlim=(0, 1), ylim=(-0.02, 1.02))
+  x, y = [b["mean_probability"] for b in table], [b["fraction"] for b in table]
+  ax.scatter(x, y, s=[20 + 20 * b["count"] for b in table], zorder=3,
+             label="bins (area ~ images)")
+  ax.plot(x, y, lw=1)
+  for b, bx, by in zip(table, x, y):
+    ax.annotate(f"n={b['count']}", (bx, by), textcoords="offset points", xytext=(6, -12),
+                fontsize=8)
+  ax.set(xlabel=f"mean predicted p({positive})", ylabel=f"observed fraction {positive}",
+         title=title, xlim=(0, 1), ylim=(-0.02, 1.02))
   ax.legend(loc="upper left")
   fig.savefig(path, dpi=120)

@@ -73,7 +73,6 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
       "binary": f"({n} classes, one sigmoid logit)",
       "multiclass": f"({n} classes, softmax over their logits)",
       "multilabel": f"({n} labels, a sigmoid logit each; unknown labels masked)"}[run.task])
-  print(run.weights_report)
   print(describe_objective(config))
   mngr = checkpoints.manager(workdir, config.keep_checkpoints)
   state, start, changes = run.state, 1, {}
@@ -87,7 +86,10 @@ def _train(config, workdir: pathlib.Path) -> list[dict]:
     _refuse_other_task(meta.get("task", "binary"), run.task, workdir)  # older runs: binary
     changes = _check_resume(meta, config, data_dir, pipeline.class_names, workdir)
     start = latest + 1
-    print(f"Resuming from the checkpoint of epoch {latest} in {mngr.directory}")
+    print(f"Resuming from the checkpoint of epoch {latest} in {mngr.directory} (its weights, "
+          "not the configured initial ones)")
+  else:
+    print(run.weights_report)  # only a fresh run starts from them
   reporter = report.Reporter(workdir, config.num_epochs, last_kept=start - 1,
                              write=jax.process_index() == 0)
   if changes:
@@ -225,7 +227,9 @@ def _train_epoch(run, train_step, state, batches, rng, epoch: int, steps_per_epo
   fetched = []
   bar = tqdm(itertools.islice(batches, steps_per_epoch), total=steps_per_epoch,
              desc=f"epoch {epoch}/{run.config.num_epochs}", unit="step", leave=False,
-             disable=jax.process_index() != 0)
+             # None: a bar on a terminal only; a log file gets the one validation line per epoch,
+             # not a carriage-return frame per step.
+             disable=True if jax.process_index() != 0 else None)
   for batch in bar:
     state, step_metrics = train_step(state, run.steps.shard(batch, process_local=True), rng)
     if fetched:  # keep one step queued, so the bar's rate is the device's, not dispatch speed
