@@ -74,7 +74,7 @@ def test_the_package_has_no_import_cycle():
 # Bottom to top. A module imports only from its own layer or the ones below it.
 LAYERS = (("radjax", "radjax.errors", "radjax.cache", "radjax.configs"),
           ("radjax.data", "radjax.models", "radjax.metrics"),
-          ("radjax.training",),
+          ("radjax.training", "radjax.exported"),
           ("radjax.commands", "radjax.__main__"))
 
 

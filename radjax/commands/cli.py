@@ -6,6 +6,7 @@ Start with the tutorial's data:
   radjax evaluate --workdir runs/hello   metrics, confusion matrix, ROC curve
   radjax predict --workdir runs/hello scan.dcm more_scans/
   radjax stress --workdir runs/hello     flip rates under framing, burned-in text, acquisition
+  radjax export --workdir runs/hello --out hello.radjax   portable StableHLO + weights (radjax.exported)
   radjax cv --config hello_world --workdir runs/cv --folds 5 --config.data_dir=DATA
   radjax export-arrays --config hello_world --out data.npz --config.data_dir=DATA   (for TF-less GPUs)
   radjax prepare --config hello_world DATA OUT   decode once to a TFDS dataset (streamed when large)
@@ -171,6 +172,16 @@ def _evaluate(args) -> int:
   return 0
 
 
+def _export(args) -> int:
+  from radjax.commands import export
+
+  result = export.export_workdir(args.workdir, args.out, args.checkpoint)
+  print(f"Wrote {result['path']} ({result['bytes'] / 2**20:.1f} MiB; checkpoint of epoch "
+        f"{result['epoch']}, for {' and '.join(result['platforms'])}). Load it with "
+        f"radjax.exported.load({result['path']!r}) or radjax predict --model {result['path']} FILES")
+  return 0
+
+
 def _stress(args) -> int:
   from radjax.commands import stress
 
@@ -197,6 +208,8 @@ def _predict(args) -> int:
       raise UserError(f"--csv {args.csv}: is a folder; name the CSV file to write")
   if args.tta < 0:
     raise UserError(f"--tta {args.tta}: expected a number of augmented copies >= 0")
+  if args.model:
+    return _predict_exported(args)
   trained = run_lib.load(args.workdir, args.checkpoint)  # once: its metadata decides the threshold
   meta = {**trained.meta, "epoch": trained.epoch}
   task = trained.task
@@ -221,6 +234,30 @@ def _predict(args) -> int:
                                                threshold=threshold, tta=args.tta,
                                                tta_seed=args.seed, threshold_logit=threshold_logit,
                                                trained=trained)
+  return _print_predictions(args, results, class_names, threshold, task)
+
+
+def _predict_exported(args) -> int:
+  from radjax.commands import predict
+  from radjax.errors import UserError
+
+  if args.tta:
+    raise UserError(f"--tta {args.tta}: test-time augmentation needs the run (--workdir); an "
+                    "export holds the inference function only")
+  if args.checkpoint != "best":
+    raise UserError(f"--checkpoint {args.checkpoint}: an export holds one checkpoint; export "
+                    "another with radjax export --checkpoint")
+  results, class_names, threshold, source = predict.predict_exported(args.model, args.inputs,
+                                                                     args.threshold)
+  print(f"Model: {args.model}; decisions at {source}", file=sys.stderr)
+  task = "binary" if threshold is not None and not isinstance(threshold, dict) else (
+      "multilabel" if isinstance(threshold, dict) else "multiclass")
+  return _print_predictions(args, results, class_names, threshold, task)
+
+
+def _print_predictions(args, results, class_names, threshold, task) -> int:
+  from radjax.commands import predict
+
   if args.json:
     print(predict.format_json(results, class_names, threshold))
   elif args.csv:
@@ -388,7 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(func=_stress)
 
   p = sub.add_parser("predict", help="class probabilities for PNG, JPEG or DICOM files")
-  p.add_argument("--workdir", required=True, help="the training run's folder")
+  source = p.add_mutually_exclusive_group(required=True)
+  source.add_argument("--workdir", help="the training run's folder")
+  source.add_argument("--model", metavar="EXPORT",
+                      help="a folder written by radjax export (needs only JAX and NumPy)")
   p.add_argument("inputs", nargs="+", metavar="FILE_OR_DIR", help="images, or folders of images")
   p.add_argument("--checkpoint", default="best", help="best (default), latest or an epoch")
   p.add_argument("--threshold", type=float, metavar="P",
@@ -402,6 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
   output.add_argument("--json", action="store_true", help="print JSON instead of lines")
   output.add_argument("--csv", metavar="FILE", help="also write the predictions as CSV")
   p.set_defaults(func=_predict)
+
+  p = sub.add_parser("export", help="a checkpoint as a portable folder: StableHLO for CPU and "
+                                    "CUDA, weights and metadata (radjax.exported loads it)")
+  p.add_argument("--workdir", required=True, help="the training run's folder")
+  p.add_argument("--checkpoint", default="best", help="best (default), latest or an epoch")
+  p.add_argument("--out", required=True, help="the export folder to write (new or empty), e.g. "
+                                               "model.radjax")
+  p.set_defaults(func=_export)
 
   p = sub.add_parser("explain", help="Grad-CAM and occlusion maps of images, as figures")
   p.add_argument("--workdir", required=True, help="the training run's folder")

@@ -298,3 +298,56 @@ def format_csv(results: list[Prediction], class_names, multiclass: bool | None =
                      r.label or "", r.error or "",
                      "" if r.probability_sd is None else f"{r.probability_sd:.6f}"])
   return out.getvalue()
+
+
+def predict_exported(model, inputs, threshold: float | None = None, batch_size: int = 16
+                     ) -> tuple[list[Prediction], list[str], object, str]:
+  """`predict_files` with an export (`radjax export`) instead of a run: (predictions, class
+  names, the threshold(s) applied, where they came from). Files are read as radjax reads them;
+  the export preprocesses them (`radjax.exported.Exported.preprocess`) and decides at its stored
+  operating point unless `threshold` is given (binary and multilabel runs)."""
+  from radjax import exported
+  from radjax.errors import UserError
+  from radjax.metrics.probabilities import sigmoid, softmax
+
+  loaded = model if isinstance(model, exported.Exported) else exported.load(model)
+  names, task, point = loaded.class_names, loaded.task, loaded.metadata["operating_point"]
+  source = f"{loaded.path / exported.METADATA} ({point.get('source', point.get('rule'))})"
+  if task == "multiclass":
+    if threshold is not None:
+      raise UserError(f"--threshold {threshold}: a multiclass model calls the most probable "
+                      "class; thresholds apply to binary and multilabel models")
+    shown, cut = None, None
+  elif threshold is not None:
+    shown, cut, source = _checked(threshold), logit(_checked(threshold)), "--threshold"
+    if task == "multilabel":
+      shown, cut = dict.fromkeys(names, shown), dict.fromkeys(names, cut)
+  else:
+    shown, cut = point["threshold"], point["threshold_logit"]
+  results, pending = [], []
+  for path, error in expand(inputs):
+    prediction = Prediction(str(path), error=error)
+    results.append(prediction)
+    if error:
+      continue
+    try:
+      pixels = images.read_image(path, loaded.config.dicom_voi)
+      pending.append((prediction, loaded.preprocess(pixels, images.bit_depth(path) > 8)))
+    except images.ImageReadError as e:
+      prediction.error = str(e).removeprefix(f"{path}: ")
+  if pending:
+    batch = np.stack([image for _, image in pending])
+    logits = np.concatenate([loaded.logits(batch[k:k + batch_size])
+                             for k in range(0, len(batch), batch_size)])
+    for (prediction, _), z in zip(pending, logits):
+      if task == "binary":
+        prediction.probability = float(sigmoid(z))
+        prediction.label = names[int(z > cut)]
+      elif task == "multiclass":
+        p = softmax(z)
+        prediction.probabilities = {n: float(v) for n, v in zip(names, p)}
+        prediction.probability, prediction.label = float(p.max()), names[int(np.argmax(z))]
+      else:
+        prediction.probabilities = {n: float(v) for n, v in zip(names, sigmoid(z))}
+        prediction.label = "+".join(n for n, v in zip(names, z) if v > cut[n]) or "none"
+  return results, names, shown, source

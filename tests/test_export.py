@@ -1,0 +1,132 @@
+"""`radjax export` and `radjax.exported`: the exported model answers as `radjax predict` does, in
+a process without Flax or TensorFlow, and a damaged or foreign export is a one-line error."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import copy_subset, train_smoke
+from radjax import exported
+from radjax.commands import cli, predict
+from radjax.errors import UserError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run(dataset_dir, jit_cache, tmp_path_factory):
+  """One epoch of the paper's resize (Pillow's nearest: preprocessed without TensorFlow) at 75 px,
+  exported."""
+  data = copy_subset(dataset_dir, tmp_path_factory.mktemp("data"), {"TRAIN": 5, "VAL": 2})
+  workdir = tmp_path_factory.mktemp("run") / "nearest"
+  train_smoke(data, workdir, "--config.num_epochs=1", "--config.resize_method=nearest",
+              f"--config.compilation_cache={jit_cache}")  # the suite's compiled steps
+  model = tmp_path_factory.mktemp("export") / "model.radjax"
+  assert cli.main(["export", "--workdir", str(workdir), "--out", str(model)]) == 0
+  files = sorted(str(p) for p in data.rglob("*.png"))  # 14 films
+  return workdir, model, files + files[:3]  # 17
+
+
+def test_the_export_holds_what_a_user_needs_to_feed_it(run):
+  workdir, model, _ = run
+  meta = json.loads((model / exported.METADATA).read_text())
+  assert meta["format"] == exported.FORMAT and meta["platforms"] == ["cpu", "cuda"]
+  assert meta["preprocessing"] == {"image_size": 75, "resize": "squash", "resize_method": "nearest",
+                                   "value_range": "inception", "dicom_voi": "auto",
+                                   "crop_borders": "off"}
+  assert meta["class_names"] == ["abd", "chest"] and meta["task"] == "binary"
+  assert meta["checkpoint"]["epoch"] == 1 and meta["radjax_version"]
+  assert meta["operating_point"]["threshold"] == 0.5  # no evaluate yet: predict's default
+  assert meta["weights_sha256"] == exported.sha256(model / exported.WEIGHTS)
+  program = (model / exported.PROGRAM).read_bytes()
+  assert len(program) < 2 * 2**20  # the weights are beside the program, not inside it
+
+
+FRESH = """
+import json, sys
+for name in ("flax", "optax", "orbax", "tensorflow", "tensorflow_datasets"):
+  sys.modules[name] = None  # importing them now fails
+import radjax.exported
+from radjax.data import images
+model = radjax.exported.load(sys.argv[1])
+films = [images.read_image(f) for f in sys.argv[2:]]
+out = {n: model.predict(films[:n], batch_size=n)["probabilities"].tolist() for n in (1, 3, 17)}
+loaded = sorted(m.split(".")[0] for m in sys.modules if sys.modules[m] is not None)
+print(json.dumps({"probabilities": out, "modules": loaded}))
+"""
+
+
+def test_a_fresh_process_without_flax_or_tensorflow_answers_as_radjax_predict(run):
+  """Probabilities equal `radjax predict`'s to 1e-5 for batches of 1, 3 and 17 films."""
+  workdir, model, files = run
+  done = subprocess.run([sys.executable, "-c", FRESH, str(model), *files], capture_output=True,
+                        text=True, cwd=REPO)
+  assert done.returncode == 0, done.stderr[-3000:]
+  result = json.loads(done.stdout.strip().splitlines()[-1])
+  for name in ("flax", "optax", "orbax", "tensorflow"):
+    assert name not in result["modules"]
+  want = [p.probability for p in predict.predict_files(workdir, files)[0]]
+  assert sorted(map(int, result["probabilities"])) == [1, 3, 17]
+  for n, probabilities in result["probabilities"].items():
+    np.testing.assert_allclose(probabilities, want[:int(n)], atol=1e-5)
+
+
+def test_predict_with_a_model_prints_what_predict_with_the_run_prints(run, tmp_path, capsys):
+  workdir, model, files = run
+  val = pathlib.Path(files[0]).parents[2] / "VAL"
+  assert cli.main(["predict", "--workdir", str(workdir), str(val)]) == 0
+  from_run = capsys.readouterr().out
+  assert cli.main(["predict", "--model", str(model), str(val)]) == 0
+  captured = capsys.readouterr()
+  assert captured.out == from_run
+  assert f"Model: {model}; decisions at {model / exported.METADATA}" in captured.err
+  assert cli.main(["predict", "--model", str(model), "--tta", "4", str(val)]) == 2
+  assert "--tta 4: test-time augmentation needs the run" in capsys.readouterr().err
+
+
+def _copy(model, tmp_path):
+  import shutil
+
+  copy = tmp_path / "copy.radjax"
+  shutil.copytree(model, copy)
+  return copy
+
+
+def test_a_damaged_or_foreign_export_is_one_line(run, tmp_path, capsys):
+  _, model, files = run
+  damaged = _copy(model, tmp_path)
+  data = bytearray((damaged / exported.WEIGHTS).read_bytes())
+  data[len(data) // 2] ^= 0xFF
+  (damaged / exported.WEIGHTS).write_bytes(bytes(data))
+  with pytest.raises(UserError, match=r"weights.npz: missing or damaged \(its SHA-256 differs"):
+    exported.load(damaged)
+  truncated = _copy(model, tmp_path / "t")
+  program = (truncated / exported.PROGRAM).read_bytes()
+  (truncated / exported.PROGRAM).write_bytes(program[:len(program) // 3])
+  with pytest.raises(UserError, match=r"model.jaxexport: cannot be read \(.*export the run again"):
+    exported.load(truncated)
+  foreign = tmp_path / "foreign"
+  foreign.mkdir()
+  (foreign / exported.METADATA).write_text('{"format": "something-else"}')
+  with pytest.raises(UserError, match="not a radjax export of format radjax-export-1"):
+    exported.load(foreign)
+  with pytest.raises(UserError, match="no such export"):
+    exported.load(tmp_path / "missing")
+  assert cli.main(["predict", "--model", str(tmp_path / "empty"), files[0]]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err == f"radjax predict: error: {tmp_path / 'empty'}: no such export"
+  with pytest.raises(UserError, match=r"expected an image of shape \(H, W\)"):
+    exported.load(model).predict([np.zeros((4, 4, 2))])
+
+
+def test_export_refuses_a_folder_that_holds_files(run, tmp_path, capsys):
+  workdir, _, _ = run
+  (tmp_path / "taken").mkdir()
+  (tmp_path / "taken" / "x").write_text("keep me")
+  assert cli.main(["export", "--workdir", str(workdir), "--out", str(tmp_path / "taken")]) == 2
+  assert "exists and is not an empty folder" in capsys.readouterr().err
+  assert (tmp_path / "taken" / "x").read_text() == "keep me"
