@@ -130,3 +130,142 @@ def test_export_refuses_a_folder_that_holds_files(run, tmp_path, capsys):
   assert cli.main(["export", "--workdir", str(workdir), "--out", str(tmp_path / "taken")]) == 2
   assert "exists and is not an empty folder" in capsys.readouterr().err
   assert (tmp_path / "taken" / "x").read_text() == "keep me"
+
+
+# ---------------------------------------------------------------------------------------------
+# radjax serve
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def reader(run):
+  from radjax.commands import serve
+
+  workdir, _, _ = run
+  return serve.Reader(workdir=workdir)
+
+
+def _post(app, name: str, data: bytes):
+  from starlette.testclient import TestClient
+
+  with TestClient(app) as client:
+    return client.post("/predict", params={"name": name}, content=data)
+
+
+def test_the_page_answers_each_file_as_predict_does_and_names_a_bad_one(run, reader, tmp_path):
+  from conftest import write_dicom
+  from radjax.commands import serve
+  from radjax.data import images
+
+  workdir, model, files = run
+  app = serve.make_app(reader, max_mb=1)
+  want = {p.path: p for p in predict.predict_files(workdir, files[:2])[0]}
+  for path in files[:2]:
+    answer = _post(app, pathlib.Path(path).name, pathlib.Path(path).read_bytes()).json()
+    assert answer["error"] is None and answer["decision"] == want[path].label
+    assert answer["probabilities"]["chest"] == pytest.approx(want[path].probability, abs=1e-5)
+    assert answer["image"].startswith("data:image/png;base64,") and answer["gradcam"]
+    assert "calls chest" in answer["rule"]
+  bad = _post(app, "broken.png", b"not an image").json()
+  assert bad["error"].startswith("broken.png: cannot be read as an image") and "\n" not in bad["error"]
+  assert "Traceback" not in bad["error"]
+  big = _post(app, "big.png", b"\0" * (2**20 + 1))
+  assert big.status_code == 413 and big.json()["error"] == "big.png: larger than 1 MB"
+  # DICOM: decoded from memory, with what its decoding applied.
+  pixels = images.read_image(files[0])[..., 0].astype(np.uint8)
+  dcm = write_dicom(tmp_path / "film.dcm", pixels, Modality="DX")
+  answer = _post(app, "film.dcm", dcm.read_bytes()).json()
+  assert answer["error"] is None and answer["dicom"]["modality"] == "DX"
+  assert answer["dicom"]["photometric"] == "MONOCHROME2" and answer["dicom"]["voi"] == "none"
+  assert not list(tmp_path.glob("**/*.png"))  # nothing the page was sent is written to disk
+
+
+def test_the_page_serves_an_export_without_grad_cam(run):
+  from starlette.testclient import TestClient
+
+  from radjax.commands import serve
+
+  workdir, model, files = run
+  app = serve.make_app(serve.Reader(model=model))
+  with TestClient(app) as client:
+    assert client.get("/info").json()["gradcam"] is False
+    assert "Drop PNG, JPEG or DICOM files here" in client.get("/").text
+  answer = _post(app, "a.png", pathlib.Path(files[0]).read_bytes()).json()
+  want = predict.predict_files(workdir, files[:1])[0][0]
+  assert answer["gradcam"] is None and answer["decision"] == want.label
+
+
+def _browser():
+  import shutil
+
+  for browser in ("chromium", "chromium-browser", "google-chrome"):
+    if shutil.which(browser) and shutil.which("chromedriver"):
+      return shutil.which(browser), shutil.which("chromedriver")
+  return None
+
+
+@pytest.mark.skipif(_browser() is None, reason="no chromium and chromedriver installed "
+                                                "(apt-get install chromium chromium-driver)")
+def test_a_real_browser_reads_the_films_and_the_error(run, reader, dataset_dir, tmp_path):
+  """Chromium, driven by selenium, uploads a chest film, an abdomen film and a damaged file to a
+  server on a free loopback port and reads what the page shows."""
+  import os
+  import shutil
+  import socket
+  import threading
+  import time
+
+  import uvicorn
+  from selenium import webdriver
+  from selenium.webdriver.chrome.options import Options
+  from selenium.webdriver.chrome.service import Service
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.support.ui import WebDriverWait
+
+  from radjax.commands import serve
+
+  workdir, _, _ = run
+  films = [str(sorted((dataset_dir / "VAL" / c).glob("*.png"))[0]) for c in ("chest", "abd")]
+  damaged = tmp_path / "damaged.png"
+  damaged.write_bytes(pathlib.Path(films[0]).read_bytes()[:300])
+  want = {pathlib.Path(p.path).name: p.label for p in predict.predict_files(workdir, films)[0]}
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  server = uvicorn.Server(uvicorn.Config(serve.make_app(reader), host="127.0.0.1", port=port,
+                                         log_level="warning"))
+  thread = threading.Thread(target=server.run, daemon=True)
+  thread.start()
+  browser, driver_path = _browser()
+  options = Options()
+  options.binary_location = browser
+  for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+               "--window-size=1280,1400"):
+    options.add_argument(flag)
+  driver = None
+  try:
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+      time.sleep(0.1)
+    assert server.started
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.get(f"http://127.0.0.1:{port}/")
+    driver.find_element(By.ID, "files").send_keys("\n".join([*films, str(damaged)]))
+    WebDriverWait(driver, 180).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, ".card:not(.pending)")) == 3)
+    cards = {c.get_attribute("data-name"): c for c in driver.find_elements(By.CSS_SELECTOR, ".card")}
+    for name, label in want.items():
+      assert cards[name].find_element(By.CLASS_NAME, "decision").text == label
+      assert len(cards[name].find_elements(By.TAG_NAME, "img")) == 2  # the film and Grad-CAM
+    error = cards["damaged.png"].find_element(By.CLASS_NAME, "error").text
+    assert error.startswith("damaged.png: cannot be read as an image") and "Traceback" not in error
+    assert "Classes: abd, chest (binary)" in driver.find_element(By.ID, "about").text
+    shot = tmp_path / "serve.png"
+    driver.save_screenshot(str(shot))
+    assert shot.stat().st_size > 20_000
+    if os.environ.get("RADJAX_SCREENSHOT_DIR"):  # how docs/serve.png is made
+      shutil.copy(shot, os.environ["RADJAX_SCREENSHOT_DIR"])
+  finally:
+    if driver is not None:
+      driver.quit()
+    server.should_exit = True
+    thread.join(timeout=30)

@@ -7,6 +7,7 @@ Start with the tutorial's data:
   radjax predict --workdir runs/hello scan.dcm more_scans/
   radjax stress --workdir runs/hello     flip rates under framing, burned-in text, acquisition
   radjax export --workdir runs/hello --out hello.radjax   portable StableHLO + weights (radjax.exported)
+  radjax serve --workdir runs/hello      a local reading page on http://127.0.0.1:8000/
   radjax cv --config hello_world --workdir runs/cv --folds 5 --config.data_dir=DATA
   radjax export-arrays --config hello_world --out data.npz --config.data_dir=DATA   (for TF-less GPUs)
   radjax prepare --config hello_world DATA OUT   decode once to a TFDS dataset (streamed when large)
@@ -179,6 +180,21 @@ def _export(args) -> int:
   print(f"Wrote {result['path']} ({result['bytes'] / 2**20:.1f} MiB; checkpoint of epoch "
         f"{result['epoch']}, for {' and '.join(result['platforms'])}). Load it with "
         f"radjax.exported.load({result['path']!r}) or radjax predict --model {result['path']} FILES")
+  return 0
+
+
+def _serve(args) -> int:
+  from radjax.commands import serve
+  from radjax.errors import UserError
+
+  if args.max_mb <= 0:
+    raise UserError(f"--max-mb {args.max_mb}: expected a size in MB above 0")
+  if not 0 < args.port < 65536:
+    raise UserError(f"--port {args.port}: expected a port number, 1-65535")
+  if args.host not in ("127.0.0.1", "localhost", "::1"):
+    print(f"radjax serve: listening on {args.host}: other machines can reach this page",
+          file=sys.stderr)
+  serve.serve(args.workdir, args.model, args.host, args.port, args.checkpoint, args.max_mb)
   return 0
 
 
@@ -450,6 +466,19 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", required=True, help="the export folder to write (new or empty), e.g. "
                                                "model.radjax")
   p.set_defaults(func=_export)
+
+  p = sub.add_parser("serve", help="a local web page: drop PNG, JPEG or DICOM files, see each "
+                                   "class' probability, the decision and Grad-CAM")
+  source = p.add_mutually_exclusive_group(required=True)
+  source.add_argument("--workdir", help="the training run's folder (answers with Grad-CAM)")
+  source.add_argument("--model", metavar="EXPORT", help="a folder written by radjax export")
+  p.add_argument("--checkpoint", default="best", help="with --workdir: best (default), latest "
+                                                      "or an epoch")
+  p.add_argument("--host", default="127.0.0.1",
+                 help="interface to listen on (default 127.0.0.1: this machine only)")
+  p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+  p.add_argument("--max-mb", type=float, default=32, help="largest upload in MB (default 32)")
+  p.set_defaults(func=_serve)
 
   p = sub.add_parser("explain", help="Grad-CAM and occlusion maps of images, as figures")
   p.add_argument("--workdir", required=True, help="the training run's folder")

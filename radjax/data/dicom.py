@@ -35,6 +35,7 @@ Decisions:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pathlib
 import warnings
@@ -94,7 +95,8 @@ def patient_id(path: str | os.PathLike) -> str:
   return str(header.get("PatientID", "")).strip()
 
 
-def read_dicom(path: str | os.PathLike, voi: str = "auto") -> tuple[np.ndarray, dict]:
+def read_dicom(path: str | os.PathLike, voi: str = "auto", data: bytes | None = None
+               ) -> tuple[np.ndarray, dict]:
   """(image, info) for the DICOM file at `path`.
 
   image: float32, (H, W) for monochrome or (H, W, 3) for colour, in [0, 1] with 0 black and 1 white
@@ -103,12 +105,13 @@ def read_dicom(path: str | os.PathLike, voi: str = "auto") -> tuple[np.ndarray, 
   "none"), window ((center, width) or None), inverted (bool), color_conversion (e.g.
   "YBR_FULL->RGB", or None).
 
+  `data`: the file's bytes, read from memory (an upload; `path` then only names it).
   Raises DicomError for anything wrong with the file, UserError for an unknown `voi`.
   """
   if voi not in VOI_MODES:
     raise UserError(f"voi must be one of {', '.join(VOI_MODES)}, not {voi!r}")
   path = pathlib.Path(path)
-  ds = _read_dataset(path)
+  ds = _read_dataset(path, data)
   with _reported_as_dicom_error(path, "invalid Number of Frames"):
     frames = int(ds.get("NumberOfFrames") or 1)
   if frames > 1:
@@ -161,17 +164,19 @@ def _reported_as_dicom_error(path: pathlib.Path, doing: str):
     raise DicomError(f"{path}: {doing}: {_one_line(e)}") from e
 
 
-def _read_dataset(path: pathlib.Path) -> pydicom.Dataset:
-  if not path.exists():
+def _read_dataset(path: pathlib.Path, data: bytes | None = None) -> pydicom.Dataset:
+  if data is None and not path.exists():
     raise DicomError(f"{path}: no such file")
-  if not path.is_file():
+  if data is None and not path.is_file():
     raise DicomError(f"{path}: not a file")
-  if not is_dicom(path):
+  magic = data[PREAMBLE_LENGTH:PREAMBLE_LENGTH + len(MAGIC)] == MAGIC if data is not None \
+      else is_dicom(path)
+  if not magic:
     raise DicomError(f"{path}: not a DICOM file (no {MAGIC!r} after a {PREAMBLE_LENGTH}-byte "
                      "preamble)")
   with _reported_as_dicom_error(path, "cannot read the DICOM data set (truncated or corrupt?)"):
     try:
-      ds = pydicom.dcmread(path)
+      ds = pydicom.dcmread(path if data is None else io.BytesIO(data))
     except InvalidDicomError as e:
       raise DicomError(f"{path}: invalid DICOM file: {_one_line(e)}") from e
   if "PixelData" not in ds:

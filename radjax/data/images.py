@@ -87,10 +87,12 @@ def _min_max_to_8bit(values: np.ndarray) -> np.ndarray:
   return ((values.astype(np.float64) - lo) * (MAX_8BIT / (hi - lo))).astype(np.float32)
 
 
-def _read_raster(path: pathlib.Path) -> np.ndarray:
+def _read_raster(path: pathlib.Path, data: bytes | None = None) -> np.ndarray:
+  import io
+
   from PIL import Image
 
-  with Image.open(path) as img:
+  with Image.open(path if data is None else io.BytesIO(data)) as img:
     img.load()
     if img.mode in HIGH_BIT_MODES:
       return _min_max_to_8bit(np.asarray(img))
@@ -99,19 +101,26 @@ def _read_raster(path: pathlib.Path) -> np.ndarray:
     return np.asarray(img.convert("RGB"), np.float32)
 
 
-def read_image(path, dicom_voi: str = "auto") -> np.ndarray:
-  """Decodes `path` to float32 (H, W, 3) in [0, 255]; gray images are repeated over 3 channels."""
+def read_image(path, dicom_voi: str = "auto", data: bytes | None = None,
+               info: dict | None = None) -> np.ndarray:
+  """Decodes `path` to float32 (H, W, 3) in [0, 255]; gray images are repeated over 3 channels.
+  `data`: the file's bytes, decoded from memory (an upload; `path` then only names it).
+  `info`: filled with what a DICOM file's decoding applied (`dicom.read_dicom`'s info)."""
   from radjax.data import dicom
 
   path = pathlib.Path(path)
   try:
-    if path.stat().st_size == 0:
+    if (len(data) if data is not None else path.stat().st_size) == 0:
       raise ImageReadError(f"{path}: empty file (0 bytes)")
-    if path.suffix.lower() in DICOM_SUFFIXES or dicom.is_dicom(path):
-      pixels, _ = dicom.read_dicom(path, voi=dicom_voi)
+    magic = (data[dicom.PREAMBLE_LENGTH:dicom.PREAMBLE_LENGTH + len(dicom.MAGIC)] == dicom.MAGIC
+             if data is not None else dicom.is_dicom(path))
+    if path.suffix.lower() in DICOM_SUFFIXES or magic:
+      pixels, decoded = dicom.read_dicom(path, voi=dicom_voi, data=data)
+      if info is not None:
+        info.update(decoded)
       pixels = pixels * MAX_8BIT
     else:
-      pixels = _read_raster(path)
+      pixels = _read_raster(path, data)
   except UserError as e:
     raise ImageReadError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
   except Exception as e:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError...)
