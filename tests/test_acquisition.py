@@ -55,7 +55,7 @@ def test_draws_are_a_function_of_seed_and_epoch_and_follow_the_probabilities():
   # Row i does not depend on how many rows were drawn (a preview draws one, an epoch all).
   np.testing.assert_array_equal(acquisition.epoch_params(0, 1, 7, config, SIZE), a[:7])
   at = {n: a[:, i] for i, n in enumerate(acquisition.PARAMS)}
-  framed = (a[:, 1:5] > 0).any(axis=1)
+  framed = (a[:, 1:5] > 0).any(axis=1) | (at["frame_kind"] > 0)
   assert framed.mean() == pytest.approx(0.3, abs=0.04)
   assert at["overlay_on"].mean() == pytest.approx(0.6, abs=0.04)
   assert (at["gamma"] != 1).mean() == pytest.approx(0.9, abs=0.04)
@@ -63,7 +63,8 @@ def test_draws_are_a_function_of_seed_and_epoch_and_follow_the_probabilities():
   assert at["gamma"].min() >= 1 / 1.5 - 1e-6 and at["gamma"].max() <= 1.5 + 1e-6
   # Turning one group on does not move the others' draws.
   alone = acquisition.epoch_params(0, 1, 2000, _config(overlays=0.6), SIZE)
-  np.testing.assert_array_equal(alone[:, 5:10], a[:, 5:10])
+  overlay = slice(acquisition.PARAMS.index("overlay_on"), acquisition.PARAMS.index("gamma"))
+  np.testing.assert_array_equal(alone[:, overlay], a[:, overlay])
 
 
 def test_a_top_band_covers_its_share_of_the_rows_in_its_grey(film):
@@ -72,6 +73,25 @@ def test_a_top_band_covers_its_share_of_the_rows_in_its_grey(film):
   # 0.25 x 96 = 24 rows; columns from 96 - 9.6 = 86.4 on: 87..95, 9 of them.
   assert np.all(out[:24] == 17.0) and np.all(out[:, -9:] == 17.0)
   np.testing.assert_array_equal(out[24:, :-9], film[24:, :-9])
+
+
+def test_a_pad_shrinks_the_film_into_its_box_and_a_crop_enlarges_its_box(film):
+  config = _config(framing=1.0)
+  box = {"frame_top": 10.0, "frame_left": 5.0, "frame_height": 48.0, "frame_width": 80.0}
+  padded = acquisition.apply(np, film, _params(frame_kind=1.0, band_grey=7.0, **box), config)
+  inside = np.zeros((SIZE, SIZE), bool)
+  inside[10:58, 5:85] = True
+  assert np.all(padded[~inside] == 7.0)
+  rows, columns = np.arange(48) * SIZE // 48, np.arange(80) * SIZE // 80  # every 2nd row
+  np.testing.assert_array_equal(padded[10:58, 5:85], film[rows][:, columns])
+  cropped = acquisition.apply(np, film, _params(frame_kind=2.0, **box), config)
+  rows, columns = 10 + np.arange(SIZE) * 48 // SIZE, 5 + np.arange(SIZE) * 80 // SIZE
+  np.testing.assert_array_equal(cropped, film[rows][:, columns])
+  # Drawn: bands, pads and crops alike among the framed films; bands only on band draws.
+  p = acquisition.epoch_params(0, 1, 3000, config, SIZE)
+  kind = p[:, acquisition.PARAMS.index("frame_kind")]
+  assert [np.mean(kind == k) for k in (0, 1, 2)] == pytest.approx([1 / 3] * 3, abs=0.03)
+  assert not p[kind > 0, 1:5].any() and p[kind == 0, 1:5].any(axis=1).all()
 
 
 def test_intensity_does_what_each_number_says(film):

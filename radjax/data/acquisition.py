@@ -12,7 +12,10 @@ On the cached S x S film in [0, 255], after the affine transform, in this order:
   intensity  gamma (exponent e^U(-ln g, ln g)), contrast about the film's mean, brightness, a
              Gaussian blur (sigma in pixels of the S x S film), and noise (uniform, from an integer
              hash of (seed, pixel), identical in NumPy and JAX)
-  framing    uniform bands on 1-4 sides, up to `max_fraction` of the side, one random grey
+  framing    one of three, alike: uniform bands on 1-4 sides (up to `max_fraction` of a side, one
+             random grey); a pad (the film shrunk to 75-95% within a frame of that grey); or a
+             tighter crop (75-95% of each side, enlarged back). Pads and crops resample by
+             integer index arithmetic (nearest neighbour), identical in NumPy and JAX
   overlays   one sprite from `sprite_bank`: a random string of letters and digits, or a boxed
              letter marker, at a random place, in a light grey
 
@@ -30,12 +33,15 @@ import string
 import numpy as np
 
 ACQUISITION_STREAM = 3  # SeedSequence stream of these draws (see sampling.py for the others)
-PARAMS = ("band_grey", "band_top", "band_bottom", "band_left", "band_right", "overlay_on",
+PARAMS = ("band_grey", "band_top", "band_bottom", "band_left", "band_right", "frame_kind",
+          "frame_top", "frame_left", "frame_height", "frame_width", "overlay_on",
           "sprite", "overlay_x", "overlay_y", "overlay_grey", "gamma", "contrast", "brightness",
           "noise", "noise_seed", "blur")
 WIDTH = len(PARAMS)
 _AT = {name: i for i, name in enumerate(PARAMS)}
 MIN_BAND = 0.02  # a band narrower than 2% of a side is no framing change
+FRAME_KINDS = ("bands", "pad", "crop")  # frame_kind 0, 1, 2
+FRAME_SCALE = (0.75, 0.95)  # a pad's film, a crop's window: this share of each side
 OVERLAY_GREYS = (170.0, 255.0)  # overlays are burned in light
 NOISE_SEEDS = 1 << 24  # float32 holds these integers exactly
 # Training's overlay text: random tokens of these characters; markers: letters that are not the
@@ -59,7 +65,7 @@ def blur_radius(augment) -> int:
   return int(math.ceil(3 * augment.intensity.blur)) if augment.intensity.probability > 0 else 0
 
 
-NUM_DRAWS = 23  # uniforms per example: 3 on/off, 4 sides + 1 forced side, 4 extents, 11 values
+NUM_DRAWS = 27  # per example: 3 on/off, 4 sides + 1 forced side, 4 extents, 11 values, 4 frame
 
 
 def epoch_params(seed: int, epoch: int, count: int, augment, size: int) -> np.ndarray:
@@ -74,7 +80,16 @@ def epoch_params(seed: int, epoch: int, count: int, augment, size: int) -> np.nd
   extents = MIN_BAND + u[:, 8:12] * (max(framing.max_fraction, MIN_BAND) - MIN_BAND)
   p = np.zeros((count, WIDTH), np.float32)
   p[:, _AT["band_grey"]] = 255.0 * u[:, 12]
-  p[:, _AT["band_top"]:_AT["band_right"] + 1] = np.where(on[:, :1] & sides, extents, 0.0)
+  kind = np.floor(u[:, 23] * len(FRAME_KINDS)).astype(int)
+  p[:, _AT["band_top"]:_AT["band_right"] + 1] = np.where(on[:, :1] & sides & (kind[:, None] == 0),
+                                                         extents, 0.0)
+  # Pad or crop: an integer box (top, left, height, width) of the S x S film.
+  scale = FRAME_SCALE[0] + u[:, 24] * (FRAME_SCALE[1] - FRAME_SCALE[0])
+  extent = np.maximum(np.round(scale * size), 1)
+  p[:, _AT["frame_kind"]] = np.where(on[:, 0], kind, 0)
+  p[:, _AT["frame_height"]] = p[:, _AT["frame_width"]] = extent
+  p[:, _AT["frame_top"]] = np.floor(u[:, 25] * (size - extent + 1))
+  p[:, _AT["frame_left"]] = np.floor(u[:, 26] * (size - extent + 1))
   p[:, _AT["overlay_on"]] = on[:, 1]
   p[:, _AT["sprite"]] = np.floor(u[:, 13] * len(sprite_bank(size)))
   p[:, _AT["overlay_x"]], p[:, _AT["overlay_y"]] = u[:, 14], u[:, 15]
@@ -151,6 +166,25 @@ def _blur(xp, image, sigma, radius: int):
   return sum(weights[k] * padded[:, k:k + width] for k in range(2 * radius + 1))
 
 
+def _frame(xp, image, at):
+  """A pad (kind 1: the film shrunk into the box, the rest the band grey) or a crop (kind 2: the
+  box enlarged to the film's size), nearest neighbour by integer arithmetic; kind 0: as is."""
+  height, width = image.shape[:2]
+  i32 = xp.int32
+  kind = at["frame_kind"].astype(i32)
+  top, left = at["frame_top"].astype(i32), at["frame_left"].astype(i32)
+  box_h = xp.maximum(at["frame_height"].astype(i32), 1)  # >= 1 as drawn; 0 in a bare row
+  box_w = xp.maximum(at["frame_width"].astype(i32), 1)
+  r = xp.arange(height, dtype=i32).reshape(height, 1)
+  c = xp.arange(width, dtype=i32).reshape(1, width)
+  pad_r, pad_c = ((r - top) * height) // box_h, ((c - left) * width) // box_w
+  crop_r, crop_c = top + (r * box_h) // height, left + (c * box_w) // width
+  source_r = xp.clip(xp.where(kind == 1, pad_r, xp.where(kind == 2, crop_r, r)), 0, height - 1)
+  source_c = xp.clip(xp.where(kind == 1, pad_c, xp.where(kind == 2, crop_c, c)), 0, width - 1)
+  inside = ((kind != 1) | ((r >= top) & (r < top + box_h) & (c >= left) & (c < left + box_w)))
+  return xp.where(inside[..., None], image[source_r, source_c], at["band_grey"])
+
+
 def apply(xp, image, params, augment):
   """One (S, S, C) float32 film in [0, 255] under its WIDTH params (a row of `epoch_params`).
   `xp`: numpy or jax.numpy."""
@@ -169,6 +203,7 @@ def apply(xp, image, params, augment):
   rows = xp.arange(height, dtype=f32).reshape(height, 1, 1)
   columns = xp.arange(width, dtype=f32).reshape(1, width, 1)
   if augment.framing.probability > 0:
+    image = _frame(xp, image, at)
     band = ((rows < at["band_top"] * height) | (rows >= height - at["band_bottom"] * height)
             | (columns < at["band_left"] * width) | (columns >= width - at["band_right"] * width))
     image = xp.where(band, at["band_grey"], image)
