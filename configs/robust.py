@@ -25,4 +25,10 @@ def get_config():
   config.augment.framing.probability = 0.5
   config.augment.overlays.probability = 0.5
   config.augment.intensity.probability = 0.5
+  # Wider than the defaults: exposure and detectors differ between hospitals by this much.
+  config.augment.intensity.gamma = 2.0
+  config.augment.intensity.contrast = 0.6
+  config.augment.intensity.brightness = 0.25
+  config.augment.intensity.noise = 0.06
+  config.augment.intensity.blur = 1.5
   return config

@@ -62,7 +62,10 @@ def test_the_shipped_configs_are_valid_and_load_by_name(tmp_path, monkeypatch):
   hello = config_lib.flatten(by_name.to_dict())
   assert {k: v for k, v in robust.items() if hello[k] != v} == {
       "crop_borders": "auto", "augment.framing.probability": 0.5,
-      "augment.overlays.probability": 0.5, "augment.intensity.probability": 0.5}
+      "augment.overlays.probability": 0.5, "augment.intensity.probability": 0.5,
+      "augment.intensity.gamma": 2.0, "augment.intensity.contrast": 0.6,
+      "augment.intensity.brightness": 0.25, "augment.intensity.noise": 0.06,
+      "augment.intensity.blur": 1.5}
   with pytest.raises(UserError, match="no such config file .*shipped: default, hello_world, robust, "
                                       "smoke"):
     config_lib.load_config("hello_wrld", device_count=1)
