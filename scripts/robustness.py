@@ -115,9 +115,7 @@ def table(records: list[dict]) -> str:
   rows += [("flips, framing + burned-in, worst at moderate",
             lambda r: f"{r['stress']['moderate_framing_burned_in_max']:.0%}"),
            ("flips, framing + burned-in, worst at any strength",
-            lambda r: f"{r['stress']['framing_burned_in_any_strength_max']:.0%}"),
-           ("time: train + evaluate + stress + cv",
-            lambda r: " + ".join(f"{r['seconds'][k] / 60:.1f}" for k in r["seconds"]) + " min")]
+            lambda r: f"{r['stress']['framing_burned_in_any_strength_max']:.0%}")]
   lines = ["| | " + " | ".join(r["config"] for r in records) + " |",
            "|---|" + "---|" * len(records)]
   lines += [f"| {label} | " + " | ".join(show(r) for r in records) + " |" for label, show in rows]
