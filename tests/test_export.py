@@ -194,6 +194,21 @@ def test_the_page_serves_an_export_without_grad_cam(run):
   assert answer["gradcam"] is None and answer["decision"] == want.label
 
 
+def test_serve_without_its_extra_or_with_bad_flags_is_one_line(tmp_path, capsys):
+  # Without uvicorn: in a process of its own (a half-imported uvicorn would stay behind here).
+  code = ("import sys; sys.modules['uvicorn'] = None\n"
+          "from radjax.commands import cli\n"
+          f"sys.exit(cli.main(['serve', '--workdir', {str(tmp_path)!r}]))")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+  assert done.returncode == 2 and done.stderr.strip() == (
+      "radjax serve: error: radjax serve needs Starlette and uvicorn (uvicorn is missing): "
+      "pip install -e '.[serve]'")
+  for flags, why in ((["--max-mb", "0"], "--max-mb 0.0: expected a size in MB above 0"),
+                     (["--port", "70000"], "--port 70000: expected a port number, 1-65535")):
+    assert cli.main(["serve", "--workdir", str(tmp_path), *flags]) == 2
+    assert capsys.readouterr().err.strip() == f"radjax serve: error: {why}"
+
+
 def _browser():
   import shutil
 

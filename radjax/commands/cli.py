@@ -187,6 +187,12 @@ def _serve(args) -> int:
   from radjax.commands import serve
   from radjax.errors import UserError
 
+  try:  # the `serve` extra: say so rather than fail with an import traceback
+    import starlette  # noqa: F401
+    import uvicorn  # noqa: F401
+  except ImportError as e:
+    raise UserError(f"radjax serve needs Starlette and uvicorn ({e.name} is missing): "
+                    "pip install -e '.[serve]'") from None
   if args.max_mb <= 0:
     raise UserError(f"--max-mb {args.max_mb}: expected a size in MB above 0")
   if not 0 < args.port < 65536:
