@@ -91,7 +91,7 @@ class Exported:
   def preprocess(self, pixels: np.ndarray, high_bit: bool = False) -> np.ndarray:
     """A decoded film (H, W[, C]) in [0, 255] -> the network's (S, S, 3) input, as `radjax
     predict` makes it (border cropping when the run used it, resize, quantization, range)."""
-    from radjax.data import borders, preprocess
+    from radjax.data import preprocess
 
     pixels = np.asarray(pixels, np.float32)
     if pixels.ndim == 2:
@@ -101,8 +101,7 @@ class Exported:
                       f"{pixels.shape}")
     if pixels.shape[-1] == 1:
       pixels = np.repeat(pixels, 3, axis=-1)
-    pixels = borders.crop_borders(pixels, self.config.crop_borders)
-    return preprocess.model_input(pixels, self.config, high_bit)
+    return preprocess.film_input(pixels, self.config, high_bit)
 
   def predict(self, images, high_bit=False, batch_size: int = 16) -> dict:
     """Decoded images (one array or a list; `high_bit`: one flag, or one per image) -> logits,
@@ -112,7 +111,7 @@ class Exported:
       multiclass  probabilities (n, N); labels: the most probable class
       multilabel  probabilities (n, K); labels: "+"-joined labels above their thresholds, "none"
     """
-    from radjax.metrics.probabilities import sigmoid, softmax
+    from radjax.metrics.probabilities import decided_labels, sigmoid, softmax
 
     if isinstance(images, np.ndarray) and images.ndim in (2, 3):
       images = [images]
@@ -121,16 +120,9 @@ class Exported:
     logits = np.concatenate([self.logits(inputs[k:k + batch_size])
                              for k in range(0, len(inputs), batch_size)])
     point = self.metadata["operating_point"]
-    if self.task == "binary":
-      labels = [self.class_names[int(z > point["threshold_logit"])] for z in logits]
-      return {"logits": logits, "probabilities": sigmoid(logits), "labels": labels}
-    if self.task == "multiclass":
-      return {"logits": logits, "probabilities": softmax(logits),
-              "labels": [self.class_names[int(i)] for i in np.argmax(logits, axis=1)]}
-    cuts = np.array([point["threshold_logit"][n] for n in self.class_names])
-    labels = ["+".join(n for n, on in zip(self.class_names, row) if on) or "none"
-              for row in logits > cuts]
-    return {"logits": logits, "probabilities": sigmoid(logits), "labels": labels}
+    labels = decided_labels(logits, self.task, self.class_names, point.get("threshold_logit"))
+    probabilities = softmax(logits) if self.task == "multiclass" else sigmoid(logits)
+    return {"logits": logits, "probabilities": probabilities, "labels": labels}
 
 
 def load(path) -> Exported:

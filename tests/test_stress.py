@@ -253,3 +253,15 @@ def test_the_robustness_comparison_reports_what_each_command_wrote(dataset_dir, 
   with contextlib.redirect_stdout(printed):
     assert script.main(["--table", str(out)]) == 0
   assert printed.getvalue().strip() == table
+
+
+def test_decided_labels_by_hand():
+  from radjax.metrics.probabilities import decided_labels
+
+  assert decided_labels([0.3, -2.0, 1.0], "binary", ["abd", "chest"], 0.5) == ["abd", "abd",
+                                                                             "chest"]
+  assert decided_labels([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0]], "multiclass", ["a", "b", "c"]) == [
+      "b", "a"]
+  cuts = {"x": 0.0, "y": 1.0}  # each label its own threshold
+  assert decided_labels([[0.5, 0.5], [-1.0, 2.0], [-1.0, 0.0]], "multilabel", ["x", "y"],
+                        cuts) == ["x", "y", "none"]

@@ -29,14 +29,10 @@ def _operating_point(workdir, trained) -> dict:
   to this checkpoint, else 0.5 (multiclass: the most probable class)."""
   from radjax.commands import predict
 
-  if trained.task == "binary":
-    threshold, cut, source = predict.decision_threshold(workdir, None, trained.meta)
-    return {"threshold": threshold, "threshold_logit": cut, "source": source}
-  if trained.task == "multilabel":
-    thresholds, cuts, source = predict.label_thresholds(workdir, trained.class_names, None,
-                                                        trained.meta)
-    return {"threshold": thresholds, "threshold_logit": cuts, "source": source}
-  return {"rule": "the most probable class"}
+  threshold, cut, source = predict.run_decision(workdir, trained)
+  if trained.task == "multiclass":
+    return {"rule": source}
+  return {"threshold": threshold, "threshold_logit": cut, "source": source}
 
 
 def export_workdir(workdir, out, which: str = "best") -> dict:

@@ -121,6 +121,18 @@ def decision_threshold(workdir, threshold: float | None = None, meta: dict | Non
                     "default (no operating point: run radjax evaluate to choose one on VAL)")
 
 
+def run_decision(workdir, trained) -> tuple[object, object, str]:
+  """(threshold(s), the same as logit(s), where they came from) that `radjax predict` applies to
+  a loaded run (`run.load`) without `--threshold`: binary, one each; multilabel, a dict of each
+  label's; multiclass, (None, None, "the most probable class")."""
+  meta = {**trained.meta, "epoch": trained.epoch}
+  if trained.task == "binary":
+    return decision_threshold(workdir, None, meta)
+  if trained.task == "multilabel":
+    return label_thresholds(workdir, trained.class_names, None, meta)
+  return None, None, "the most probable class"
+
+
 def tta_inputs(pixels, config, high_bit: bool, copies: int, seed: int,
                augment_config=None) -> np.ndarray:
   """`copies` training-style augmentations of one image (the run's augmentation settings, draws
@@ -308,7 +320,7 @@ def predict_exported(model, inputs, threshold: float | None = None, batch_size: 
   operating point unless `threshold` is given (binary and multilabel runs)."""
   from radjax import exported
   from radjax.errors import UserError
-  from radjax.metrics.probabilities import sigmoid, softmax
+  from radjax.metrics.probabilities import decided_labels, sigmoid, softmax
 
   loaded = model if isinstance(model, exported.Exported) else exported.load(model)
   names, task, point = loaded.class_names, loaded.task, loaded.metadata["operating_point"]
@@ -339,15 +351,15 @@ def predict_exported(model, inputs, threshold: float | None = None, batch_size: 
     batch = np.stack([image for _, image in pending])
     logits = np.concatenate([loaded.logits(batch[k:k + batch_size])
                              for k in range(0, len(batch), batch_size)])
-    for (prediction, _), z in zip(pending, logits):
+    labels = decided_labels(logits, task, names, cut)
+    for (prediction, _), z, label in zip(pending, logits, labels):
+      prediction.label = label
       if task == "binary":
         prediction.probability = float(sigmoid(z))
-        prediction.label = names[int(z > cut)]
       elif task == "multiclass":
         p = softmax(z)
         prediction.probabilities = {n: float(v) for n, v in zip(names, p)}
-        prediction.probability, prediction.label = float(p.max()), names[int(np.argmax(z))]
+        prediction.probability = float(p.max())
       else:
         prediction.probabilities = {n: float(v) for n, v in zip(names, sigmoid(z))}
-        prediction.label = "+".join(n for n, v in zip(names, z) if v > cut[n]) or "none"
   return results, names, shown, source

@@ -24,7 +24,7 @@ import numpy as np
 
 from radjax.data import borders, images, preprocess
 from radjax.errors import UserError
-from radjax.metrics.probabilities import sigmoid, softmax
+from radjax.metrics.probabilities import decided_labels, sigmoid, softmax
 
 log = logging.getLogger("radjax")
 
@@ -57,15 +57,7 @@ class Reader:
       self.trained = run_lib.load(workdir, which)
       self.config, self.class_names = self.trained.config, self.trained.class_names
       self.task = self.trained.task
-      meta = {**self.trained.meta, "epoch": self.trained.epoch}
-      if self.task == "binary":
-        self.threshold, self.cut, self.source = predict.decision_threshold(workdir, None, meta)
-      elif self.task == "multilabel":
-        self.threshold, self.cut, self.source = predict.label_thresholds(
-            workdir, self.class_names, None, meta)
-      else:
-        self.threshold = self.cut = None
-        self.source = "the most probable class"
+      self.threshold, self.cut, self.source = predict.run_decision(workdir, self.trained)
     # Compiled once, now: the first reader waits for nothing.
     size = self.config.image_size
     self.answer(np.full((size, size, 3), 128.0, np.float32), "warm-up")
@@ -79,23 +71,22 @@ class Reader:
   def answer(self, pixels: np.ndarray, name: str, high_bit: bool = False,
              dicom_info: dict | None = None) -> dict:
     """The page's answer for one decoded film."""
-    cropped = borders.crop_borders(pixels, self.config.crop_borders)
+    cropped = borders.crop_borders(pixels, self.config.crop_borders)  # shown as the model saw it
     image = preprocess.model_input(cropped, self.config, high_bit)
     with self.lock:
       logits = self._logits(image)
       cam = self._gradcam(image, logits, cropped.shape[:2]) if self.trained is not None else None
     names = self.class_names
+    decision = decided_labels(np.asarray(logits)[None], self.task, names, self.cut)[0]
     if self.task == "binary":
       p = float(sigmoid(logits))
       probabilities = {names[0]: 1 - p, names[1]: p}
-      decision = names[int(logits > self.cut)]
       rule = f"p({names[1]}) > {self.threshold:.4f} calls {names[1]} ({self.source})"
     elif self.task == "multiclass":
       probabilities = dict(zip(names, map(float, softmax(logits))))
-      decision, rule = names[int(np.argmax(logits))], "the most probable class"
+      rule = "the most probable class"
     else:
       probabilities = dict(zip(names, map(float, sigmoid(logits))))
-      decision = "+".join(n for n, z in zip(names, logits) if z > self.cut[n]) or "none"
       rule = "each label above its threshold: " + ", ".join(
           f"{n} {t:.4f}" for n, t in self.threshold.items()) + f" ({self.source})"
     return {"name": name, "probabilities": probabilities, "decision": decision, "rule": rule,

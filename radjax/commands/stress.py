@@ -20,7 +20,7 @@ import pathlib
 
 import numpy as np
 
-from radjax.data import borders, datasets, images, listing, perturb, preprocess
+from radjax.data import datasets, images, listing, perturb, preprocess
 from radjax.errors import UserError
 from radjax.metrics import robustness
 
@@ -35,19 +35,10 @@ def _threshold(workdir, trained) -> tuple[object, str]:
   """(threshold logit(s) the run decides at, where it came from); multiclass: (0, argmax)."""
   from radjax.commands import predict
 
-  if trained.task == "binary":
-    _, cut, source = predict.decision_threshold(workdir, None, trained.meta)
-    return cut, source
+  _, cut, source = predict.run_decision(workdir, trained)
   if trained.task == "multilabel":
-    _, cuts, source = predict.label_thresholds(workdir, trained.class_names, None, trained.meta)
-    return np.array([cuts[n] for n in trained.class_names]), source
-  return 0.0, "the most probable class"
-
-
-def _inputs(pixels, config, high_bit: bool) -> np.ndarray:
-  """A decoded (possibly perturbed) film -> the network's input, as the run preprocesses it."""
-  return preprocess.model_input(borders.crop_borders(pixels, config.crop_borders), config,
-                                high_bit)
+    return np.array([cut[n] for n in trained.class_names]), source
+  return (0.0 if cut is None else cut), source
 
 
 def stress_workdir(workdir, data_dir=None, split: str = "val", which: str = "best",
@@ -86,7 +77,7 @@ def stress_workdir(workdir, data_dir=None, split: str = "val", which: str = "bes
                         for family, k in conditions]
     if index == 0:
       contact = films
-    inputs = np.stack([_inputs(film, config, high_bit) for film in films])
+    inputs = np.stack([preprocess.film_input(film, config, high_bit) for film in films])
     logits = []
     for start in range(0, len(inputs), batch_size):
       batch = preprocess.pad_batch({"image": inputs[start:start + batch_size],

@@ -147,6 +147,14 @@ def model_input(pixels: np.ndarray, config, high_bit: bool) -> np.ndarray:
   return to_model_input(cached_image(pixels, config, high_bit), config.value_range).numpy()
 
 
+def film_input(pixels: np.ndarray, config, high_bit: bool) -> np.ndarray:
+  """A decoded film not yet cropped (`images.read_image`, a perturbed copy, an upload) -> the
+  network's input: the run's border cropping, then `model_input`."""
+  from radjax.data import borders
+
+  return model_input(borders.crop_borders(pixels, config.crop_borders), config, high_bit)
+
+
 def nearest_model_input(pixels: np.ndarray, config, high_bit: bool) -> np.ndarray:
   """`model_input` of a squashed nearest-neighbour resize (the paper's config) in NumPy, bit for
   bit the TensorFlow chain's (a gather, then the same float32 operations in the same order;

@@ -26,3 +26,16 @@ def probabilities(logits) -> np.ndarray:
   return sigmoid(logits) if np.ndim(logits) == 1 else softmax(logits)
 
 
+
+
+def decided_labels(logits, task: str, class_names, threshold_logit=None) -> list[str]:
+  """Each image's decision from its logits, as `radjax predict` and `evaluate` decide: binary,
+  the second class above `threshold_logit`; multiclass, the most probable class; multilabel, the
+  labels above their own thresholds (a dict of each label's logit) "+"-joined, or "none"."""
+  logits = np.asarray(logits, np.float64)
+  if task == "binary":
+    return [class_names[int(z > threshold_logit)] for z in logits]
+  if task == "multiclass":
+    return [class_names[int(k)] for k in np.argmax(logits, axis=-1)]
+  cuts = np.array([threshold_logit[n] for n in class_names])
+  return ["+".join(n for n, on in zip(class_names, row) if on) or "none" for row in logits > cuts]
