@@ -86,6 +86,13 @@ def test_predict_with_a_model_prints_what_predict_with_the_run_prints(run, tmp_p
   assert f"Model: {model}; decisions at {model / exported.METADATA}" in captured.err
   assert cli.main(["predict", "--model", str(model), "--tta", "4", str(val)]) == 2
   assert "--tta 4: test-time augmentation needs the run" in capsys.readouterr().err
+  assert cli.main(["predict", "--model", str(model), "--checkpoint", "3", str(val)]) == 2
+  assert capsys.readouterr().err.strip() == (
+      "radjax predict: error: --checkpoint 3: an export holds one checkpoint; export another "
+      "with radjax export --checkpoint")
+  assert cli.main(["predict", "--model", str(model), "--threshold", "1.5", str(val)]) == 2
+  assert "--threshold 1.5: expected a probability strictly between 0 and 1" in \
+      capsys.readouterr().err
 
 
 def _copy(model, tmp_path):
@@ -130,6 +137,9 @@ def test_export_refuses_a_folder_that_holds_files(run, tmp_path, capsys):
   assert cli.main(["export", "--workdir", str(workdir), "--out", str(tmp_path / "taken")]) == 2
   assert "exists and is not an empty folder" in capsys.readouterr().err
   assert (tmp_path / "taken" / "x").read_text() == "keep me"
+  assert cli.main(["export", "--workdir", str(workdir), "--out", str(tmp_path / "no" / "m")]) == 2
+  assert capsys.readouterr().err.strip() == (
+      f"radjax export: error: --out {tmp_path / 'no' / 'm'}: no such folder {tmp_path / 'no'}/")
 
 
 # ---------------------------------------------------------------------------------------------
