@@ -6,7 +6,7 @@ with radjax' defaults (ImageNet weights, [-1, 1] input, bilinear resize):
 
   radjax train --config configs/default.py --workdir runs/default --config.data_dir=DATA
 
-Expected: as configs/hello_world.py (README "Results").
+Expected: as configs/hello_world.py (docs/results.md).
 """
 
 import ml_collections
@@ -68,7 +68,7 @@ def get_config():
   config.dropout_rate = 0.5
   config.dtype = "float32"         # compute dtype: "float32" or "bfloat16" (parameters stay float32)
   # How the step computes (same parameters and results, up to float rounding; "auto" = what was
-  # measured fastest on the backend, radjax.training.run.IMPLEMENTATIONS and README "Benchmarks"):
+  # measured fastest on the backend, radjax.training.run.IMPLEMENTATIONS and docs/benchmarks.md and docs/results.md):
   # convolutions "xla" (lax.conv) or "gemm" (patches @ kernel); max pooling "xla"
   # (lax.reduce_window) or "window" (max of window slices, hand-written gradient); BatchNorm's
   # gradient "closed_form" (hand-written) or "autodiff".

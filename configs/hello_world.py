@@ -12,7 +12,7 @@ squashed to 299x299.
 
 Expected: the paper reports 100% validation accuracy with ImageNet weights. Without network
 access, `--config.weights=none` (random init) trains 20 epochs in roughly 10-15 minutes on a 2-core
-CPU and separates the 10 validation images (README "Results" has the measured run).
+CPU and separates the 10 validation images (docs/results.md has the measured run).
 """
 
 from radjax.configs import default

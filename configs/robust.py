@@ -12,7 +12,7 @@ brightness, blur and noise changes, so that such content stops being a cue. The 
 perturbations are drawn from other strings, colours and places.
 
 Expected: the same validation accuracy and AUC as `hello_world`, with fewer decisions flipped by
-`radjax stress` under framing and burned-in content (README "Robustness" has the measured
+`radjax stress` under framing and burned-in content (docs/results.md has the measured
 comparison, from random initialisation at 150x150: `scripts/robustness.py`).
 """
 

@@ -425,6 +425,112 @@ def _compile_once(device_kind: str, cache: str, args) -> None:
   print(json.dumps({"compile_s": compile_s}))
 
 
+# Intel's recipe for XLA's oneDNN route on Xeon CPUs: oneDNN convolutions and matmuls as custom
+# calls, XLA's older oneDNN and the XNNPACK/YNNPACK routes off, the older fusion emitter. XLA reads
+# XLA_FLAGS once per process, so each setting is measured in a child process of its own.
+ONEDNN_RECIPE = ("--xla_cpu_experimental_onednn_custom_call=true --xla_cpu_use_onednn=false "
+                 "--xla_cpu_experimental_ynn_fusion_type=invalid --xla_cpu_use_xnnpack=false "
+                 "--xla_backend_extra_options=xla_cpu_disable_new_fusion_emitter")
+ONEDNN_CONV_IMPLS = ("xla", "gemm")
+# The recipe must not change the step's numbers beyond float32 reassociation: the first step's
+# loss to this absolute tolerance, its gradients to this fraction of their largest magnitude.
+ONEDNN_LOSS_TOLERANCE = 1e-5
+ONEDNN_GRAD_TOLERANCE = 1e-3
+
+
+def _first_step_numbers(run, data, key):
+  """The paper's loss and its gradients for the run's initial state on `data` (dropout from
+  `key`): what a train step's update is made of."""
+  import jax
+  import numpy as np
+
+  from radjax.training import losses
+
+  state = run.state
+
+  def loss_fn(params):
+    logits, _ = run.model.apply({"params": params, "batch_stats": state.batch_stats},
+                                data["image"], train=True, rngs={"dropout": key},
+                                mutable=["batch_stats"])
+    return losses.cross_entropy(logits, data["label"]).mean()
+
+  loss, grads = jax.jit(jax.value_and_grad(loss_fn))(state.params)
+  flat = np.concatenate([np.asarray(g, np.float32).ravel() for g in jax.tree.leaves(grads)])
+  return float(loss), flat
+
+
+def _onednn_child(out_dir: str, args) -> None:
+  """In a process whose XLA_FLAGS the parent chose: the CPU train step at --variants-at with
+  each conv_impl, and (float32 points) the first step's loss and gradients, saved to out_dir."""
+  import jax
+  import numpy as np
+
+  from radjax.training import config as config_lib, run as run_lib
+
+  for conv_impl in ONEDNN_CONV_IMPLS:
+    for batch, dtype in _points(args.variants_at):
+      bench_radjax_step("cpu", batch, dtype, args, f"conv_impl={conv_impl}")
+      if dtype != "float32":
+        continue
+      config = config_lib.load_config(REPO / "configs" / "hello_world.py", [
+          "--config.weights=none", f"--config.batch_size={batch}",
+          f"--config.image_size={args.image_size}", f"--config.conv_impl={conv_impl}"],
+          device_count=1)
+      run = run_lib.build(config, jax.devices("cpu")[:1])
+      rng = np.random.default_rng(0)
+      size = (batch, args.image_size, args.image_size, 3)
+      data = {"image": rng.uniform(-1, 1, size).astype(np.float32),
+              "label": rng.integers(0, 2, batch).astype(np.int32)}
+      loss, grads = _first_step_numbers(run, data, jax.random.key(0))
+      np.savez(os.path.join(out_dir, f"{conv_impl}-{batch}.npz"), loss=loss, grads=grads)
+
+
+def bench_onednn(args) -> None:
+  """The CPU train step with conv_impl xla and gemm, without and with ONEDNN_RECIPE (each in a
+  fresh process), Keras at the same batches in this one; then whether the recipe keeps the first
+  step's loss and gradients."""
+  import subprocess
+
+  import numpy as np
+
+  with tempfile.TemporaryDirectory() as scratch:
+    for name, flags in (("default", ""), ("onednn", ONEDNN_RECIPE)):
+      os.makedirs(os.path.join(scratch, name))
+      child = subprocess.run(
+          [sys.executable, __file__, "--onednn-child", os.path.join(scratch, name),
+           "--variants-at", args.variants_at, "--image-size", str(args.image_size),
+           "--warmup", str(args.warmup), "--steps", str(args.steps),
+           "--repeats", str(args.repeats)],
+          env={**os.environ, "XLA_FLAGS": flags}, capture_output=True, text=True)
+      records = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
+      for record in records:
+        emit(**record, onednn=name)
+      if child.returncode != 0:
+        emit(part="onednn", impl="radjax", onednn=name,
+             skipped=f"child exited {child.returncode}: {child.stderr.strip()[-300:]}")
+    for batch in dict.fromkeys(b for b, _ in _points(args.variants_at)):
+      if "keras" in args.peers.split(","):
+        bench_keras_step(batch, args)
+    # Each conv_impl with the recipe against itself without; and, for scale, the two conv_impls
+    # against each other without it (two float32 orders of summation of the same convolutions).
+    pairs = [(c, ("default", c), ("onednn", c)) for c in ONEDNN_CONV_IMPLS]
+    pairs.append(("xla vs gemm", ("default", "xla"), ("default", "gemm")))
+    for batch in (b for b, dtype in _points(args.variants_at) if dtype == "float32"):
+      for compared, *sides in pairs:
+        paths = [os.path.join(scratch, name, f"{conv_impl}-{batch}.npz")
+                 for name, conv_impl in sides]
+        if not all(os.path.exists(p) for p in paths):
+          continue
+        first, second = (np.load(p) for p in paths)
+        loss_diff = abs(float(first["loss"]) - float(second["loss"]))
+        grad_diff = float(np.max(np.abs(first["grads"] - second["grads"])) /
+                          max(float(np.max(np.abs(first["grads"]))), 1e-30))
+        emit(part="onednn_numerics", impl="radjax", conv_impl=compared, batch=batch,
+             loss=float(first["loss"]), loss_abs_diff=loss_diff,
+             grad_max_diff_fraction=grad_diff,
+             equal=loss_diff <= ONEDNN_LOSS_TOLERANCE and grad_diff <= ONEDNN_GRAD_TOLERANCE)
+
+
 def bench_predict_cli(args) -> None:
   """`radjax predict` of one PNG as a user runs it, in fresh processes: cold (an empty compilation
   cache: the first call on a machine) and warm (every later call), on a checkpoint of the paper's
@@ -579,7 +685,8 @@ def _tagged(name: str, records: list[dict]) -> list[dict]:
 
 
 def table() -> str:
-  steps = [r for r in RESULTS if r["part"] == "train_step" and "skipped" not in r]
+  steps = [r for r in RESULTS if r["part"] == "train_step" and "skipped" not in r
+           and "onednn" not in r]
   base = [r for r in steps if r["impl"] == "radjax" and not r.get("variant")]
 
   def ours_at(device, batch, dtype, xla_flags="", source=None):
@@ -656,8 +763,43 @@ def table() -> str:
       if r.get("unmatched_ms_per_step"):
         lines.append(f"| (not in the table: kernels no HLO op claims) | "
                      f"{r['unmatched_ms_per_step']:.2f} | |")
+  lines += _onednn_table()
   skipped = [f"{r['part']} {r.get('impl', '')}: {r['skipped']}" for r in RESULTS if "skipped" in r]
   return "\n".join(lines + ([""] + [f"skipped: {s}" for s in skipped] if skipped else []))
+
+
+def _onednn_table() -> list[str]:
+  """The oneDNN part's rows: each conv_impl without and with the recipe, against Keras of the
+  same file and machine at the same batch, and whether the recipe kept the step's numbers."""
+  ours = [r for r in RESULTS if r["part"] == "train_step" and "onednn" in r and "skipped" not in r]
+  if not ours:
+    return []
+  keras = {(r.get(SOURCE), r["batch"]): r for r in RESULTS if r["part"] == "train_step"
+           and r["impl"] == "keras" and "skipped" not in r}
+  numerics = {(r.get(SOURCE), r["conv_impl"], r["batch"]): r for r in RESULTS
+              if r["part"] == "onednn_numerics"}
+  lines = ["", "CPU train step with XLA's oneDNN recipe (`--parts onednn`; each XLA_FLAGS setting in "
+           "a process of its own), against Keras `train_on_batch` in the same run:", "",
+           "| conv_impl | XLA_FLAGS | batch | dtype | ms/step | Keras ms/step | Keras ms / radjax ms "
+           "| recipe vs default: loss diff, max gradient diff / max gradient |",
+           "|---|---|---|---|---|---|---|---|"]
+  for r in ours:
+    conv_impl = r["variant"].split("=", 1)[1]
+    peer = keras.get((r.get(SOURCE), r["batch"]))
+    versus = (f"{peer['ms_per_step']:.1f} | {peer['ms_per_step'] / r['ms_per_step']:.2f}x"
+              if peer else " | ")
+    check = numerics.get((r.get(SOURCE), conv_impl, r["batch"]))
+    same = ("" if r["onednn"] == "default" or not check else
+            f"{check['loss_abs_diff']:.1e}, {check['grad_max_diff_fraction']:.1e} "
+            f"({'equal' if check['equal'] else 'NOT equal'})")
+    flags = "oneDNN recipe" if r["onednn"] != "default" else "none"
+    lines.append(f"| {conv_impl} | {flags} | {r['batch']} | {r['dtype']} | "
+                 f"{r['ms_per_step']:.1f} | {versus} | {same} |")
+  for (source, compared, batch), check in numerics.items():
+    if " vs " in compared and source == ours[0].get(SOURCE):
+      lines.append(f"| (for scale: {compared}, no flags) | | {batch} | float32 | | | | "
+                   f"{check['loss_abs_diff']:.1e}, {check['grad_max_diff_fraction']:.1e} |")
+  return lines
 
 
 def _points(text: str) -> list[tuple[int, str]]:
@@ -684,7 +826,9 @@ def main() -> None:
                            "by kind of op; predict: `radjax predict` of one file in fresh "
                            "processes, cold and warm compilation cache; compile: cold and "
                            "warm-cache compile time in fresh processes; variants: the train step "
-                           "with other implementations)")
+                           "with other implementations; onednn: the CPU step with conv_impl xla "
+                           "and gemm, without and with XLA's oneDNN recipe, and Keras, at "
+                           "--variants-at)")
   parser.add_argument("--profile-at", default="5:float32",
                       help="batch:dtype points to profile, comma-separated")
   parser.add_argument("--variants", default="pool_impl=window;bn_grad=autodiff;conv_impl=gemm",
@@ -708,9 +852,15 @@ def main() -> None:
                       help="print the table of earlier runs' JSON lines and exit")
   parser.add_argument("--compile-once", nargs=2, metavar=("DEVICE", "CACHE"),
                       help=argparse.SUPPRESS)  # the child process of the compile_cache part
+  parser.add_argument("--onednn-child", metavar="DIR",
+                      help=argparse.SUPPRESS)  # a child process of the onednn part
   args = parser.parse_args()
   if args.compile_once:
     _compile_once(*args.compile_once, args)
+    return
+  if args.onednn_child:
+    import radjax  # noqa: F401  (its XLA defaults, as in any run)
+    _onednn_child(args.onednn_child, args)
     return
   if args.table:
     for name in args.table:
@@ -776,6 +926,8 @@ def main() -> None:
       for batch, dtype in _points(args.profile_at):
         measure("profile", f"radjax {kind} {batch} {dtype}", profile_radjax_step, kind, batch,
                 dtype, args)
+  if "onednn" in parts:
+    measure("onednn", "radjax", bench_onednn, args)
   if "variants" in parts:
     for kind in kinds:
       for batch, dtype in _points(args.variants_at):

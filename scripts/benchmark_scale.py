@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""A dataset larger than memory (issue #11): generate N radiographs at 299x299 from the shared
+"""A dataset larger than memory: generate N radiographs at 299x299 from the shared
 images (seeded transformed copies, in a temporary folder), `radjax prepare` them, then in a fresh
 process stream one full epoch through the training input pipeline (read, augment, batch) with the
 decoded set above `cache_mb`, and feed `--steps` train steps from the stream. Also the in-memory
@@ -29,7 +29,11 @@ DATASET = REPO.parent / "shared" / "datasets" / "open_i_abd_vs_cxr"
 VAL_FRACTION = 0.02
 
 
+EMITTED: list[dict] = []
+
+
 def emit(**record) -> None:
+  EMITTED.append(record)
   print(json.dumps(record), flush=True)
 
 
@@ -112,6 +116,32 @@ def stream(args) -> None:
          images_per_s=seen / (time.perf_counter() - start))
 
 
+# The table's rows: (part, what it measures).
+TABLE_ROWS = (("generate", "generate the films (not radjax: PIL, one process)"),
+              ("prepare", "`radjax prepare` (list, decode, resize, write TFDS records)"),
+              ("stream_epoch", "one streamed epoch through the input pipeline"),
+              ("stream_train_steps", "train steps fed from the stream (batch 5, float32)"),
+              ("memory_pipeline", "the shared dataset prepared, kept in memory"),
+              ("stream_shared", "the shared dataset prepared, streamed"))
+
+
+def table(records: list[dict]) -> str:
+  by_part = {r["part"]: r for r in records}
+  lines = ["| what | images (steps) | s | images/s | peak RSS GiB |", "|---|---|---|---|---|"]
+  for part, what in TABLE_ROWS:
+    r = by_part.get(part)
+    if r is None:
+      continue
+    count = f"{r['images']:,}" if "images" in r else f"{r['steps'] * 5:,} ({r['steps']} steps)"
+    if "epochs" in r:
+      count += f" ({r['epochs']} epochs)"
+    cells = [f"{r[k]:,.0f}" if r.get(k, 0) >= 100 else f"{r[k]:.1f}" if k in r else ""
+             for k in ("seconds", "images_per_s")]
+    peak = f"{r['peak_rss_gib']:.2f}" if "peak_rss_gib" in r else ""
+    lines.append(f"| {what} | {count} | {' | '.join(cells)} | {peak} |")
+  return "\n".join(lines)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,9 +153,13 @@ def main() -> None:
                       help="epochs of the in-memory pipeline over the shared dataset")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--keep", help="generate and prepare into this folder and keep it")
+  parser.add_argument("--table", metavar="JSONL", help="print the table of an earlier run")
   parser.add_argument("--stream", help=argparse.SUPPRESS)  # the child process
   parser.add_argument("--shared", help=argparse.SUPPRESS)  # the shared dataset, prepared
   args = parser.parse_args()
+  if args.table:
+    print(table([json.loads(line) for line in open(args.table) if line.startswith("{")]))
+    return
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   if args.stream:
     stream(args)
@@ -156,20 +190,8 @@ def main() -> None:
     for r in records:
       print(json.dumps(r))
   by = {r["part"]: r for r in records}
-  epoch, steps, memory = by["stream_epoch"], by["stream_train_steps"], by["memory_pipeline"]
-  shared = by["stream_shared"]
-  print(f"\n| what | images | seconds | images/s | peak RSS GiB |\n|---|---|---|---|---|\n"
-        f"| prepare ({args.images:,} generated images, 299x299) | {args.images:,} | "
-        f"{prepare_s:.0f} | {args.images / prepare_s:.0f} | |\n"
-        f"| one streamed epoch through the input pipeline (shuffle buffer "
-        f"{epoch['shuffle_buffer']}) | {epoch['images']:,} | {epoch['seconds']:.0f} | "
-        f"{epoch['images_per_s']:.0f} | {epoch['peak_rss_gib']:.2f} |\n"
-        f"| {steps['steps']} train steps fed from the stream | {steps['steps'] * 5} | "
-        f"{steps['seconds']:.0f} | {steps['images_per_s']:.1f} | {steps['peak_rss_gib']:.2f} |\n"
-        f"| shared dataset prepared, in memory ({memory['epochs']} epochs) | {memory['images']} | "
-        f"| {memory['images_per_s']:.0f} | |\n"
-        f"| shared dataset prepared, streamed ({shared['epochs']} epochs) | {shared['images']} | "
-        f"| {shared['images_per_s']:.0f} | |\n\n"
+  epoch, memory, shared = by["stream_epoch"], by["memory_pipeline"], by["stream_shared"]
+  print(f"\n{table(EMITTED + records)}\n\n"
         f"streamed / in memory, the same (shared) data: "
         f"{shared['images_per_s'] / memory['images_per_s']:.2f}x; the generated set streamed / "
         f"the shared set in memory: {epoch['images_per_s'] / memory['images_per_s']:.2f}x "

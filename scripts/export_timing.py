@@ -93,14 +93,8 @@ def measure(workdir, film) -> dict:
           "page_answer_export_s": round(from_model["answer_s"], 2)}
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--workdir", required=True, help="a trained run")
-  parser.add_argument("--film", required=True, help="one PNG/JPEG/DICOM film to answer")
-  parser.add_argument("--out", help="append the JSON line here")
-  args = parser.parse_args(argv)
-  record = measure(args.workdir, args.film)
-  print(json.dumps(record))
+def table(record: dict) -> str:
+  """One measurement as a markdown table, headed by its image size, machine, date and commit."""
   rows = [("export size", f"{record['export_mib']} MiB"),
           ("import radjax.exported + load", f"{record['load_s']} s"),
           ("first prediction (compiles)", f"{record['first_predict_s']} s"),
@@ -109,8 +103,27 @@ def main(argv=None) -> int:
           ("page: one answer from the run (with Grad-CAM)", f"{record['page_answer_run_s']} s"),
           ("page: start from the export", f"{record['page_start_export_s']} s"),
           ("page: one answer from the export", f"{record['page_answer_export_s']} s")]
-  print(f"| {record['image_size']}x{record['image_size']}, {record['machine']} | |\n|---|---|")
-  print("\n".join(f"| {a} | {b} |" for a, b in rows))
+  head = (f"| {record['image_size']}x{record['image_size']}, {record['machine']}, "
+          f"{record['date']}, commit {record['commit']} | |\n|---|---|")
+  return "\n".join([head] + [f"| {a} | {b} |" for a, b in rows])
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--workdir", help="a trained run")
+  parser.add_argument("--film", help="one PNG/JPEG/DICOM film to answer")
+  parser.add_argument("--out", help="append the JSON line here")
+  parser.add_argument("--table", metavar="JSONL", help="print the tables of earlier measurements")
+  args = parser.parse_args(argv)
+  if args.table:
+    lines = [line for line in open(args.table) if line.startswith("{")]
+    print("\n\n".join(table(json.loads(line)) for line in lines))
+    return 0
+  if not (args.workdir and args.film):
+    parser.error("--workdir and --film are required (or --table JSONL)")
+  record = measure(args.workdir, args.film)
+  print(json.dumps(record))
+  print(table(record))
   if args.out:
     with open(args.out, "a") as f:
       f.write(json.dumps(record) + "\n")

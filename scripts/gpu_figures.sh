@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures of README "Benchmarks" (issue #12), in one call on a CUDA machine that may have
+# The GPU figures of docs/results.md ("GPU"), in one call on a CUDA machine that may have
 # no TensorFlow, no pydicom and no network. Two steps:
 #
 #   1. Here, on a machine with TensorFlow and network access to the package index:
@@ -17,7 +17,7 @@
 #      GPU_FIGURES_BUDGET (seconds, default 500) bounds the run: no measurement starts in its last
 #      minute, and whatever finished is kept.
 #        bash scripts/gpu_figures.sh tune OUT_DIR
-#      the issue #12 tuning run instead (default budget 470 s): what is still unmeasured first
+#      the tuning run instead (default budget 470 s): what is still unmeasured first
 #      (the batch-256 profile, BatchNorm's and max-pool's variants), the batch-5 step with XLA's
 #      default command buffers, then radjax as shipped beside PyTorch and end to end.
 set -euo pipefail

@@ -176,7 +176,7 @@ def window_max_pool(x, kernel: tuple[int, int], strides: tuple[int, int]):
   MaxPoolGrad.
 
   Why: XLA's CPU backend expands the gradient of `lax.reduce_window` max pooling (a
-  select-and-scatter) into index arrays and a scatter (README "Benchmarks"). Here the forward pass
+  select-and-scatter) into index arrays and a scatter (docs/benchmarks.md and docs/results.md). Here the forward pass
   keeps each window's winning position as int8 and the backward pass is nine pads of the masked
   cotangent, summed in one fused loop.
   """
@@ -220,8 +220,8 @@ _window_max_pool.defvjp(_window_max_pool_fwd, _window_max_pool_bwd)
 
 
 # The convolution and max-pool lowerings. Each pair has the same parameters and results (to float
-# rounding); "gemm" and "window" are what XLA's CPU backend differentiates faster (README
-# "Benchmarks"). radjax.training.run picks them per backend.
+# rounding); "gemm" and "window" are what XLA's CPU backend differentiates faster (docs/results.md,
+# "Train step on CPU"). radjax.training.run picks them per backend.
 XlaConv = functools.partial(nn.Conv, use_bias=False, kernel_init=_KERNEL_INIT)
 
 

@@ -25,7 +25,7 @@ from radjax.training import losses, mixing, steps as steps_lib
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-# What "auto" means per backend, chosen by measurement (README "Benchmarks"): XLA's CPU backend
+# What "auto" means per backend, chosen by measurement (docs/benchmarks.md and docs/results.md): XLA's CPU backend
 # differentiates GEMM convolutions, window-slice max pooling and BatchNorm's closed-form gradient
 # faster than lax.conv, reduce_window and autodiff; on GPUs, cuDNN convolutions win.
 IMPLEMENTATIONS = {
@@ -37,7 +37,7 @@ OTHER_BACKENDS = "gpu"  # TPUs and the rest: XLA's own ops, as on GPUs
 
 # Precise BN's images per forward pass for `precise_bn_images_per_call=0`, measured on
 # hello_world: on 2 CPU cores, passes of 7 batches took 9.1 s an epoch against 8.5 s one batch at a
-# time (the same hour); on an H200, 0.024-0.036 s against 0.12-0.14 s (README "Benchmarks").
+# time (the same hour); on an H200, 0.024-0.036 s against 0.12-0.14 s (docs/benchmarks.md and docs/results.md).
 PRECISE_BN_IMAGES_PER_CALL = {"cpu": 1, "gpu": 64}  # 1: a single batch, whatever its size
 
 
