@@ -3,11 +3,15 @@
 
   python scripts/benchmark.py                       # CPU: batches 5,32; float32 + bfloat16; peers
   python scripts/benchmark.py --device gpu          # GPU: batches 5,64,256
-  python scripts/benchmark.py --device both         # CPU and GPU, with GPU/CPU ratios
+  python scripts/benchmark.py --device both         # GPU and CPU: step and epoch, with ratios
+  python scripts/benchmark.py --device gpu --step-at 5:float32,256:bfloat16 \
+      --peers torch --torch-compile default,reduce-overhead   # PyTorch eager and compiled
+  python scripts/benchmark.py --parts onednn --variants-at 5:float32,32:float32   # CPU, XLA oneDNN
 
-Every figure is measured in this process on this machine; peers (Keras `train_on_batch` with the
-paper's head and Adam, PyTorch torchvision inception_v3) run at the same batch and image size when
-installed. Step timings exclude compilation (reported separately), warm up first, block until the
+Every figure is measured on this machine in this run; peers (Keras `train_on_batch` with the
+paper's head and Adam, PyTorch torchvision inception_v3 eager and `torch.compile`d) run at the
+same batch and image size when installed, and radjax is compared with the fastest PyTorch row.
+Settings XLA reads once per process (XLA_FLAGS, another backend) are measured in child processes. Step timings exclude compilation (reported separately), warm up first, block until the
 device is done before the clock stops, and report the median of `--repeats` timed runs. Output:
 one JSON object per line, then a markdown table. The train-step part needs no TensorFlow.
 """
@@ -346,12 +350,16 @@ def bench_keras_step(batch: int, args) -> None:
        version=tf_keras.__version__)
 
 
-def bench_torch_step(device_kind: str, batch: int, mode: str, args) -> None:
+def bench_torch_step(device_kind: str, batch: int, mode: str, args,
+                     compile_mode: str | None = None) -> None:
+  """torchvision's InceptionV3 with the paper's head and Adam, eager or (`compile_mode`, one of
+  torch.compile's modes) compiled by inductor; `mode` fp32, or bf16 autocast with channels_last."""
+  impl = f"torch-{mode}" if compile_mode is None else f"torch-compile-{mode}"
   try:
     import torch
     import torchvision
   except ImportError as e:
-    emit(part="train_step", impl=f"torch-{mode}", skipped=f"not installed ({e.name})")
+    emit(part="train_step", impl=impl, skipped=f"not installed ({e.name})")
     return
   device = torch.device("cuda" if device_kind == "gpu" else "cpu")
   backbone = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True)
@@ -367,11 +375,14 @@ def bench_torch_step(device_kind: str, batch: int, mode: str, args) -> None:
     images = images.contiguous(memory_format=torch.channels_last)
   labels = torch.randint(0, 2, (batch, 1), device=device).float()
   loss_fn = torch.nn.BCEWithLogitsLoss()
+  # The forward and (through AOTAutograd) backward pass compiled; Adam stays eager, as most
+  # compiled training loops run it.
+  forward = model if compile_mode is None else torch.compile(model, mode=compile_mode)
 
   def step():
     opt.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-      loss = loss_fn(model(images).float(), labels)
+      loss = loss_fn(forward(images).float(), labels)
     loss.backward()
     opt.step()
 
@@ -391,13 +402,20 @@ def bench_torch_step(device_kind: str, batch: int, mode: str, args) -> None:
   ms = statistics.median(times) / args.steps * 1e3
   peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
   if device.type == "cuda":  # give the memory back for the next JAX measurement
-    del model, backbone, opt, images, labels
+    del model, backbone, opt, images, labels, forward
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
-  emit(part="train_step", impl=f"torch-{mode}", device=device_kind, batch=batch,
+  if compile_mode is not None:
+    torch._dynamo.reset()  # the next measurement compiles afresh, as a new process would
+  emit(part="train_step", impl=impl, device=device_kind, batch=batch,
        dtype="bfloat16" if bf16 else "float32", image_size=args.image_size, ms_per_step=ms,
        images_per_s=batch * 1e3 / ms, first_step_s=compile_s, peak_memory_gb=peak,
-       repeats=[t / args.steps * 1e3 for t in times], version=torch.__version__)
+       repeats=[t / args.steps * 1e3 for t in times], version=torch.__version__,
+       **({} if compile_mode is None else {"compile_mode": compile_mode}))
+
+
+# PyTorch's counterpart of each radjax dtype: float32, or bfloat16 autocast with channels_last.
+TORCH_MODES = {"float32": "fp32", "bfloat16": "bf16"}
 
 
 def bench_compile_cache(device_kind: str, args) -> None:
@@ -652,7 +670,8 @@ def bench_end_to_end(args) -> None:
   import jax
 
   emit(part="end_to_end", impl="radjax", config="hello_world", epochs=args.e2e_epochs,
-       device=jax.default_backend(), batch=config.batch_size,
+       device=jax.default_backend(), device_name=jax.devices()[0].device_kind,
+       batch=config.batch_size,
        steps_per_epoch=round(history[0]["images_per_s"] * history[0]["train_seconds"]
                              / config.batch_size), total_s=total, epoch_s=[h["epoch_seconds"] for h in history],
        train_s=[h["train_seconds"] for h in history],
@@ -662,9 +681,37 @@ def bench_end_to_end(args) -> None:
        augment_on=augment_on, data="arrays" if args.arrays else "folders")
 
 
+# What JAX_PLATFORMS selects each device kind's backend by.
+JAX_PLATFORMS = {"cpu": "cpu", "gpu": "cuda"}
+
+
+def bench_end_to_end_elsewhere(device_kind: str, args) -> None:
+  """The end-to-end epochs on a backend that is not this process' default (the CPU of a GPU
+  machine), in a child process that sees only that backend: the loop trains on every device of
+  its process' backend, so this is the run a user of that backend gets."""
+  import subprocess
+
+  command = [sys.executable, __file__, "--device", device_kind, "--parts", "e2e", "--peers", "none",
+             "--e2e-epochs", str(args.e2e_epochs), "--image-size", str(args.image_size),
+             "--data-dir", args.data_dir]
+  command += ["--arrays", args.arrays] if args.arrays else []
+  command += ["--augment-on", args.augment_on] if args.augment_on else []
+  child = subprocess.run(command, env={**os.environ, "JAX_PLATFORMS": JAX_PLATFORMS[device_kind]},
+                         capture_output=True, text=True)
+  records = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
+  for record in records:
+    if record["part"] == "end_to_end":
+      emit(**record)
+  if child.returncode != 0 or not any(r["part"] == "end_to_end" for r in records):
+    raise RuntimeError(f"the {device_kind} child exited {child.returncode}: "
+                       f"{child.stderr.strip()[-300:]}")
+
+
 # ----------------------------------------------------------------------------------------------
 
 def _label(r: dict) -> str:
+  if r.get("compile_mode"):
+    return f"{r['impl']} ({r['compile_mode']})"
   settings = [r["variant"]] if r["impl"] == "radjax" and r.get("variant") else []
   settings += [f"XLA_FLAGS={r['xla_flags']}"] if r.get("xla_flags") else []
   return f"{r['impl']} ({'; '.join(settings)})" if settings else r["impl"]
@@ -710,6 +757,14 @@ def table() -> str:
     lines.append(f"| train step | {_label(r)} | {r['device']} | {r['batch']} | {r['dtype']} | "
                  f"{r['ms_per_step']:.1f} | {r['images_per_s']:.1f} | {compile_s:.1f} | {peak} "
                  f"| {ratio} |")
+  for r in base:  # against the fastest PyTorch row (eager or compiled) at its device and batch
+    torch_rows = [t for t in steps if t["impl"].startswith("torch") and t["device"] == r["device"]
+                  and t["batch"] == r["batch"] and t.get(SOURCE) == r.get(SOURCE)]
+    if torch_rows and not r.get("xla_flags"):
+      fastest = max(torch_rows, key=lambda t: t["images_per_s"])
+      lines.append(f"| radjax {r['dtype']} / fastest PyTorch ({_label(fastest)}, {fastest['dtype']}) "
+                   f"| radjax | {r['device']} | {r['batch']} | {r['dtype']} | | | | | "
+                   f"**{r['images_per_s'] / fastest['images_per_s']:.2f}x** |")
   for r in base:
     if r["device"] == "gpu" and not r.get("xla_flags"):
       cpu = ours_at("cpu", r["batch"], r["dtype"], source=r.get(SOURCE))
@@ -763,9 +818,9 @@ def table() -> str:
       if r.get("unmatched_ms_per_step"):
         lines.append(f"| (not in the table: kernels no HLO op claims) | "
                      f"{r['unmatched_ms_per_step']:.2f} | |")
-  lines += _onednn_table()
+  lines += _onednn_table() + _gpu_vs_cpu_table()
   skipped = [f"{r['part']} {r.get('impl', '')}: {r['skipped']}" for r in RESULTS if "skipped" in r]
-  return "\n".join(lines + ([""] + [f"skipped: {s}" for s in skipped] if skipped else []))
+  return "\n".join(lines + ([""] + [f"- skipped: {s}" for s in skipped] if skipped else []))
 
 
 def _onednn_table() -> list[str]:
@@ -802,6 +857,40 @@ def _onednn_table() -> list[str]:
   return lines
 
 
+def _gpu_vs_cpu_table() -> list[str]:
+  """`--device both`: the hello_world epoch end to end and the bare step on each device of one
+  run, side by side with CPU / GPU ratios, and the machine they ran on."""
+  e2e = {(r.get(SOURCE), r.get("device")): r for r in RESULTS
+         if r["part"] == "end_to_end" and "skipped" not in r}
+  lines = []
+  for (source, device), gpu in e2e.items():
+    cpu = e2e.get((source, "cpu"))
+    if device != "gpu" or cpu is None:
+      continue
+    machine = next((r for r in RESULTS if r["part"] == "machine" and r.get(SOURCE) == source), {})
+    gpus = sorted({d.split(":", 1)[1] for d in machine.get("devices", []) if d.startswith("gpu")})
+    lines += ["", f"GPU against CPU on one machine ({', '.join(gpus) or 'GPU'}; CPU: "
+              f"{machine.get('cpu', '?')}, {machine.get('cores', '?')} cores), hello_world at "
+              f"{gpu.get('image_size')}x{gpu.get('image_size')}, {gpu['data']}, augment on "
+              f"{gpu['augment_on']}:", "", "| what | CPU | GPU | CPU / GPU |", "|---|---|---|---|"]
+
+    def row(what, c, g, unit):
+      lines.append(f"| {what} | {c:.3f} {unit} | {g:.3f} {unit} | {c / g:.1f}x |")
+
+    row("epoch 1 (compiling included)", cpu["epoch_s"][0], gpu["epoch_s"][0], "s")
+    if len(cpu["epoch_s"]) > 1 and len(gpu["epoch_s"]) > 1:
+      for key, what in (("epoch_s", "later epochs, mean"), ("train_s", "  training"),
+                        ("precise_bn_s", "  precise BN"), ("val_s", "  validation")):
+        row(what, statistics.mean(cpu[key][1:]), statistics.mean(gpu[key][1:]), "s")
+    steps = {r["device"]: r for r in RESULTS if r["part"] == "train_step" and r["impl"] == "radjax"
+             and not r.get("variant") and r.get(SOURCE) == source and "skipped" not in r
+             and r["batch"] == gpu["batch"] and r["dtype"] == "float32"}
+    if "cpu" in steps and "gpu" in steps:
+      row(f"train step alone, batch {gpu['batch']} float32", steps["cpu"]["ms_per_step"],
+          steps["gpu"]["ms_per_step"], "ms")
+  return lines
+
+
 def _points(text: str) -> list[tuple[int, str]]:
   """"5:float32,256:bfloat16" -> [(5, "float32"), (256, "bfloat16")]."""
   return [(int(b), d) for b, d in (item.split(":") for item in text.split(",") if item)]
@@ -815,11 +904,17 @@ def main() -> None:
   parser.add_argument("--dtypes", default="float32,bfloat16")
   parser.add_argument("--step-at", help="batch:dtype points of the step part, comma-separated "
                                         "(instead of every --batch-sizes x --dtypes pair)")
+  parser.add_argument("--cpu-step-at", default="5:float32",
+                      help="with --device both: the CPU's step points (a large batch takes "
+                           "minutes a step on a CPU)")
   parser.add_argument("--image-size", type=int, default=299)
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
   parser.add_argument("--steps", type=int, default=3, help="steps per timed repeat")
   parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
   parser.add_argument("--peers", default="keras,torch", help="comma-separated, or 'none'")
+  parser.add_argument("--torch-compile", default="default",
+                      help="torch.compile modes to time beside PyTorch eager, comma-separated "
+                           "(e.g. default,reduce-overhead,max-autotune; '' for eager only)")
   parser.add_argument("--parts", default="step,pipeline,e2e",
                       help="comma-separated subset of step,e2e,pipeline,predict,compile,profile,"
                            "variants, run in that order (profile: where a train step's time goes, "
@@ -897,7 +992,9 @@ def main() -> None:
       emit(part=part, impl=what, skipped=f"failed: {type(e).__name__}: {str(e)[:300]}")
 
   for kind in kinds:
-    if args.step_at:
+    if kind == "cpu" and args.device == "both":
+      points = _points(args.cpu_step_at)
+    elif args.step_at:
       points = _points(args.step_at)
     else:
       points = [(int(b), d) for b in (args.batch_sizes or DEFAULT_BATCHES[kind]).split(",")
@@ -909,11 +1006,22 @@ def main() -> None:
                   dtype, args)
         if "keras" in peers and kind == "cpu":
           measure("train_step", "keras", bench_keras_step, batch, args)
-        if "torch" in peers:
-          for mode in ("fp32", "bf16"):
+        # With --device both the CPU runs radjax alone: the comparison is radjax on two devices,
+        # and compiling PyTorch for the CPU too would spend the GPU machine's time (--device cpu
+        # measures it).
+        if "torch" in peers and not (kind == "cpu" and args.device == "both"):
+          for dtype in (d for b, d in points if b == batch):
+            mode = TORCH_MODES[dtype]
             measure("train_step", f"torch-{mode}", bench_torch_step, kind, batch, mode, args)
+            for compile_mode in filter(None, args.torch_compile.split(",")):
+              measure("train_step", f"torch-compile-{mode} ({compile_mode})", bench_torch_step,
+                      kind, batch, mode, args, compile_mode)
   if "e2e" in parts:
-    measure("end_to_end", "radjax", bench_end_to_end, args)
+    for kind in kinds:
+      if kind == jax.default_backend():
+        measure("end_to_end", f"radjax {kind}", bench_end_to_end, args)
+      else:
+        measure("end_to_end", f"radjax {kind}", bench_end_to_end_elsewhere, kind, args)
   if "pipeline" in parts:
     measure("pipeline", "radjax", bench_pipeline, args)
   if "predict" in parts:

@@ -17,9 +17,10 @@
 #      GPU_FIGURES_BUDGET (seconds, default 500) bounds the run: no measurement starts in its last
 #      minute, and whatever finished is kept.
 #        bash scripts/gpu_figures.sh tune OUT_DIR
-#      the tuning run instead (default budget 470 s): what is still unmeasured first
-#      (the batch-256 profile, BatchNorm's and max-pool's variants), the batch-5 step with XLA's
-#      default command buffers, then radjax as shipped beside PyTorch and end to end.
+#      the tuning run instead (default budget 470 s): first radjax as shipped beside PyTorch eager
+#      and torch.compile at batch 5 float32 and 256 bfloat16, with the hello_world epoch end to
+#      end on the GPU and on this machine's CPU (`--device both`); then what is still unmeasured
+#      (the batch-256 profile by kernel name, BatchNorm's and max-pool's variants).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE_DIR=.device
@@ -76,9 +77,9 @@ case "${1:-}" in
     python scripts/benchmark.py --table "$out/benchmark.jsonl" | tee "$out/table.md"
     ;;
   tune)
-    # Issue #12 part 4, where the GPU step stands against its targets. Each command is its own
-    # process (XLA reads XLA_FLAGS once). GPU_FIGURES_BUDGET (default 470 s) bounds the whole;
-    # GPU_FIGURES_DEVICE=cpu GPU_FIGURES_ARGS="--image-size 75 ..." rehearse it on a CPU.
+    # Where the GPU step stands against its targets. Each command is its own process (XLA reads
+    # XLA_FLAGS once). GPU_FIGURES_BUDGET (default 470 s) bounds the whole; rehearse on a CPU with
+    # GPU_FIGURES_DEVICE=cpu GPU_FIGURES_PAIR=cpu GPU_FIGURES_ARGS="--image-size 75 ...".
     out="${2:?usage: gpu_figures.sh tune OUT_DIR}"
     mkdir -p "$out"
     began=$SECONDS
@@ -91,19 +92,18 @@ case "${1:-}" in
       if [ "$seconds" -le 60 ]; then echo "not started, budget spent: $*" | tee -a "$out/$log"; return; fi
       timeout "$seconds" python scripts/benchmark.py --jsonl "$out/benchmark.jsonl" \
           --device "${GPU_FIGURES_DEVICE:-gpu}" --peers none --deadline $(( seconds - 60 )) \
-          ${GPU_FIGURES_ARGS:-} "$@" 2>&1 | tee -a "$out/$log" || true
+          "$@" ${GPU_FIGURES_ARGS:-} 2>&1 | tee -a "$out/$log" || true
     }
     setup "$out"
-    # What is still unmeasured first: the batch-256 profile, BatchNorm's and max-pool's variants.
+    # radjax as shipped (convolutions in CUDA graphs, precise BN in few passes) beside PyTorch
+    # eager and compiled, at batch 5 float32 and 256 bfloat16; then hello_world end to end on the
+    # GPU and on the CPU, and the CPU's batch-5 step: the GPU/CPU table.
+    measure shipped.txt --device "${GPU_FIGURES_PAIR:-both}" --parts step,e2e --peers torch \
+        --torch-compile "${GPU_FIGURES_TORCH_COMPILE:-default,reduce-overhead}" \
+        --step-at 5:float32,256:bfloat16 --arrays "$DEVICE_DIR/hello299.npz"
+    # What is still unmeasured: the batch-256 profile, BatchNorm's and max-pool's variants.
     measure unmeasured.txt --parts profile,variants --profile-at 256:bfloat16 \
         --variants-at 256:bfloat16,5:float32 --variants "bn_grad=autodiff;pool_impl=window"
-    # The batch-5 step with XLA's default command buffers (convolutions launched one by one).
-    XLA_FLAGS="--xla_gpu_enable_command_buffer=-CONVOLUTION" measure xla_default.txt \
-        --parts step --step-at 5:float32
-    # radjax as shipped (convolutions in CUDA graphs, precise BN in few passes): the step at
-    # batch 5 and 256 beside PyTorch, then the end-to-end epochs.
-    measure shipped.txt --parts step,e2e --peers torch --step-at 5:float32,256:bfloat16 \
-        --arrays "$DEVICE_DIR/hello299.npz"
     python scripts/benchmark.py --table "$out/benchmark.jsonl" | tee "$out/table.md"
     ;;
   *)

@@ -161,3 +161,74 @@ def test_table_compares_records_only_within_one_file_and_machine(tmp_path):
   assert torch.rstrip().endswith("| 4.00x |")
   keras = next(line for line in out.splitlines() if "| input pipeline | keras" in line)
   assert keras.rstrip().endswith("| 8.00x |")
+
+
+def _table_of(records, tmp_path) -> str:
+  path = tmp_path / "results.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in records))
+  return subprocess.run([sys.executable, str(SCRIPT), "--table", str(path)], capture_output=True,
+                        text=True, check=True).stdout
+
+
+def test_radjax_is_compared_with_the_fastest_pytorch_row_eager_or_compiled(tmp_path):
+  records = [
+      _step("radjax", "gpu", 256, "bfloat16", 50.0),                      # 5,120 images/s
+      _step("torch-bf16", "gpu", 256, "bfloat16", 100.0),                 # 2,560
+      {**_step("torch-compile-bf16", "gpu", 256, "bfloat16", 64.0),       # 4,000: the fastest
+       "compile_mode": "max-autotune"},
+      {**_step("torch-compile-bf16", "gpu", 256, "bfloat16", 80.0), "compile_mode": "default"},
+      _step("radjax", "gpu", 5, "float32", 10.0),
+      _step("torch-fp32", "gpu", 5, "float32", 30.0),
+  ]
+  out = _table_of(records, tmp_path)
+  # 64 / 50 = 1.28x against the compiled row, not 2.00x against eager
+  assert ("| radjax bfloat16 / fastest PyTorch (torch-compile-bf16 (max-autotune), bfloat16) "
+          "| radjax | gpu | 256 | bfloat16 | | | | | **1.28x** |") in out
+  assert "| radjax float32 / fastest PyTorch (torch-fp32, float32) | radjax | gpu | 5 |" in out
+  assert "**3.00x**" in out
+  assert "| train step | torch-compile-bf16 (default) | gpu | 256 | bfloat16 | 80.0 |" in out
+
+
+def test_device_both_prints_gpu_against_cpu_for_the_epoch_and_the_step(tmp_path):
+  def e2e(device, epochs, train, bn, val):
+    return {"part": "end_to_end", "impl": "radjax", "device": device, "batch": 5,
+            "steps_per_epoch": 13, "epoch_s": epochs, "train_s": train, "precise_bn_s": bn,
+            "val_s": val, "train_images_per_s": [1.0] * len(epochs), "data": "arrays",
+            "augment_on": "device", "image_size": 299}
+  records = [
+      {"part": "machine", "cpu": "Xeon 8480", "cores": 16, "devices": ["gpu:NVIDIA H200"]},
+      _step("radjax", "gpu", 5, "float32", 10.0),
+      _step("radjax", "cpu", 5, "float32", 400.0),
+      e2e("gpu", [20.0, 0.2, 0.3], [0.1, 0.12, 0.14], [10.0, 0.03, 0.05], [5.0, 0.02, 0.02]),
+      e2e("cpu", [90.0, 8.0, 10.0], [50.0, 5.0, 6.0], [20.0, 2.0, 3.0], [2.0, 0.5, 0.7]),
+  ]
+  out = _table_of(records, tmp_path)
+  assert "GPU against CPU on one machine (NVIDIA H200; CPU: Xeon 8480, 16 cores)" in out
+  assert "| epoch 1 (compiling included) | 90.000 s | 20.000 s | 4.5x |" in out
+  assert "| later epochs, mean | 9.000 s | 0.250 s | 36.0x |" in out      # (8+10)/2 over (0.2+0.3)/2
+  assert "|   training | 5.500 s | 0.130 s | 42.3x |" in out
+  assert "|   precise BN | 2.500 s | 0.040 s | 62.5x |" in out
+  assert "|   validation | 0.600 s | 0.020 s | 30.0x |" in out
+  assert "| train step alone, batch 5 float32 | 400.000 ms | 10.000 ms | 40.0x |" in out
+
+
+def test_the_onednn_table_sets_each_setting_against_keras_and_reports_the_numbers(tmp_path):
+  recipe = "--xla_cpu_experimental_onednn_custom_call=true"
+  records = [
+      {"part": "machine", "cpu": "Xeon", "cores": 2},
+      {**_step("radjax", "cpu", 5, "float32", 1600.0, variant="conv_impl=gemm"), "onednn": "default"},
+      {**_step("radjax", "cpu", 5, "float32", 1250.0, variant="conv_impl=xla"), "onednn": "onednn",
+       "xla_flags": recipe},
+      _step("keras", "cpu", 5, "float32", 1000.0),
+      {"part": "onednn_numerics", "impl": "radjax", "conv_impl": "xla", "batch": 5, "loss": 0.7,
+       "loss_abs_diff": 2e-7, "grad_max_diff_fraction": 3e-5, "equal": True},
+      {"part": "onednn_numerics", "impl": "radjax", "conv_impl": "xla vs gemm", "batch": 5,
+       "loss": 0.7, "loss_abs_diff": 1e-7, "grad_max_diff_fraction": 2e-5, "equal": True},
+  ]
+  out = _table_of(records, tmp_path)
+  assert "| gemm | none | 5 | float32 | 1600.0 | 1000.0 | 0.62x |  |" in out   # 1000 / 1600
+  assert ("| xla | oneDNN recipe | 5 | float32 | 1250.0 | 1000.0 | 0.80x | 2.0e-07, 3.0e-05 "
+          "(equal) |") in out
+  assert "| (for scale: xla vs gemm, no flags) | | 5 | float32 | | | | 1.0e-07, 2.0e-05 |" in out
+  # the oneDNN rows are not also listed among the plain train-step rows
+  assert "| train step | radjax (conv_impl=xla" not in out
