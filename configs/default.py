@@ -68,13 +68,15 @@ def get_config():
   config.dropout_rate = 0.5
   config.dtype = "float32"         # compute dtype: "float32" or "bfloat16" (parameters stay float32)
   # How the step computes (same parameters and results, up to float rounding; "auto" = what was
-  # measured fastest on the backend, radjax.training.run.IMPLEMENTATIONS and docs/benchmarks.md and docs/results.md):
+  # measured fastest on the backend: radjax.training.run.IMPLEMENTATIONS, docs/results.md):
   # convolutions "xla" (lax.conv) or "gemm" (patches @ kernel); max pooling "xla"
   # (lax.reduce_window) or "window" (max of window slices, hand-written gradient); BatchNorm's
-  # gradient "closed_form" (hand-written) or "autodiff".
+  # gradient "closed_form" (hand-written) or "autodiff", and its batch statistics "two_pass"
+  # (the mean, then the squared deviations) or "one_pass" (both sums in one shifted read).
   config.conv_impl = "auto"
   config.pool_impl = "auto"
   config.bn_grad = "auto"
+  config.bn_stats = "auto"
   config.bn_momentum = 0.99        # Keras' BatchNormalization default (Bessel-corrected variance)
   # Recompute BatchNorm statistics on the un-augmented training set (seeded mixed-class batches of
   # batch_size) before each validation and checkpoint ("precise BN"); with 13 steps per epoch,

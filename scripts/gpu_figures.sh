@@ -101,9 +101,11 @@ case "${1:-}" in
     measure shipped.txt --device "${GPU_FIGURES_PAIR:-both}" --parts step,e2e --peers torch \
         --torch-compile "${GPU_FIGURES_TORCH_COMPILE:-default,reduce-overhead}" \
         --step-at 5:float32,256:bfloat16 --arrays "$DEVICE_DIR/hello299.npz"
-    # What is still unmeasured: the batch-256 profile, BatchNorm's and max-pool's variants.
+    # What is still unmeasured: the batch-256 profile; BatchNorm's statistics in one pass, its
+    # autodiff gradient and the window max pool on the GPU.
     measure unmeasured.txt --parts profile,variants --profile-at 256:bfloat16 \
-        --variants-at 256:bfloat16,5:float32 --variants "bn_grad=autodiff;pool_impl=window"
+        --variants-at 256:bfloat16,5:float32 \
+        --variants "bn_stats=one_pass;bn_grad=autodiff;pool_impl=window"
     python scripts/benchmark.py --table "$out/benchmark.jsonl" | tee "$out/table.md"
     ;;
   *)

@@ -1,5 +1,6 @@
 """Settings: every bad value refused at load with one line naming it; shipped configs by name."""
 
+import os
 import pathlib
 
 import pytest
@@ -97,15 +98,18 @@ def test_auto_implementations_resolve_per_backend_and_explicit_ones_stay():
   from radjax.training import run
 
   config = config_lib.load_config(HELLO, [])
-  assert run.implementations(config, "cpu") == {"conv_impl": "gemm", "pool_impl": "window",
-                                                "bn_grad": "closed_form"}
+  # radjax.CPU_XLA_FLAGS is in this process' XLA_FLAGS (radjax set it), so CPU convolutions are
+  # XLA's own (the test below checks both ways in fresh processes).
+  assert run.implementations(config, "cpu") == {"conv_impl": "xla", "pool_impl": "window",
+                                                "bn_grad": "closed_form", "bn_stats": "two_pass"}
   assert run.implementations(config, "tpu") == run.implementations(config, "gpu")
-  config = config_lib.load_config(HELLO, ["--config.pool_impl=xla", "--config.bn_grad=autodiff"])
+  config = config_lib.load_config(HELLO, ["--config.pool_impl=xla", "--config.bn_grad=autodiff",
+                                           "--config.bn_stats=one_pass", "--config.conv_impl=gemm"])
   assert run.implementations(config, "cpu") == {"conv_impl": "gemm", "pool_impl": "xla",
-                                                "bn_grad": "autodiff"}
+                                                "bn_grad": "autodiff", "bn_stats": "one_pass"}
   model = run.create_model(config)  # this machine's backend is the CPU
   assert model.conv.__name__ == "GemmConv" and model.max_pool.__name__ == "xla_max_pool"
-  assert model.bn_closed_form_grad is False
+  assert model.bn_closed_form_grad is False and model.bn_one_pass is True
 
 
 def test_precise_bn_passes_per_backend_and_explicit():
@@ -122,7 +126,6 @@ def test_precise_bn_passes_per_backend_and_explicit():
 
 
 def test_radjax_puts_convolutions_in_cuda_graphs_unless_the_user_chose(tmp_path):
-  import os
   import subprocess
   import sys
 
@@ -137,6 +140,49 @@ def test_radjax_puts_convolutions_in_cuda_graphs_unless_the_user_chose(tmp_path)
     return out.stdout.strip()
 
   import radjax
-  assert flags_after_import(None) == radjax.GPU_XLA_FLAGS
-  assert flags_after_import("--xla_cpu_enable_fast_math=false") == f"--xla_cpu_enable_fast_math=false {radjax.GPU_XLA_FLAGS}"
-  assert flags_after_import("--xla_gpu_enable_command_buffer=") == "--xla_gpu_enable_command_buffer="
+  both = f"{radjax.GPU_XLA_FLAGS} {radjax.CPU_XLA_FLAGS}"
+  assert flags_after_import(None) == both
+  assert flags_after_import("--xla_cpu_enable_fast_math=false") == f"--xla_cpu_enable_fast_math=false {both}"
+  assert flags_after_import("--xla_gpu_enable_command_buffer=") == (
+      f"--xla_gpu_enable_command_buffer= {radjax.CPU_XLA_FLAGS}")
+
+
+CONV_GRADIENT_HLO = """
+import json, os, sys
+import radjax
+import jax, jax.numpy as jnp
+from jax import lax
+from radjax.training import run
+x, w = jnp.ones((2, 32, 32, 64)), jnp.ones((3, 3, 64, 64))
+conv = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+grad = jax.jit(jax.grad(lambda x, w: jnp.sum(conv(x, w) ** 2), argnums=1))
+print(json.dumps({"xla_flags": os.environ["XLA_FLAGS"],
+                  "ynnpack": "ynn_fusion" in grad.lower(x, w).compile().as_text(),
+                  "cpu_conv": run.IMPLEMENTATIONS["cpu"]["conv_impl"]}))
+"""
+
+
+@pytest.mark.parametrize("user_flags", ["", "--xla_cpu_experimental_ynn_fusion_type=individual_convolution"])
+def test_radjax_xla_flags_reach_xla_and_a_users_own_setting_wins(user_flags):
+  """In a fresh process (XLA reads XLA_FLAGS once): importing radjax turns XLA's YNNPACK
+  convolution fusions off, which the compiled HLO shows, and the CPU's conv_impl "auto" becomes
+  lax.conv; a YNNPACK setting of the user's own is kept, YNNPACK fuses, and "auto" stays GEMM."""
+  import json
+  import subprocess
+  import sys
+
+  import radjax
+
+  env = {**os.environ, "XLA_FLAGS": user_flags}
+  done = subprocess.run([sys.executable, "-c", CONV_GRADIENT_HLO], capture_output=True,
+                        text=True, env=env, check=True)
+  seen = json.loads(done.stdout.strip().splitlines()[-1])
+  flags = seen["xla_flags"].split()
+  assert radjax.GPU_XLA_FLAGS in flags
+  if user_flags:
+    assert user_flags in flags and radjax.CPU_XLA_FLAGS not in flags
+    assert seen == {**seen, "ynnpack": True, "cpu_conv": "gemm"}
+  else:
+    assert radjax.CPU_XLA_FLAGS in flags
+    assert seen == {**seen, "ynnpack": False, "cpu_conv": "xla"}

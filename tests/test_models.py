@@ -32,8 +32,9 @@ def test_window_max_pool_matches_tensorflow_value_and_gradient(shape, strides):
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.usefixtures("optimized_xla")
-@pytest.mark.parametrize("closed_form_grad", [True, False])
-def test_batch_norm_matches_flax_values_statistics_and_gradients(dtype, closed_form_grad):
+@pytest.mark.parametrize("closed_form_grad,one_pass", [(True, False), (False, False),
+                                                       (True, True), (False, True)])
+def test_batch_norm_matches_flax_values_statistics_and_gradients(dtype, closed_form_grad, one_pass):
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.standard_normal((4, 7, 5, 6)) * 3 + 2, dtype)
   weight = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
@@ -43,7 +44,8 @@ def test_batch_norm_matches_flax_values_statistics_and_gradients(dtype, closed_f
   variables = {"params": {"bias": bias}, "batch_stats": stats}
   flax_bn = nn.BatchNorm(momentum=0.9, epsilon=1e-3, use_scale=False, use_fast_variance=False,
                          dtype=dtype)
-  ours = BatchNorm(momentum=0.9, epsilon=1e-3, dtype=dtype, closed_form_grad=closed_form_grad)
+  ours = BatchNorm(momentum=0.9, epsilon=1e-3, dtype=dtype, closed_form_grad=closed_form_grad,
+                   one_pass=one_pass)
   assert (jax.tree.map(jnp.shape, flax_bn.init(jax.random.key(0), x, use_running_average=False))
           == jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x, False)))
 
@@ -72,6 +74,27 @@ def test_batch_norm_matches_flax_values_statistics_and_gradients(dtype, closed_f
   np.testing.assert_allclose(
       np.asarray(ours.apply(variables, x, True), np.float32),
       np.asarray(flax_bn.apply(variables, x, use_running_average=True), np.float32), rtol=tol)
+
+
+def test_one_pass_statistics_keep_their_digits_where_the_plain_formula_loses_them():
+  """A channel whose mean is 3,000 standard deviations from zero (late layers, few pixels per
+  channel): E[x^2] - E[x]^2 in float32 loses the variance entirely; the shifted one pass keeps it
+  to the two-pass result's accuracy. Reference: float64."""
+  from radjax.models import batch_norm
+
+  rng = np.random.default_rng(0)
+  x = (rng.standard_normal((8, 6, 6, 4)) + np.array([3000.0, -2000.0, 0.0, 1e4])).astype(np.float32)
+  axes = (0, 1, 2)
+  exact = np.var(x.astype(np.float64), axis=axes)
+  two_mean, two_var = batch_norm.moments(jnp.asarray(x), axes, one_pass=False)
+  one_mean, one_var = batch_norm.moments(jnp.asarray(x), axes, one_pass=True)
+  plain = np.mean(np.square(x), axis=axes) - np.square(np.mean(x, axis=axes))  # float32
+  exact_mean = np.mean(x.astype(np.float64), axis=axes)
+  for mean in (one_mean, two_mean):
+    np.testing.assert_allclose(np.asarray(mean), exact_mean, rtol=1e-6, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(two_var), exact, rtol=1e-3)
+  np.testing.assert_allclose(np.asarray(one_var), exact, rtol=1e-3)
+  assert np.max(np.abs(plain - exact) / exact) > 1  # the formula the shift protects against
 
 
 @pytest.mark.usefixtures("optimized_xla")

@@ -12,6 +12,11 @@ Why: autodiff through the two-pass variance gives XLA's CPU backend several redu
 element-wise passes per layer; the closed-form gradient
     dx = rsqrt(var + eps) * (g - mean(g) - xhat * mean(g * xhat))
 needs two reductions (fused into one pass) and one element-wise pass.
+`one_pass` computes the statistics in one read of x instead of two (the mean, then the squared
+deviations from it): sum(d) and sum(d^2) of d = x - shift, with the shift one of x's own values per
+channel. E[d^2] - E[d]^2 then loses about log10(1 + ((mean - shift) / std)^2) digits, not the
+log10((mean / std)^2) of the unshifted formula, and a value of the data itself lies within a few
+standard deviations of the mean.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class BatchNorm(nn.Module):
   # False: autodiff through the same forward computation (same values; which is faster depends on
   # the backend, see radjax.training.run.IMPLEMENTATIONS).
   closed_form_grad: bool = True
+  one_pass: bool = False  # the batch statistics in one read of x (see above)
 
   @nn.compact
   def __call__(self, x, use_running_average: bool):
@@ -43,9 +49,9 @@ class BatchNorm(nn.Module):
       y = (x.astype(jnp.float32) - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
       return (y + bias).astype(self.dtype)
     if self.closed_form_grad:
-      y, mean, var = normalize(x, bias, self.epsilon, self.dtype)
+      y, mean, var = normalize(x, bias, self.epsilon, self.dtype, self.one_pass)
     else:
-      (y, mean, var), _ = _normalize_fwd(x, bias, self.epsilon, self.dtype)
+      (y, mean, var), _ = _normalize_fwd(x, bias, self.epsilon, self.dtype, self.one_pass)
     if not self.is_initializing():
       n = x.size // features
       unbiased = var * (n / max(n - 1, 1))
@@ -55,26 +61,36 @@ class BatchNorm(nn.Module):
     return y
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def normalize(x, bias, epsilon: float, dtype):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def normalize(x, bias, epsilon: float, dtype, one_pass: bool = False):
   """(x - mean) / sqrt(var + eps) + bias over all axes but the last, and (mean, var)."""
-  return _normalize_fwd(x, bias, epsilon, dtype)[0]
+  return _normalize_fwd(x, bias, epsilon, dtype, one_pass)[0]
+
+
+def moments(x32, axes, one_pass: bool):
+  """Mean and biased variance of float32 `x32` over `axes`: two passes, or one shifted pass."""
+  if not one_pass:
+    mean = jnp.mean(x32, axes)
+    return mean, jnp.mean(jnp.square(x32 - mean), axes)
+  shift = jax.lax.stop_gradient(x32[(0,) * len(axes)])  # each channel's first value
+  d = x32 - shift
+  d_mean, d_square = jnp.mean(d, axes), jnp.mean(jnp.square(d), axes)
+  return shift + d_mean, jnp.maximum(d_square - jnp.square(d_mean), 0.0)
 
 
 @jax.named_scope("bn")
-def _normalize_fwd(x, bias, epsilon, dtype):
+def _normalize_fwd(x, bias, epsilon, dtype, one_pass=False):
   axes = tuple(range(x.ndim - 1))
   x32 = x.astype(jnp.float32)
-  mean = jnp.mean(x32, axes)
-  var = jnp.mean(jnp.square(x32 - mean), axes)
+  mean, var = moments(x32, axes, one_pass)
   inv = jax.lax.rsqrt(var + epsilon)
   y = ((x32 - mean) * inv + bias).astype(dtype)
   return (y, mean, var), (x, mean, inv)
 
 
 @jax.named_scope("bn")
-def _normalize_bwd(epsilon, dtype, residuals, cotangents):
-  del epsilon, dtype
+def _normalize_bwd(epsilon, dtype, one_pass, residuals, cotangents):
+  del epsilon, dtype, one_pass
   x, mean, inv = residuals
   g, g_mean, g_var = cotangents
   axes = tuple(range(x.ndim - 1))

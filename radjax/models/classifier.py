@@ -30,6 +30,7 @@ class Classifier(nn.Module):
   conv: Any = XlaConv  # the lowering, see radjax.models.inception_v3.lowering
   max_pool: Any = xla_max_pool
   bn_closed_form_grad: bool = True
+  bn_one_pass: bool = False  # BatchNorm statistics in one read (radjax.models.batch_norm)
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -37,7 +38,7 @@ class Classifier(nn.Module):
                            frozen_stages=self.frozen_stages, conv=self.conv,
                            max_pool=self.max_pool,
                            bn_closed_form_grad=self.bn_closed_form_grad,
-                           name="backbone")(x, train=train)
+                           bn_one_pass=self.bn_one_pass, name="backbone")(x, train=train)
     x = jnp.mean(features.astype(jnp.float32), axis=(1, 2))  # GlobalAveragePooling2D
     x = nn.relu(nn.Dense(self.hidden_units, name="hidden", **_DENSE_INIT)(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

@@ -253,13 +253,14 @@ class ConvBN(nn.Module):
   bn_momentum: float = 0.99
   bn_epsilon: float = 1e-3
   bn_closed_form_grad: bool = True
+  bn_one_pass: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool):
     x = self.conv(self.spec.filters, self.spec.kernel, self.spec.strides, self.spec.padding,
                   dtype=self.dtype, name="conv")(x)
     x = BatchNorm(self.bn_momentum, self.bn_epsilon, self.dtype, self.bn_closed_form_grad,
-                  name="bn")(x, not train)
+                  self.bn_one_pass, name="bn")(x, not train)
     return nn.relu(x)
 
 
@@ -287,10 +288,11 @@ class InceptionV3(nn.Module):
   conv: ModuleDef = XlaConv  # see `lowering`
   max_pool: Any = xla_max_pool
   bn_closed_form_grad: bool = True  # see radjax.models.batch_norm
+  bn_one_pass: bool = False
 
   def _unit(self, spec: Conv, name: str):
     return ConvBN(spec, self.conv, self.dtype, self.bn_momentum, self.bn_epsilon,
-                  self.bn_closed_form_grad, name=name)
+                  self.bn_closed_form_grad, self.bn_one_pass, name=name)
 
   @nn.compact
   def __call__(self, x, train: bool = False):

@@ -30,6 +30,7 @@ CHOICES = {
     "conv_impl": ("auto", "xla", "gemm"),
     "pool_impl": ("auto", "xla", "window"),
     "bn_grad": ("auto", "closed_form", "autodiff"),
+    "bn_stats": ("auto", "two_pass", "one_pass"),
     # Keras' "constant" and "wrap" fill differ from TensorFlow's at the border: only these two match.
     "augment.fill_mode": ("nearest", "reflect"),
     "augment.interpolation": ("bilinear", "nearest"),

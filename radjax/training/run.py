@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+import radjax
 from radjax.models import Classifier, lowering
 from radjax.models.stages import frozen_stages, stage_of
 from radjax.training import losses, mixing, steps as steps_lib
@@ -25,19 +26,23 @@ from radjax.training import losses, mixing, steps as steps_lib
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-# What "auto" means per backend, chosen by measurement (docs/benchmarks.md and docs/results.md): XLA's CPU backend
-# differentiates GEMM convolutions, window-slice max pooling and BatchNorm's closed-form gradient
-# faster than lax.conv, reduce_window and autodiff; on GPUs, cuDNN convolutions win.
+# What "auto" means per backend, chosen by measurement (docs/results.md): XLA's CPU backend
+# differentiates window-slice max pooling and BatchNorm's closed-form gradient faster than
+# reduce_window and autodiff, and its own convolutions faster than the GEMM lowering, which is
+# faster than its YNNPACK convolutions (radjax.CPU_XLA_FLAGS turns those off); on GPUs, cuDNN
+# convolutions win. BatchNorm's one-pass statistics stay off until measured faster.
 IMPLEMENTATIONS = {
-    "cpu": {"conv_impl": "gemm", "pool_impl": "window", "bn_grad": "closed_form"},
-    "gpu": {"conv_impl": "xla", "pool_impl": "xla", "bn_grad": "closed_form"},
+    "cpu": {"conv_impl": "xla" if radjax.cpu_convolutions_without_ynnpack() else "gemm",
+            "pool_impl": "window", "bn_grad": "closed_form", "bn_stats": "two_pass"},
+    "gpu": {"conv_impl": "xla", "pool_impl": "xla", "bn_grad": "closed_form",
+            "bn_stats": "two_pass"},
 }
 OTHER_BACKENDS = "gpu"  # TPUs and the rest: XLA's own ops, as on GPUs
 
 
 # Precise BN's images per forward pass for `precise_bn_images_per_call=0`, measured on
 # hello_world: on 2 CPU cores, passes of 7 batches took 9.1 s an epoch against 8.5 s one batch at a
-# time (the same hour); on an H200, 0.024-0.036 s against 0.12-0.14 s (docs/benchmarks.md and docs/results.md).
+# time (the same hour); on an H200, 0.024-0.036 s against 0.12-0.14 s (docs/results.md).
 PRECISE_BN_IMAGES_PER_CALL = {"cpu": 1, "gpu": 64}  # 1: a single batch, whatever its size
 
 
@@ -58,7 +63,8 @@ def precise_bn_batches_per_call(config, backend: str | None = None) -> int:
 
 
 def implementations(config, backend: str | None = None) -> dict[str, str]:
-  """conv_impl, pool_impl and bn_grad with "auto" resolved for `backend` (default: JAX's)."""
+  """conv_impl, pool_impl, bn_grad and bn_stats with "auto" resolved for `backend` (default:
+  JAX's)."""
   backend = backend or jax.default_backend()
   chosen = IMPLEMENTATIONS.get(backend, IMPLEMENTATIONS[OTHER_BACKENDS])
   return {key: chosen[key] if config[key] == "auto" else config[key] for key in chosen}
@@ -73,6 +79,7 @@ def create_model(config, num_outputs: int = 1, backend: str | None = None) -> Cl
                     dtype=DTYPES[config.dtype], bn_momentum=config.bn_momentum,
                     frozen_stages=frozen_stages(config.fine_tune),
                     bn_closed_form_grad=impl["bn_grad"] == "closed_form",
+                    bn_one_pass=impl["bn_stats"] == "one_pass",
                     **lowering(impl["conv_impl"], impl["pool_impl"]))
 
 
