@@ -709,12 +709,12 @@ def bench_end_to_end_elsewhere(device_kind: str, args) -> None:
   child = subprocess.run(command, env={**os.environ, "JAX_PLATFORMS": JAX_PLATFORMS[device_kind]},
                          capture_output=True, text=True)
   records = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
-  for record in records:
-    if record["part"] == "end_to_end":
-      emit(**record)
-  if child.returncode != 0 or not any(r["part"] == "end_to_end" for r in records):
-    raise RuntimeError(f"the {device_kind} child exited {child.returncode}: "
-                       f"{child.stderr.strip()[-300:]}")
+  measured = [r for r in records if r["part"] == "end_to_end" and "skipped" not in r]
+  if child.returncode != 0 or not measured:
+    why = next((r["skipped"] for r in records if "skipped" in r), child.stderr.strip()[-300:])
+    raise RuntimeError(f"the {device_kind} child (exit {child.returncode}): {why}")
+  for record in measured:
+    emit(**record)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -252,8 +252,8 @@ def test_the_end_to_end_epochs_of_another_backend_come_from_a_child_process(
   from radjax.commands import cli
 
   npz = tmp_path / "tiny.npz"
-  assert cli.main(["export-arrays", "--config", "smoke", "--out", str(npz),
-                   f"--config.data_dir={dataset_dir}"]) == 0
+  assert cli.main(["export-arrays", "--config", "hello_world", "--out", str(npz),
+                   "--config.image_size=75", f"--config.data_dir={dataset_dir}"]) == 0
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", jit_cache)
   args = bench_script.argparse.Namespace(e2e_epochs=1, image_size=75, data_dir=str(dataset_dir),
                                          arrays=str(npz), augment_on=None)
@@ -265,3 +265,7 @@ def test_the_end_to_end_epochs_of_another_backend_come_from_a_child_process(
   assert record["steps_per_epoch"] == 13  # 65 training films in batches of 5
   (epoch,) = record["epoch_s"]
   assert 0 < record["train_s"][0] + record["val_s"][0] < epoch
+  # a child that fails says why, in one line
+  args.arrays = str(tmp_path / "missing.npz")
+  with pytest.raises(RuntimeError, match="the cpu child .*missing.npz"):
+    bench_script.bench_end_to_end_elsewhere("cpu", args)
