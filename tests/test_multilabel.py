@@ -189,10 +189,10 @@ def test_a_findings_csv_trains_three_sigmoid_logits_that_learn_the_squares(multi
   assert all(f"  {n}" in console for n in LABELS) and "known)" in console
   history = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   # Chance is a loss of ln 2 = 0.69 per label and an AUC of 0.5. The margins hold for any
-  # trajectory, not one CPU's: seeds 0-3 on one machine ended at val loss 0.16-0.29 and macro
-  # AUC 0.86-1.0 (with the earlier 36 training images and three bright squares, 0.32-1.10 and
-  # 0.82-0.96, and an Intel Xeon's rounding gave 1.20 where AMD's gave 0.32).
-  assert history[-1]["val_loss"] < 0.45 and history[-1]["val_auc"] >= 0.8, history[-1]
+  # trajectory, not one CPU's or one lowering's: with XLA's own convolutions, seeds 0-3 ended at
+  # val loss 0.23-0.47 and macro AUC 0.86-0.96 (the loss swings between epochs at this learning
+  # rate: 0.11 -> 0.47 for seed 0); with the GEMM lowering, 0.16-0.29 and 0.86-1.0.
+  assert history[-1]["val_loss"] < 0.6 and history[-1]["val_auc"] >= 0.8, history[-1]
   trained = run_lib.load(workdir, "latest")
   assert trained.task == "multilabel" and trained.class_names == list(LABELS)
   assert trained.model.num_outputs == 3
