@@ -158,6 +158,8 @@ def main() -> None:
   parser.add_argument("--shared", help=argparse.SUPPRESS)  # the shared dataset, prepared
   args = parser.parse_args()
   if args.table:
+    if not pathlib.Path(args.table).is_file():
+      sys.exit(f"benchmark_scale: {args.table}: no such file")
     print(table([json.loads(line) for line in open(args.table) if line.startswith("{")]))
     return
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -116,11 +116,13 @@ def main(argv=None) -> int:
   parser.add_argument("--table", metavar="JSONL", help="print the tables of earlier measurements")
   args = parser.parse_args(argv)
   if args.table:
+    if not pathlib.Path(args.table).is_file():
+      sys.exit(f"export_timing: {args.table}: no such file")
     lines = [line for line in open(args.table) if line.startswith("{")]
     print("\n\n".join(table(json.loads(line)) for line in lines))
     return 0
   if not (args.workdir and args.film):
-    parser.error("--workdir and --film are required (or --table JSONL)")
+    sys.exit("export_timing: --workdir and --film are required (or --table JSONL)")
   record = measure(args.workdir, args.film)
   print(json.dumps(record))
   print(table(record))

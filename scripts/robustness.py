@@ -136,6 +136,8 @@ def main(argv=None) -> int:
   parser.add_argument("--configs", default=",".join(CONFIGS))
   args = parser.parse_args(argv)
   if args.table:
+    if not pathlib.Path(args.table).is_file():
+      sys.exit(f"robustness: {args.table}: no such file")
     records = [json.loads(line) for line in pathlib.Path(args.table).read_text().splitlines()
                if line.strip()]
     print(table(records))

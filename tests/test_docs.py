@@ -155,6 +155,36 @@ def test_a_stale_table_is_reported(tmp_path):
   assert docs_tables.refreshed(page, root=tmp_path) == (text, [])
 
 
+@pytest.mark.parametrize("command,message", [
+    ("python scripts/benchmark.py --parts step", "is not 'python scripts/SCRIPT.py --table FILE'"),
+    ("rm -rf /", "is not 'python scripts/SCRIPT.py --table FILE'"),
+    ("python scripts/export_timing.py --table scripts/results/none.jsonl",
+     "failed: export_timing: scripts/results/none.jsonl: no such file")])
+def test_a_block_that_names_no_stored_table_is_one_line(tmp_path, command, message):
+  page = tmp_path / "docs" / "page.md"
+  page.parent.mkdir()
+  page.write_text(f"<!-- generated: {command} -->\n<!-- end generated -->\n")
+  done = subprocess.run([sys.executable, "-c", "import sys, pathlib; sys.path.insert(0, 'scripts');"
+                         "import docs_tables; docs_tables.refreshed(pathlib.Path(sys.argv[1]), "
+                         "pathlib.Path(sys.argv[2]))", str(page), str(tmp_path)],
+                        cwd=REPO, capture_output=True, text=True)
+  assert done.returncode == 1
+  (line,) = done.stderr.strip().splitlines()
+  assert line.startswith(f"docs_tables: docs/page.md: '{command}' {message}")
+
+
+@pytest.mark.parametrize("script,args,line", [
+    ("export_timing.py", ["--workdir", "w"],
+     "export_timing: --workdir and --film are required (or --table JSONL)"),
+    ("export_timing.py", ["--table", "none.jsonl"], "export_timing: none.jsonl: no such file"),
+    ("benchmark_scale.py", ["--table", "none.jsonl"], "benchmark_scale: none.jsonl: no such file"),
+    ("robustness.py", ["--table", "none.jsonl"], "robustness: none.jsonl: no such file")])
+def test_the_table_scripts_name_a_missing_file_or_argument_in_one_line(script, args, line):
+  done = subprocess.run([sys.executable, f"scripts/{script}", *args], cwd=REPO,
+                        capture_output=True, text=True)
+  assert done.returncode == 1 and done.stderr.strip().splitlines() == [line]
+
+
 def test_the_site_builds_strictly(tmp_path):
   done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
                          str(tmp_path / "site")], cwd=REPO, capture_output=True, text=True,
