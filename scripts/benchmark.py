@@ -104,35 +104,52 @@ def _variant_overrides(variant: str) -> tuple[list[str], str]:
   return overrides, step_input
 
 
+def _step_config(batch: int, dtype: str, args, overrides=()):
+  """hello_world from random weights at this batch, dtype and --image-size, on one device."""
+  from radjax.training import config as config_lib
+
+  return config_lib.load_config(REPO / "configs" / "hello_world.py", [
+      "--config.weights=none", f"--config.dtype={dtype}", f"--config.batch_size={batch}",
+      f"--config.image_size={args.image_size}", *overrides], device_count=1)
+
+
+def _random_batch(batch: int, args) -> dict:
+  """The seeded float batch every step measurement feeds: images in [-1, 1], binary labels."""
+  import numpy as np
+
+  rng = np.random.default_rng(0)
+  return {"image": rng.uniform(-1, 1, (batch, args.image_size, args.image_size, 3)).astype(
+              np.float32),
+          "label": rng.integers(0, 2, batch).astype(np.int32)}
+
+
 def _compiled_radjax_step(device_kind: str, batch: int, dtype: str, args, variant: str = ""):
   """hello_world's train step on one device of `device_kind`, compiled, with a random batch;
   also the implementations it uses (conv_impl, pool_impl, bn_grad with "auto" resolved)."""
   import jax
   import numpy as np
 
-  from radjax.training import config as config_lib, run as run_lib
+  from radjax.training import run as run_lib
 
   devices = jax.devices(device_kind)[:1]
   overrides, step_input = _variant_overrides(variant)
-  config = config_lib.load_config(REPO / "configs" / "hello_world.py", [
-      "--config.weights=none", f"--config.dtype={dtype}", f"--config.batch_size={batch}",
-      f"--config.image_size={args.image_size}", *overrides], device_count=1)
+  config = _step_config(batch, dtype, args, overrides)
   with jax.default_device(devices[0]):
     run_lib.clear_steps_cache()  # compile_s is a first compile's, as in a new process
     run = run_lib.build(config, devices)
   implementations = run_lib.implementations(config, devices[0].platform)
   steps, state = run.steps, run.state
-  rng = np.random.default_rng(0)
-  size = (batch, args.image_size, args.image_size, 3)
   if step_input == "uint8":
     from radjax.data import augment
 
+    rng = np.random.default_rng(0)
+    size = (batch, args.image_size, args.image_size, 3)
     host = {"image": rng.integers(0, 256, size, dtype=np.uint8),
             "transform": augment.epoch_transforms(0, 1, batch, config.augment, args.image_size,
                                                   args.image_size)}
+    host["label"] = rng.integers(0, 2, batch).astype(np.int32)
   else:
-    host = {"image": rng.uniform(-1, 1, size).astype(np.float32)}
-  host["label"] = rng.integers(0, 2, batch).astype(np.int32)
+    host = _random_batch(batch, args)
   data = steps.shard(host)
   key = jax.random.key(0)
 
@@ -494,23 +511,16 @@ def _onednn_child(out_dir: str, args) -> None:
   import jax
   import numpy as np
 
-  from radjax.training import config as config_lib, run as run_lib
+  from radjax.training import run as run_lib
 
   for conv_impl in ONEDNN_CONV_IMPLS:
     for batch, dtype in _points(args.variants_at):
       bench_radjax_step("cpu", batch, dtype, args, f"conv_impl={conv_impl}")
       if dtype != "float32":
         continue
-      config = config_lib.load_config(REPO / "configs" / "hello_world.py", [
-          "--config.weights=none", f"--config.batch_size={batch}",
-          f"--config.image_size={args.image_size}", f"--config.conv_impl={conv_impl}"],
-          device_count=1)
+      config = _step_config(batch, dtype, args, [f"--config.conv_impl={conv_impl}"])
       run = run_lib.build(config, jax.devices("cpu")[:1])
-      rng = np.random.default_rng(0)
-      size = (batch, args.image_size, args.image_size, 3)
-      data = {"image": rng.uniform(-1, 1, size).astype(np.float32),
-              "label": rng.integers(0, 2, batch).astype(np.int32)}
-      loss, grads = _first_step_numbers(run, data, jax.random.key(0))
+      loss, grads = _first_step_numbers(run, _random_batch(batch, args), jax.random.key(0))
       np.savez(os.path.join(out_dir, f"{conv_impl}-{batch}.npz"), loss=loss, grads=grads)
 
 
