@@ -7,12 +7,14 @@
   python scripts/benchmark.py --device gpu --step-at 5:float32,256:bfloat16 \
       --peers torch --torch-compile default,reduce-overhead   # PyTorch eager and compiled
   python scripts/benchmark.py --parts onednn --variants-at 5:float32,32:float32   # CPU, XLA oneDNN
+  python scripts/benchmark.py --parts xla_flags --peers none   # CPU: what each XLA flag changes
 
 Every figure is measured on this machine in this run; peers (Keras `train_on_batch` with the
 paper's head and Adam, PyTorch torchvision inception_v3 eager and `torch.compile`d) run at the
 same batch and image size when installed, and radjax is compared with the fastest PyTorch row.
-Settings XLA reads once per process (XLA_FLAGS, another backend) are measured in child processes. Step timings exclude compilation (reported separately), warm up first, block until the
-device is done before the clock stops, and report the median of `--repeats` timed runs. Output:
+Settings XLA reads once per process (XLA_FLAGS, another backend) are measured in child processes.
+Step timings exclude compilation (reported separately), warm up first, block until the device
+is done before the clock stops, and report the median of `--repeats` timed runs. Output:
 one JSON object per line, then a markdown table. The train-step part needs no TensorFlow.
 """
 
@@ -159,7 +161,8 @@ def _compiled_radjax_step(device_kind: str, batch: int, dtype: str, args, varian
   return devices, compiled, state, data, key, compile_s, implementations
 
 
-def bench_radjax_step(device_kind: str, batch: int, dtype: str, args, variant: str = "") -> None:
+def bench_radjax_step(device_kind: str, batch: int, dtype: str, args, variant: str = ""):
+  """Times the compiled step (median of --repeats) and emits its record; returns the step."""
   import jax
 
   devices, compiled, state, data, key, compile_s, implementations = _compiled_radjax_step(
@@ -190,6 +193,7 @@ def bench_radjax_step(device_kind: str, batch: int, dtype: str, args, variant: s
        batch=batch, dtype=dtype, image_size=args.image_size, ms_per_step=ms,
        images_per_s=batch * 1e3 / ms, compile_s=compile_s, peak_memory_gb=peak / 2**30,
        peak_memory_kind=peak_kind, repeats=[t / args.steps * 1e3 for t in times])
+  return compiled
 
 
 def _op_sources(hlo_text: str) -> dict[str, tuple[str, bool]]:
@@ -569,6 +573,60 @@ def bench_onednn(args) -> None:
              grad_max_diff_fraction=grad_diff)
 
 
+# What in ONEDNN_RECIPE makes the CPU step faster: the step under each (conv_impl, XLA_FLAGS)
+# setting exactly as written, each in a process of its own ("" is XLA's own defaults; radjax'
+# CPU_XLA_FLAGS only where a row names them).
+XLA_FLAG_SETTINGS = (
+    ("xla", ""),
+    ("xla", "--xla_cpu_experimental_ynn_fusion_type="),  # radjax.CPU_XLA_FLAGS
+    ("xla", "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"),
+    ("xla", "--xla_cpu_experimental_ynn_fusion_type=invalid"),
+    ("xla", "--xla_cpu_use_xnnpack=false"),
+    ("xla", "--xla_backend_extra_options=xla_cpu_disable_new_fusion_emitter"),
+    ("xla", ONEDNN_RECIPE),
+    ("gemm", ""),
+    ("gemm", "--xla_cpu_experimental_ynn_fusion_type="),
+)
+
+
+def hlo_library_calls(hlo_text: str) -> dict:
+  """How many of a compiled program's instructions XLA hands to YNNPACK (all, and those that are
+  convolutions) and to oneDNN: what an XLA_FLAGS setting changed in the program."""
+  lines = hlo_text.splitlines()
+  ynn = [line for line in lines if '"kind":"__ynn_fusion"' in line]
+  return {"ynn_fusions": len(ynn),
+          "ynn_convolutions": sum("conv_general_dilated" in line for line in ynn),
+          "onednn_calls": sum('custom_call_target="__onednn' in line for line in lines)}
+
+
+def _xla_flags_child(conv_impl: str, args) -> None:
+  """In a process whose XLA_FLAGS the parent chose: the CPU step at --variants-at, and what its
+  compiled program hands to libraries."""
+  for batch, dtype in _points(args.variants_at):
+    compiled = bench_radjax_step("cpu", batch, dtype, args, f"conv_impl={conv_impl}")
+    print(json.dumps({"part": "hlo_library_calls", **hlo_library_calls(compiled.as_text())}),
+          flush=True)
+
+
+def bench_xla_flags(args) -> None:
+  """The CPU train step under each of XLA_FLAG_SETTINGS, each in a fresh process."""
+  import subprocess
+
+  for conv_impl, flags in XLA_FLAG_SETTINGS:
+    child = subprocess.run(
+        [sys.executable, __file__, "--xla-flags-child", conv_impl, "--variants-at",
+         args.variants_at, "--image-size", str(args.image_size), "--warmup", str(args.warmup),
+         "--steps", str(args.steps), "--repeats", str(args.repeats)],
+        env={**os.environ, "XLA_FLAGS": flags}, capture_output=True, text=True)
+    records = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
+    for step, calls in zip(records[::2], records[1::2]):
+      calls.pop("part")
+      emit(**{**step, "xla_flags": flags}, **calls, study="xla_flags")
+    if child.returncode != 0:
+      emit(part="xla_flags", impl="radjax", xla_flags=flags, conv_impl=conv_impl,
+           skipped=f"child exited {child.returncode}: {child.stderr.strip()[-300:]}")
+
+
 def bench_predict_cli(args) -> None:
   """`radjax predict` of one PNG as a user runs it, in fresh processes: cold (an empty compilation
   cache: the first call on a machine) and warm (every later call), on a checkpoint of the paper's
@@ -753,7 +811,7 @@ def _tagged(name: str, records: list[dict]) -> list[dict]:
 
 def table() -> str:
   steps = [r for r in RESULTS if r["part"] == "train_step" and "skipped" not in r
-           and "onednn" not in r]
+           and "onednn" not in r and "study" not in r]
   base = [r for r in steps if r["impl"] == "radjax" and not r.get("variant")]
 
   def ours_at(device, batch, dtype, xla_flags="", source=None):
@@ -838,7 +896,7 @@ def table() -> str:
       if r.get("unmatched_ms_per_step"):
         lines.append(f"| (not in the table: kernels no HLO op claims) | "
                      f"{r['unmatched_ms_per_step']:.2f} | |")
-  lines += _onednn_table() + _gpu_vs_cpu_table()
+  lines += _onednn_table() + _xla_flags_table() + _gpu_vs_cpu_table()
   skipped = [f"{r['part']} {r.get('impl', '')}: {r['skipped']}" for r in RESULTS if "skipped" in r]
   return "\n".join(lines + ([""] + [f"- skipped: {s}" for s in skipped] if skipped else []))
 
@@ -880,6 +938,26 @@ def _onednn_table() -> list[str]:
     if " vs " in compared and source == ours[0].get(SOURCE):
       lines.append(f"| (for scale: {compared}, radjax' flags) | | {batch} | float32 | | | | "
                    f"{check['loss_abs_diff']:.1e}, {check['grad_max_diff_fraction']:.1e} |")
+  return lines
+
+
+def _xla_flags_table() -> list[str]:
+  """The xla_flags part's rows: each setting's step time and what its program hands to YNNPACK
+  and oneDNN, against the first row of its file (XLA's defaults)."""
+  rows = [r for r in RESULTS if r.get("study") == "xla_flags" and "skipped" not in r]
+  if not rows:
+    return []
+  lines = ["", "CPU train step under each XLA_FLAGS setting alone (`--parts xla_flags`; each in a "
+           "process of its own, exactly as written):", "",
+           "| conv_impl | XLA_FLAGS | batch | dtype | ms/step | vs. the file's first row "
+           "| YNNPACK fusions (convolutions) | oneDNN calls |", "|---|---|---|---|---|---|---|---|"]
+  for r in rows:
+    first = next(o for o in rows if o.get(SOURCE) == r.get(SOURCE))
+    change = (f"{r['ms_per_step'] / first['ms_per_step'] - 1:+.0%}" if r is not first else "")
+    flags = f"`{r['xla_flags']}`" if r["xla_flags"] else "(none: XLA's defaults)"
+    lines.append(f"| {r['variant'].split('=', 1)[1]} | {flags} | {r['batch']} | {r['dtype']} | "
+                 f"{r['ms_per_step']:.1f} | {change} | {r['ynn_fusions']} "
+                 f"({r['ynn_convolutions']}) | {r['onednn_calls']} |")
   return lines
 
 
@@ -949,7 +1027,8 @@ def main() -> None:
                            "warm-cache compile time in fresh processes; variants: the train step "
                            "with other implementations; onednn: the CPU step with conv_impl xla "
                            "and gemm, without and with XLA's oneDNN recipe, and Keras, at "
-                           "--variants-at)")
+                           "--variants-at; xla_flags: the CPU step under each of "
+                           "XLA_FLAG_SETTINGS alone, at --variants-at)")
   parser.add_argument("--profile-at", default="5:float32",
                       help="batch:dtype points to profile, comma-separated")
   parser.add_argument("--variants", default="pool_impl=window;bn_grad=autodiff;conv_impl=gemm",
@@ -975,7 +1054,16 @@ def main() -> None:
                       help=argparse.SUPPRESS)  # the child process of the compile_cache part
   parser.add_argument("--onednn-child", metavar="DIR",
                       help=argparse.SUPPRESS)  # a child process of the onednn part
+  parser.add_argument("--xla-flags-child", metavar="CONV_IMPL",
+                      help=argparse.SUPPRESS)  # a child process of the xla_flags part
   args = parser.parse_args()
+  if args.xla_flags_child:
+    import radjax  # noqa: F401
+    # Exactly the setting under test, without radjax' defaults: XLA reads XLA_FLAGS when JAX
+    # starts its backend, after this.
+    os.environ["XLA_FLAGS"] = USER_XLA_FLAGS
+    _xla_flags_child(args.xla_flags_child, args)
+    return
   if args.compile_once:
     _compile_once(*args.compile_once, args)
     return
@@ -1063,6 +1151,8 @@ def main() -> None:
                 dtype, args)
   if "onednn" in parts:
     measure("onednn", "radjax", bench_onednn, args)
+  if "xla_flags" in parts:
+    measure("xla_flags", "radjax", bench_xla_flags, args)
   if "variants" in parts:
     for kind in kinds:
       for batch, dtype in _points(args.variants_at):

@@ -243,6 +243,67 @@ def test_the_onednn_table_sets_each_setting_against_keras_and_reports_the_number
   assert "| train step | radjax (conv_impl=xla" not in out
 
 
+def test_hlo_library_calls_counts_ynnpack_fusions_their_convolutions_and_onednn_calls(
+    bench_script):
+  hlo = "\n".join([
+      '%ynn_fusion.2 = f32[2,37,37,32] fusion(%a, %k), kind=kCustom, calls=%f.2, metadata='
+      '{op_name="jit(train_step)/backbone/stem_1/conv/conv_general_dilated"}, backend_config='
+      '{"fusion_config":{"kind":"__ynn_fusion"}}',
+      '%ynn_fusion.1 = f32[32] fusion(%ynn_fusion.2), kind=kCustom, calls=%f.1, metadata='
+      '{op_name="jit(train_step)/backbone/stem_1/bn/reduce_sum"}, backend_config='
+      '{"fusion_config":{"kind":"__ynn_fusion"}}',
+      '%ynn_fusion.1 is named here again but holds no backend config',
+      '%custom-call.3 = f32[2,8] custom-call(%x, %w), custom_call_target="__onednn$matmul"',
+      '%loop_fusion.4 = f32[2] fusion(%y), kind=kLoop, calls=%f.4',
+  ])
+  assert bench_script.hlo_library_calls(hlo) == {
+      "ynn_fusions": 2, "ynn_convolutions": 1, "onednn_calls": 1}
+
+
+def test_the_xla_flags_table_sets_each_setting_against_the_files_first_row(tmp_path):
+  def row(conv_impl, flags, ms, ynn, ynn_conv, onednn=0):
+    return {**_step("radjax", "cpu", 5, "float32", ms, variant=f"conv_impl={conv_impl}"),
+            "xla_flags": flags, "study": "xla_flags", "ynn_fusions": ynn,
+            "ynn_convolutions": ynn_conv, "onednn_calls": onednn}
+
+  off = "--xla_cpu_experimental_ynn_fusion_type="
+  records = [{"part": "machine", "cpu": "EPYC", "cores": 2},
+             row("xla", "", 2500.0, 283, 94), row("xla", off, 1600.0, 0, 0),
+             row("gemm", "", 2000.0, 150, 0),
+             {"part": "xla_flags", "impl": "radjax", "xla_flags": "--bad", "conv_impl": "xla",
+              "skipped": "child exited 1: unknown flag"}]
+  out = _table_of(records, tmp_path)
+  assert "| xla | (none: XLA's defaults) | 5 | float32 | 2500.0 |  | 283 (94) | 0 |" in out
+  assert f"| xla | `{off}` | 5 | float32 | 1600.0 | -36% | 0 (0) | 0 |" in out  # 1600/2500 - 1
+  assert "| gemm | (none: XLA's defaults) | 5 | float32 | 2000.0 | -20% | 150 (0) | 0 |" in out
+  assert "skipped: xla_flags radjax: child exited 1: unknown flag" in out
+  # the study's rows are not also listed among the plain train-step rows
+  assert "| train step | radjax (conv_impl=xla" not in out
+
+
+@pytest.mark.slow
+def test_each_xla_flags_setting_runs_exactly_as_written_in_its_own_process(
+    bench_script, jit_cache, monkeypatch):
+  """XLA's defaults hand ops to YNNPACK; radjax' own flag, named in a row, hands none:
+  the child must not add radjax' defaults to a setting (75x75, batch 2, one step)."""
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", jit_cache)
+  monkeypatch.setattr(bench_script, "XLA_FLAG_SETTINGS", (
+      ("xla", ""), ("xla", "--xla_cpu_experimental_ynn_fusion_type=")))
+  args = bench_script.argparse.Namespace(variants_at="2:float32", image_size=75, warmup=0,
+                                         steps=1, repeats=1)
+  bench_script.RESULTS.clear()
+  bench_script.bench_xla_flags(args)
+  defaults, radjax_own = bench_script.RESULTS
+  assert [r["xla_flags"] for r in bench_script.RESULTS] == [
+      "", "--xla_cpu_experimental_ynn_fusion_type="]
+  # (which ops XLA hands to YNNPACK by default changes between versions; some it always does)
+  assert defaults["ynn_fusions"] > 0 and defaults["ynn_fusions"] >= defaults["ynn_convolutions"]
+  assert radjax_own["ynn_fusions"] == 0
+  for r in bench_script.RESULTS:
+    assert r["study"] == "xla_flags" and r["variant"] == "conv_impl=xla" and r["batch"] == 2
+    assert r["ms_per_step"] > 0 and r["image_size"] == 75
+
+
 @pytest.mark.slow
 def test_the_end_to_end_epochs_of_another_backend_come_from_a_child_process(
     bench_script, dataset_dir, tmp_path, jit_cache, monkeypatch):
