@@ -4,7 +4,9 @@ strictly, and (slow) the README's quick start runs as written, at a small size."
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import os
 import pathlib
 import re
@@ -21,7 +23,7 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SHARED_DATA = "../shared/datasets/open_i_abd_vs_cxr"
 
 FENCE = re.compile(r"```[a-z]*\n(.*?)```", re.DOTALL)
-INLINE = re.compile(r"`([^`\n]+)`")
+INLINE = re.compile(r"`([^`\n]+(?:\n[^`\n]+)?)`")  # a span may wrap onto a second line
 
 
 def commands_of(text: str) -> list[str]:
@@ -32,7 +34,8 @@ def commands_of(text: str) -> list[str]:
     joined = re.sub(r"\\\n\s*", " ", block)
     lines += [line.split(" #")[0].strip() for line in joined.splitlines()]
   prose = FENCE.sub("", text)
-  return [line for line in lines + INLINE.findall(prose) if line]
+  return [line for line in lines + [span.replace("\n", " ") for span in INLINE.findall(prose)]
+          if line]
 
 
 def radjax_parsers() -> dict:
@@ -115,8 +118,35 @@ def test_commands_flags_and_settings_named_in_the_docs_exist():
         checked += 1
         if flag not in known | {"--help"}:
           problems.append(f"{path.name}: {flag} is not a flag of '{line}'")
+      if command and flags and name in parsers:
+        missing = required_missing(line)
+        if missing:
+          problems.append(f"{path.name}: '{line}' lacks {missing}")
   assert not problems, "\n".join(problems)
   assert checked > 150  # the docs were read, not skipped
+
+
+def required_missing(line: str) -> str:
+  """What a radjax command line written with flags lacks that its parser requires ("" if
+  nothing); a bare `radjax CMD` naming a command in prose is not a command line."""
+  argv = shlex.split(line.split("radjax ", 1)[1])
+  stderr = io.StringIO()
+  try:
+    with contextlib.redirect_stderr(stderr):
+      cli.build_parser().parse_known_args(argv)
+  except SystemExit:
+    error = stderr.getvalue().strip().splitlines()[-1]
+    if "are required" in error or "one of the arguments" in error:
+      return error.split("error: ", 1)[1]
+  return ""
+
+
+def test_a_documented_command_without_a_required_argument_is_caught():
+  assert required_missing("radjax cv --config hello_world --folds 5") == (
+      "the following arguments are required: --workdir")
+  assert required_missing("radjax serve --port 8000") == (
+      "one of the arguments --workdir --model is required")
+  assert required_missing("radjax cv --config C --workdir W --folds 5 --config.weights=none") == ""
 
 
 def test_the_checker_notices_a_missing_command_flag_and_setting(tmp_path, monkeypatch):
