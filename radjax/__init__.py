@@ -20,16 +20,21 @@ GPU_XLA_FLAGS = "--xla_gpu_enable_command_buffer=+CONVOLUTION"
 CPU_XLA_FLAGS = "--xla_cpu_experimental_ynn_fusion_type="
 
 
-def _default_xla_flags() -> None:
-  flags = _os.environ.get("XLA_FLAGS", "")
-  version = _jaxlib_version()
-  if version < (0, 10):  # an XLA that does not know a flag aborts at start-up
-    return
+def xla_flags_with_defaults(flags: str, jaxlib: tuple[int, int]) -> str:
+  """The user's XLA_FLAGS `flags` with radjax' defaults added where the user set none of their
+  own and that jaxlib's XLA knows them (an XLA that does not know a flag aborts at start-up)."""
+  if jaxlib < (0, 10):
+    return flags
   if "xla_gpu_enable_command_buffer" not in flags:  # "+CONVOLUTION" parses from 0.10.2 on
     flags = f"{flags} {GPU_XLA_FLAGS}"
-  if "xla_cpu_experimental_ynn_fusion_type" not in flags and version < (0, 12):
+  if "xla_cpu_experimental_ynn_fusion_type" not in flags and jaxlib < (0, 12):
     flags = f"{flags} {CPU_XLA_FLAGS}"  # the flag as XLA knows it in jaxlib 0.10 and 0.11
-  _os.environ["XLA_FLAGS"] = flags.strip()
+  return flags.strip()
+
+
+def _default_xla_flags() -> None:
+  _os.environ["XLA_FLAGS"] = xla_flags_with_defaults(_os.environ.get("XLA_FLAGS", ""),
+                                                     _jaxlib_version())
 
 
 def _jaxlib_version() -> tuple[int, int]:

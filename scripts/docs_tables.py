@@ -61,15 +61,16 @@ def refreshed(path: pathlib.Path, root: pathlib.Path = REPO) -> tuple[str, list[
   return BLOCK.sub(rewrite, text), changed
 
 
-def main(argv=None) -> int:
+def main(argv=None, paths=None, root: pathlib.Path = REPO) -> int:
+  """`paths`: the documents (default: README.md and docs/*.md), named relative to `root`."""
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--check", action="store_true",
                       help="change nothing; exit 1 if a block differs from its command's output")
   args = parser.parse_args(argv)
   stale = []
-  for path in documents():
-    text, changed = refreshed(path)
-    name = path.relative_to(REPO)
+  for path in documents() if paths is None else paths:
+    text, changed = refreshed(path, root)
+    name = path.relative_to(root)
     stale += [f"{name}: {command}" for command in changed]
     if changed and not args.check:
       path.write_text(text)

@@ -140,11 +140,47 @@ def test_radjax_puts_convolutions_in_cuda_graphs_unless_the_user_chose(tmp_path)
     return out.stdout.strip()
 
   import radjax
-  both = f"{radjax.GPU_XLA_FLAGS} {radjax.CPU_XLA_FLAGS}"
-  assert flags_after_import(None) == both
-  assert flags_after_import("--xla_cpu_enable_fast_math=false") == f"--xla_cpu_enable_fast_math=false {both}"
-  assert flags_after_import("--xla_gpu_enable_command_buffer=") == (
-      f"--xla_gpu_enable_command_buffer= {radjax.CPU_XLA_FLAGS}")
+  installed = radjax._jaxlib_version()
+  for user in (None, "--xla_cpu_enable_fast_math=false", "--xla_gpu_enable_command_buffer="):
+    assert flags_after_import(user) == radjax.xla_flags_with_defaults(user or "", installed)
+
+
+def test_radjax_adds_only_the_xla_flags_its_jaxlib_knows_and_the_user_did_not_set():
+  import radjax
+
+  gpu, cpu = radjax.GPU_XLA_FLAGS, radjax.CPU_XLA_FLAGS
+  assert gpu == "--xla_gpu_enable_command_buffer=+CONVOLUTION"
+  assert cpu == "--xla_cpu_experimental_ynn_fusion_type="
+  add = radjax.xla_flags_with_defaults
+  for jaxlib in ((0, 10), (0, 11)):
+    assert add("", jaxlib) == f"{gpu} {cpu}"
+    assert add("--xla_cpu_enable_fast_math=false", jaxlib) == (
+        f"--xla_cpu_enable_fast_math=false {gpu} {cpu}")
+    assert add("--xla_gpu_enable_command_buffer=", jaxlib) == (
+        f"--xla_gpu_enable_command_buffer= {cpu}")
+    assert add("--xla_cpu_experimental_ynn_fusion_type=individual_convolution", jaxlib) == (
+        f"--xla_cpu_experimental_ynn_fusion_type=individual_convolution {gpu}")
+  assert add("", (0, 12)) == gpu  # the CPU flag is unmeasured beyond 0.11
+  assert add("", (1, 0)) == gpu
+  for old in ((0, 9), (0, 4), (0, 0)):  # (0, 0): jaxlib's version unreadable
+    assert add("--xla_cpu_enable_fast_math=false", old) == "--xla_cpu_enable_fast_math=false"
+
+
+def test_jaxlib_version_is_major_minor_or_zero_when_unreadable(monkeypatch):
+  from importlib import metadata
+
+  import radjax
+
+  for text, expected in (("0.11.2", (0, 11)), ("0.10.2.dev20260101", (0, 10)), ("1.0", (1, 0)),
+                         ("nightly", (0, 0)), ("7", (0, 0))):
+    monkeypatch.setattr(metadata, "version", lambda name, text=text: text)
+    assert radjax._jaxlib_version() == expected, text
+
+  def missing(name):
+    raise metadata.PackageNotFoundError(name)
+
+  monkeypatch.setattr(metadata, "version", missing)
+  assert radjax._jaxlib_version() == (0, 0)
 
 
 CONV_GRADIENT_HLO = """

@@ -185,9 +185,29 @@ def test_a_stale_table_is_reported(tmp_path):
   assert docs_tables.refreshed(page, root=tmp_path) == (text, [])
 
 
+def test_check_fails_on_a_stale_block_and_a_plain_run_rewrites_it(tmp_path, capsys):
+  sys.path.insert(0, str(REPO / "scripts"))
+  try:
+    import docs_tables
+  finally:
+    sys.path.pop(0)
+  page = tmp_path / "page.md"
+  command = "python scripts/export_timing.py --table scripts/results/cpu-2026-12-04-export.jsonl"
+  stale = f"x\n<!-- generated: {command} -->\n| old | table |\n<!-- end generated -->\n"
+  page.write_text(stale)
+  assert docs_tables.main(["--check"], paths=[page], root=tmp_path) == 1
+  assert page.read_text() == stale  # --check changes nothing
+  assert f"page.md: {command}" in capsys.readouterr().err
+  assert docs_tables.main([], paths=[page], root=tmp_path) == 0
+  assert "| export size | 85.5 MiB |" in page.read_text()
+  assert capsys.readouterr().out == "page.md: 1 table(s) rewritten\n"
+  assert docs_tables.main(["--check"], paths=[page], root=tmp_path) == 0
+
+
 @pytest.mark.parametrize("command,message", [
     ("python scripts/benchmark.py --parts step", "is not 'python scripts/SCRIPT.py --table FILE'"),
     ("rm -rf /", "is not 'python scripts/SCRIPT.py --table FILE'"),
+    ("python scripts/gpu_figures.py --table f.jsonl", "is not 'python scripts/SCRIPT.py --table FILE'"),
     ("python scripts/export_timing.py --table scripts/results/none.jsonl",
      "failed: export_timing: scripts/results/none.jsonl: no such file")])
 def test_a_block_that_names_no_stored_table_is_one_line(tmp_path, command, message):
