@@ -277,6 +277,15 @@ def test_the_xla_flags_table_sets_each_setting_against_the_files_first_row(tmp_p
   assert f"| xla | `{off}` | 5 | float32 | 1600.0 | -36% | 0 (0) | 0 |" in out  # 1600/2500 - 1
   assert "| gemm | (none: XLA's defaults) | 5 | float32 | 2000.0 | -20% | 150 (0) | 0 |" in out
   assert "skipped: xla_flags radjax: child exited 1: unknown flag" in out
+  # each file's rows are set against that file's own first row (another machine, another day)
+  other = tmp_path / "other.jsonl"
+  other.write_text("".join(json.dumps(r) + "\n" for r in [
+      {"part": "machine", "cpu": "Xeon", "cores": 2}, row("xla", "", 2000.0, 283, 94),
+      row("xla", off, 1500.0, 0, 0)]))
+  both = subprocess.run([sys.executable, str(SCRIPT), "--table", str(tmp_path / "results.jsonl"),
+                         str(other)], capture_output=True, text=True, check=True).stdout
+  assert f"| xla | `{off}` | 5 | float32 | 1600.0 | -36% | 0 (0) | 0 |" in both
+  assert f"| xla | `{off}` | 5 | float32 | 1500.0 | -25% | 0 (0) | 0 |" in both  # 1500/2000 - 1
   # the study's rows are not also listed among the plain train-step rows, whose header, with no
   # row under it, is left out
   assert "| train step | radjax (conv_impl=xla" not in out and "| part | impl |" not in out

@@ -41,6 +41,10 @@ def test_the_export_holds_what_a_user_needs_to_feed_it(run):
   assert meta["class_names"] == ["abd", "chest"] and meta["task"] == "binary"
   assert meta["checkpoint"]["epoch"] == 1 and meta["radjax_version"]
   assert meta["operating_point"]["threshold"] == 0.5  # no evaluate yet: predict's default
+  assert meta["operating_point"]["threshold_logit"] == 0.0  # logit(0.5): what decisions compare
+  assert meta["operating_point"]["source"]
+  # the program itself, not only its description, runs on both
+  assert exported.load(model)._program.platforms == ("cpu", "cuda")
   assert meta["weights_sha256"] == exported.sha256(model / exported.WEIGHTS)
   program = (model / exported.PROGRAM).read_bytes()
   assert len(program) < 2 * 2**20  # the weights are beside the program, not inside it
@@ -73,6 +77,31 @@ def test_a_fresh_process_without_flax_or_tensorflow_answers_as_radjax_predict(ru
   assert sorted(map(int, result["probabilities"])) == [1, 3, 17]
   for n, probabilities in result["probabilities"].items():
     np.testing.assert_allclose(probabilities, want[:int(n)], atol=1e-5)
+
+
+def test_predict_decides_at_the_stored_operating_point_whatever_the_chunks(run):
+  """17 films in chunks of 5 (5, 5, 5, 2) give the logits of one batch; decisions compare the
+  logit with the stored threshold_logit (moved here to the middle, so both classes occur)."""
+  from radjax.data import images
+
+  _, model, files = run
+  loaded = exported.load(model)
+  films = [images.read_image(f) for f in files]
+  whole = loaded.predict(films, batch_size=17)
+  chunked = loaded.predict(films, batch_size=5)
+  assert chunked["logits"].shape == (17,)
+  # float32 convolutions round differently at another batch shape: 1e-4 of logits of 1-6
+  np.testing.assert_allclose(chunked["logits"], whole["logits"], rtol=1e-4, atol=1e-4)
+  assert chunked["labels"] == whole["labels"]
+  distinct = np.unique(whole["logits"])  # 14 films, three of them twice
+  middle = len(distinct) // 2
+  assert distinct[middle] - distinct[middle - 1] > 1e-2
+  cut = float(distinct[middle - 1] + distinct[middle]) / 2
+  loaded.metadata["operating_point"]["threshold_logit"] = cut
+  out = loaded.predict(films, batch_size=5)
+  assert out["labels"] == ["chest" if z > cut else "abd" for z in out["logits"]]
+  assert 0 < out["labels"].count("chest") < 17
+  np.testing.assert_allclose(out["probabilities"], 1 / (1 + np.exp(-out["logits"])), rtol=1e-6)
 
 
 def test_predict_with_a_model_prints_what_predict_with_the_run_prints(run, tmp_path, capsys):
@@ -128,6 +157,18 @@ def test_a_damaged_or_foreign_export_is_one_line(run, tmp_path, capsys):
   assert err == f"radjax predict: error: {tmp_path / 'empty'}: no such export"
   with pytest.raises(UserError, match=r"expected an image of shape \(H, W\)"):
     exported.load(model).predict([np.zeros((4, 4, 2))])
+  with pytest.raises(UserError, match=r"expected a batch of shape \(n, 75, 75, 3\), got "
+                                      r"\(2, 10, 10, 3\)"):
+    exported.load(model).logits(np.zeros((2, 10, 10, 3)))
+  a_file = tmp_path / "model.txt"
+  a_file.write_text("not a folder")
+  with pytest.raises(UserError, match="model.txt: not a folder \\(an export is the folder"):
+    exported.load(a_file)
+  unreadable = _copy(model, tmp_path / "u")
+  (unreadable / exported.METADATA).write_text("{not json")
+  with pytest.raises(UserError, match=r"not a radjax export \(its radjax.json is unreadable: "
+                                      r"JSONDecodeError\)"):
+    exported.load(unreadable)
 
 
 def test_export_refuses_a_folder_that_holds_files(run, tmp_path, capsys):
@@ -180,6 +221,16 @@ def test_the_page_answers_each_file_as_predict_does_and_names_a_bad_one(run, rea
   assert "Traceback" not in bad["error"]
   big = _post(app, "big.png", b"\0" * (2**20 + 1))
   assert big.status_code == 413 and big.json()["error"] == "big.png: larger than 1 MB"
+  exact = _post(app, "exact.png", b"\0" * 2**20)  # 1 MB is allowed: read, and not an image
+  assert exact.status_code == 200
+  assert exact.json()["error"].startswith("exact.png: cannot be read as an image")
+
+  def pieces():  # no Content-Length (chunked): the limit is checked as the body arrives
+    for _ in range(5):
+      yield b"\0" * (2**18 + 1)
+
+  streamed = _post(app, "stream.png", pieces())
+  assert streamed.status_code == 413 and streamed.json()["error"] == "stream.png: larger than 1 MB"
   # DICOM: decoded from memory, with what its decoding applied.
   pixels = images.read_image(files[0])[..., 0].astype(np.uint8)
   dcm = write_dicom(tmp_path / "film.dcm", pixels, Modality="DX")
@@ -187,6 +238,19 @@ def test_the_page_answers_each_file_as_predict_does_and_names_a_bad_one(run, rea
   assert answer["error"] is None and answer["dicom"]["modality"] == "DX"
   assert answer["dicom"]["photometric"] == "MONOCHROME2" and answer["dicom"]["voi"] == "none"
   assert not list(tmp_path.glob("**/*.png"))  # nothing the page was sent is written to disk
+
+
+def test_an_unexpected_failure_is_answered_in_one_line(reader, monkeypatch):
+  from radjax.commands import serve
+
+  def broken(reader, name, data):
+    raise RuntimeError("the decoder fell over\nat line 2 of somewhere")
+
+  monkeypatch.setattr(serve, "decode_upload", broken)
+  answer = _post(serve.make_app(reader), "film.png", b"bytes")
+  assert answer.status_code == 200
+  assert answer.json() == {"name": "film.png",
+                           "error": "film.png: RuntimeError: the decoder fell over"}
 
 
 def test_the_page_serves_an_export_without_grad_cam(run):
