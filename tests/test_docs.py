@@ -169,12 +169,17 @@ def test_measured_tables_are_printed_from_their_json_lines():
   assert results.count("<!-- generated: ") >= 6
 
 
-def test_a_stale_table_is_reported(tmp_path):
+@pytest.fixture
+def docs_tables():
   sys.path.insert(0, str(REPO / "scripts"))
   try:
     import docs_tables
   finally:
     sys.path.pop(0)
+  return docs_tables
+
+
+def test_a_stale_table_is_reported(tmp_path, docs_tables):
   page = tmp_path / "page.md"
   command = "python scripts/export_timing.py --table scripts/results/cpu-2026-12-04-export.jsonl"
   page.write_text(f"x\n<!-- generated: {command} -->\n| old | table |\n<!-- end generated -->\n")
@@ -185,12 +190,8 @@ def test_a_stale_table_is_reported(tmp_path):
   assert docs_tables.refreshed(page, root=tmp_path) == (text, [])
 
 
-def test_check_fails_on_a_stale_block_and_a_plain_run_rewrites_it(tmp_path, capsys):
-  sys.path.insert(0, str(REPO / "scripts"))
-  try:
-    import docs_tables
-  finally:
-    sys.path.pop(0)
+def test_check_fails_on_a_stale_block_and_a_plain_run_rewrites_it(tmp_path, capsys,
+                                                                  docs_tables):
   page = tmp_path / "page.md"
   command = "python scripts/export_timing.py --table scripts/results/cpu-2026-12-04-export.jsonl"
   stale = f"x\n<!-- generated: {command} -->\n| old | table |\n<!-- end generated -->\n"

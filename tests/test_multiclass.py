@@ -349,3 +349,39 @@ def test_stress_flips_are_changes_of_the_most_probable_class(three_class_run, tm
   row = next(r for r in result["conditions"] if r["family"] == "invert")
   assert row["image_flips"] == [float(a != b) for a, b in zip(before, after)]
   assert sum(row["image_flips"]) >= 1  # the markers turn dark: some decisions change
+
+
+@pytest.mark.slow
+def test_an_export_of_a_three_class_run_answers_as_predict_and_the_page_do(three_class_run,
+                                                                           tmp_path, capsys):
+  """Softmax over three classes and the most probable one, from the export as from the run."""
+  from starlette.testclient import TestClient
+
+  from radjax.commands import serve
+
+  data, workdir, _ = three_class_run
+  model = tmp_path / "three.radjax"
+  assert cli.main(["export", "--workdir", str(workdir), "--checkpoint", "latest",
+                   "--out", str(model)]) == 0
+  meta = json.loads((model / "radjax.json").read_text())
+  assert meta["task"] == "multiclass" and meta["class_names"] == list(CLASSES)
+  assert set(meta["operating_point"]) == {"rule"}
+  capsys.readouterr()
+  val = str(data / "VAL")
+  assert cli.main(["predict", "--workdir", str(workdir), "--checkpoint", "latest", "--json",
+                   val]) == 0
+  from_run = json.loads(capsys.readouterr().out)
+  assert cli.main(["predict", "--model", str(model), "--json", val]) == 0
+  from_model = json.loads(capsys.readouterr().out)
+  assert len(from_model["predictions"]) == 12
+  for a, b in zip(from_run["predictions"], from_model["predictions"], strict=True):
+    assert a["path"] == b["path"] and a["label"] == b["label"]
+    assert b["probabilities"] == pytest.approx(a["probabilities"], abs=1e-5)
+    assert sum(b["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+  first = from_run["predictions"][0]
+  with TestClient(serve.make_app(serve.Reader(model=model))) as client:
+    answer = client.post("/predict", params={"name": "film.png"},
+                         content=pathlib.Path(first["path"]).read_bytes()).json()
+  assert answer["error"] is None and answer["decision"] == first["label"]
+  assert answer["probabilities"] == pytest.approx(first["probabilities"], abs=1e-5)
+  assert answer["rule"] == "the most probable class"

@@ -499,3 +499,43 @@ def test_stress_flips_are_each_labels_decision_changes(multilabel_run, tmp_path)
   want = [np.mean([b[n] != after[str(inverted / f"{k}.png")][n] for n in LABELS])
           for k, b in enumerate(before)]
   np.testing.assert_allclose(result["conditions"][1]["image_flips"], want)
+
+
+@pytest.mark.slow
+def test_an_export_decides_each_label_as_predict_and_the_page_do(multilabel_run, tmp_path, capsys):
+  """Each label's operating point (evaluate's, on VAL) travels in the export: `predict --model`
+  and the reading page give the run's probabilities and decisions."""
+  from starlette.testclient import TestClient
+
+  from radjax.commands import evaluate, serve
+
+  manifest, workdir, _ = multilabel_run
+  workdir = pathlib.Path(shutil.copytree(workdir, tmp_path / "run"))  # evaluate writes into it
+  files = [str(manifest.parent / f"val{k}.png") for k in range(6)]
+  assert cli.main(["evaluate", "--workdir", str(workdir), "--checkpoint", "latest"]) == 0
+  cuts = evaluate.label_thresholds(json.loads((workdir / "operating_point.json").read_text()),
+                                   LABELS)
+  model = tmp_path / "findings.radjax"
+  assert cli.main(["export", "--workdir", str(workdir), "--checkpoint", "latest",
+                   "--out", str(model)]) == 0
+  point = json.loads((model / "radjax.json").read_text())["operating_point"]
+  assert point["threshold"] == pytest.approx(cuts)
+  assert any(abs(cut - 0.5) > 1e-3 for cut in cuts.values())  # not predict's default
+  capsys.readouterr()
+  assert cli.main(["predict", "--workdir", str(workdir), "--checkpoint", "latest", "--json",
+                   *files]) == 0
+  from_run = json.loads(capsys.readouterr().out)
+  assert cli.main(["predict", "--model", str(model), "--json", *files]) == 0
+  from_model = json.loads(capsys.readouterr().out)
+  assert from_model["threshold"] == pytest.approx(from_run["threshold"])
+  for a, b in zip(from_run["predictions"], from_model["predictions"], strict=True):
+    assert a["label"] == b["label"]
+    assert b["probabilities"] == pytest.approx(a["probabilities"], abs=1e-5)
+  with TestClient(serve.make_app(serve.Reader(model=model))) as client:
+    answer = client.post("/predict", params={"name": "val0.png"},
+                         content=pathlib.Path(files[0]).read_bytes()).json()
+  assert answer["error"] is None and answer["decision"] == from_run["predictions"][0]["label"]
+  assert answer["probabilities"] == pytest.approx(from_run["predictions"][0]["probabilities"],
+                                                  abs=1e-5)
+  assert answer["rule"].startswith("each label above its threshold: " + ", ".join(
+      f"{n} {cuts[n]:.4f}" for n in LABELS) + " (")
