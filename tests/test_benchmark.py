@@ -43,6 +43,7 @@ def test_table_ratios_come_from_the_same_batch_and_dtype(tmp_path):
       {"part": "machine"},
       _step("radjax", "gpu", 5, "float32", 12.8),
       _step("torch-fp32", "gpu", 5, "float32", 42.2),
+      _step("torch-bf16", "gpu", 5, "bfloat16", 48.0),  # no radjax bfloat16 row at batch 5
       _step("radjax", "gpu", 5, "float32", 16.0, variant="input=uint8"),
       _step("radjax", "cpu", 5, "float32", 1541.0),
       {"part": "end_to_end", "impl": "radjax", "device": "gpu", "batch": 5, "steps_per_epoch": 13,
@@ -57,6 +58,7 @@ def test_table_ratios_come_from_the_same_batch_and_dtype(tmp_path):
   rows = {line.split("|")[2].strip() + "/" + line.split("|")[3].strip(): line
           for line in out.splitlines() if line.startswith("| train step")}
   assert rows["torch-fp32/gpu"].rstrip().endswith("| 3.30x |")  # 42.2 / 12.8
+  assert rows["torch-bf16/gpu"].rstrip().endswith("| 3.75x |")  # 48.0 / radjax float32's 12.8
   assert rows["radjax (input=uint8)/gpu"].rstrip().endswith("| 1.25x |")  # 16.0 / 12.8
   assert "| GPU/CPU | radjax | gpu vs cpu | 5 | float32 | | 120.4x |" in out  # 1541 / 12.8
   # 0.3328 s / (13 x 12.8 ms) = 2.00x; 0.5 / (0.1664 + 0.0672) = 2.14x

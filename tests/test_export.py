@@ -183,6 +183,28 @@ def test_export_refuses_a_folder_that_holds_files(run, tmp_path, capsys):
       f"radjax export: error: --out {tmp_path / 'no' / 'm'}: no such folder {tmp_path / 'no'}/")
 
 
+def test_export_fills_an_empty_folder_and_refuses_unstable_custom_calls(run, tmp_path, capsys,
+                                                                        monkeypatch):
+  from radjax.commands import export
+
+  workdir, model, _ = run
+  (tmp_path / "empty").mkdir()
+  assert cli.main(["export", "--workdir", str(workdir), "--out", str(tmp_path / "empty")]) == 0
+  assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == sorted(
+      p.name for p in model.iterdir())
+  assert exported.load(tmp_path / "empty").metadata["weights_sha256"] == json.loads(
+      (model / exported.METADATA).read_text())["weights_sha256"]
+  # The symbolic batch lowers to shape assertions; were they not on jax.export's stable list,
+  # the file would be tied to this jaxlib: refused, and nothing is left behind.
+  monkeypatch.setattr(export, "ALLOWED_CUSTOM_CALLS", set())
+  capsys.readouterr()
+  assert cli.main(["export", "--workdir", str(workdir), "--out", str(tmp_path / "m")]) == 2
+  assert capsys.readouterr().err.strip() == (
+      f"radjax export: error: {workdir}: the model lowers to custom calls outside jax.export's "
+      "stable list (shape_assertion); not exported")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
 # ---------------------------------------------------------------------------------------------
 # radjax serve
 # ---------------------------------------------------------------------------------------------
