@@ -509,6 +509,12 @@ def _first_step_numbers(run, data, key):
   return float(loss), flat
 
 
+def _step_child_args(args) -> list[str]:
+  """The flags a child process that times the step at --variants-at needs from this one."""
+  return ["--variants-at", args.variants_at, "--image-size", str(args.image_size),
+          "--warmup", str(args.warmup), "--steps", str(args.steps), "--repeats", str(args.repeats)]
+
+
 def _onednn_child(out_dir: str, args) -> None:
   """In a process whose XLA_FLAGS the parent chose: the CPU train step at --variants-at with
   each conv_impl, and (float32 points) the first step's loss and gradients, saved to out_dir."""
@@ -541,9 +547,7 @@ def bench_onednn(args) -> None:
       os.makedirs(os.path.join(scratch, name))
       child = subprocess.run(
           [sys.executable, __file__, "--onednn-child", os.path.join(scratch, name),
-           "--variants-at", args.variants_at, "--image-size", str(args.image_size),
-           "--warmup", str(args.warmup), "--steps", str(args.steps),
-           "--repeats", str(args.repeats)],
+           *_step_child_args(args)],
           env={**os.environ, "XLA_FLAGS": flags}, capture_output=True, text=True)
       records = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
       for record in records:
@@ -614,9 +618,7 @@ def bench_xla_flags(args) -> None:
 
   for conv_impl, flags in XLA_FLAG_SETTINGS:
     child = subprocess.run(
-        [sys.executable, __file__, "--xla-flags-child", conv_impl, "--variants-at",
-         args.variants_at, "--image-size", str(args.image_size), "--warmup", str(args.warmup),
-         "--steps", str(args.steps), "--repeats", str(args.repeats)],
+        [sys.executable, __file__, "--xla-flags-child", conv_impl, *_step_child_args(args)],
         env={**os.environ, "XLA_FLAGS": flags}, capture_output=True, text=True)
     records = [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
     for step, calls in zip(records[::2], records[1::2]):
