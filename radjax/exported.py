@@ -2,7 +2,8 @@
 
     import radjax.exported
     model = radjax.exported.load("model.radjax")
-    result = model.predict([pixels])          # decoded (H, W[, C]) arrays in [0, 255]
+    result = model.predict([pixels])          # uint8 (H, W[, C]) grey levels
+    result = model.predict([x], pixel_range=(0, 1))   # floats: their range is stated
     result["probabilities"], result["labels"]
 
 An export is a folder:
@@ -88,12 +89,15 @@ class Exported:
       raise UserError(f"expected a batch of shape (n, {size}, {size}, 3), got {batch.shape}")
     return np.asarray(jax.device_get(self._program.call(self._variables, batch)), np.float64)
 
-  def preprocess(self, pixels: np.ndarray, high_bit: bool = False) -> np.ndarray:
-    """A decoded film (H, W[, C]) in [0, 255] -> the network's (S, S, 3) input, as `radjax
-    predict` makes it (border cropping when the run used it, resize, quantization, range)."""
-    from radjax.data import preprocess
+  def preprocess(self, pixels: np.ndarray, high_bit: bool = False, pixel_range=None,
+                 name: str = "image") -> np.ndarray:
+    """A film (H, W[, C]) -> the network's (S, S, 3) input, as `radjax predict` makes it (border
+    cropping when the run used it, resize, quantization, range). Integer arrays are grey levels
+    0-255; float arrays (and other integer ranges) need `pixel_range=(low, high)`, the values of
+    black and white (`images.pixels_of_array`: never guessed)."""
+    from radjax.data import images, preprocess
 
-    pixels = np.asarray(pixels, np.float32)
+    pixels = images.pixels_of_array(pixels, pixel_range, name)
     if pixels.ndim == 2:
       pixels = pixels[..., None]
     if pixels.ndim != 3 or pixels.shape[-1] not in (1, 3):
@@ -103,9 +107,10 @@ class Exported:
       pixels = np.repeat(pixels, 3, axis=-1)
     return preprocess.film_input(pixels, self.config, high_bit)
 
-  def predict(self, images, high_bit=False, batch_size: int = 16) -> dict:
-    """Decoded images (one array or a list; `high_bit`: one flag, or one per image) -> logits,
-    probabilities and decisions at the stored operating point:
+  def predict(self, images, high_bit=False, batch_size: int = 16, pixel_range=None) -> dict:
+    """Images (one array or a list; `high_bit`: one flag, or one per image) -> logits,
+    probabilities and decisions at the stored operating point. Integer arrays are grey levels
+    0-255; float arrays need `pixel_range`, e.g. (0, 1) or (0, 255) (see `preprocess`):
 
       binary      probabilities (n,) of the second class; labels by the stored threshold
       multiclass  probabilities (n, N); labels: the most probable class
@@ -116,7 +121,8 @@ class Exported:
     if isinstance(images, np.ndarray) and images.ndim in (2, 3):
       images = [images]
     flags = high_bit if isinstance(high_bit, (list, tuple)) else [high_bit] * len(images)
-    inputs = np.stack([self.preprocess(image, flag) for image, flag in zip(images, flags)])
+    inputs = np.stack([self.preprocess(image, flag, pixel_range, f"image {k}")
+                       for k, (image, flag) in enumerate(zip(images, flags))])
     logits = np.concatenate([self.logits(inputs[k:k + batch_size])
                              for k in range(0, len(inputs), batch_size)])
     point = self.metadata["operating_point"]

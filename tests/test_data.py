@@ -621,3 +621,44 @@ pixels = images.read_image({str(sorted(dataset_dir.glob("VAL/chest/*.png"))[0])!
 assert preprocess.model_input(pixels, config, False).shape == (299, 299, 3)
 """
   subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_an_arrays_grey_levels_are_never_guessed():
+  """Integers are grey levels 0-255; floats and other ranges are stated and mapped linearly."""
+  pixels_of_array = images.pixels_of_array
+  grey = np.array([[0, 51, 255]], np.uint8)
+  np.testing.assert_array_equal(pixels_of_array(grey), [[0.0, 51.0, 255.0]])
+  assert pixels_of_array(grey).dtype == np.float32
+  np.testing.assert_array_equal(pixels_of_array(grey.astype(np.int64)), [[0, 51, 255]])
+  # [0, 1] floats: 0.2 of white is 51 grey levels; 12-bit 819 of 4095 is 0.2 too.
+  np.testing.assert_allclose(pixels_of_array(grey / 255.0, (0, 1)), [[0, 51, 255]], atol=1e-4)
+  np.testing.assert_allclose(pixels_of_array(np.array([[0, 819, 4095]], np.uint16), (0, 4095)),
+                             [[0, 51, 255]], atol=0.01)
+  # (-1, 1) floats: -1 black, 0 mid-grey 127.5, 1 white.
+  np.testing.assert_allclose(pixels_of_array(np.array([-1.0, 0.0, 1.0]), (-1, 1)),
+                             [0, 127.5, 255], atol=1e-4)
+  # Stated as 0-255, floats pass through exactly (read_image's own output).
+  films = np.array([[0.25, 254.75]], np.float32)
+  np.testing.assert_array_equal(pixels_of_array(films, (0, 255)), films)
+
+
+@pytest.mark.parametrize("array,pixel_range,message", [
+    (np.full((4, 4), 0.5, np.float32), None,
+     r"^image: a float32 array needs its range stated: pixel_range=\(0, 1\) for values in \[0, 1\] "
+     r".*\(this one spans 0.5..0.5\)$"),
+    (np.array([[0, 300]], np.uint16), None,
+     r"^image: integer grey levels span 0..300, outside 0-255; state their range, e.g. "
+     r"pixel_range=\(0, 4095\)"),
+    (np.array([[-1, 3]], np.int16), None, r"^image: integer grey levels span -1..3, outside 0-255"),
+    (np.array([[0.0, 1.5]]), (0, 1), r"^image: values span 0..1.5, outside the stated "
+                                     r"pixel_range=\(0, 1\)$"),
+    (np.array([[0.0, np.nan]]), (0, 1), r"^image: 1 value\(s\) are NaN or infinite$"),
+    (np.zeros((2, 2), bool), None, r"^image: expected a numeric array of grey levels, got dtype "
+                                   r"bool$"),
+    (np.zeros((0, 3), np.uint8), None, r"^image: an empty array \(shape \(0, 3\)\)$"),
+    (np.zeros((2, 2)), (1, 1), r"^pixel_range=\(1, 1\): expected finite low < high$"),
+    (np.zeros((2, 2)), (1,), r"^pixel_range=\(1,\): expected \(low, high\)"),
+])
+def test_an_array_of_unstated_or_impossible_range_is_one_line(array, pixel_range, message):
+  with pytest.raises(UserError, match=message):
+    images.pixels_of_array(array, pixel_range)

@@ -344,7 +344,8 @@ def predict_exported(model, inputs, threshold: float | None = None, batch_size: 
       continue
     try:
       pixels = images.read_image(path, loaded.config.dicom_voi)
-      pending.append((prediction, loaded.preprocess(pixels, images.bit_depth(path) > 8)))
+      pending.append((prediction, loaded.preprocess(pixels, images.bit_depth(path) > 8,
+                                                    images.DECODED_RANGE, str(path))))
     except images.ImageReadError as e:
       prediction.error = str(e).removeprefix(f"{path}: ")
   if pending:

@@ -20,6 +20,7 @@ from radjax.errors import UserError
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 MAX_8BIT = 255.0
+DECODED_RANGE = (0.0, MAX_8BIT)  # what `read_image` returns, as a `pixel_range`
 
 
 class ImageReadError(UserError):
@@ -135,3 +136,49 @@ def is_gray(pixels: np.ndarray) -> bool:
               and np.array_equal(pixels[..., 0], pixels[..., 2]))
 
 
+
+
+def pixels_of_array(array, pixel_range=None, name: str = "image") -> np.ndarray:
+  """A caller's image array -> float32 (H, W[, C]) grey levels in [0, 255], as `read_image` gives.
+
+  Never guessed: integer arrays are grey levels 0-255 (uint8 and the like); any other range, and
+  every float array, is stated as `pixel_range=(low, high)`, the values that mean black and white,
+  mapped linearly to 0..255: `(0, 1)` for `np.asarray(img) / 255` or scikit-image's floats,
+  `(0, 255)` for decoded grey levels held as floats (`read_image`'s own), `(0, 4095)` for 12-bit
+  values. A float array without it, integers outside 0-255, or values outside the stated range
+  are a one-line `UserError` naming `name` (a [0, 1] film read as 0-255 is a near-black film that
+  the model scores confidently wrong)."""
+  values = np.asarray(array)
+  if values.dtype == bool or not (np.issubdtype(values.dtype, np.integer)
+                                  or np.issubdtype(values.dtype, np.floating)):
+    raise UserError(f"{name}: expected a numeric array of grey levels, got dtype {values.dtype}")
+  if values.size == 0:
+    raise UserError(f"{name}: an empty array (shape {values.shape})")
+  finite = np.isfinite(values)
+  if not finite.all():
+    raise UserError(f"{name}: {int((~finite).sum())} value(s) are NaN or infinite")
+  lo, hi = float(values.min()), float(values.max())
+  if pixel_range is None:
+    if np.issubdtype(values.dtype, np.floating):
+      raise UserError(
+          f"{name}: a {values.dtype} array needs its range stated: pixel_range=(0, 1) for values "
+          "in [0, 1] (np.asarray(img) / 255, scikit-image), (0, 255) for grey levels 0-255 "
+          f"(this one spans {lo:g}..{hi:g})")
+    if lo < 0 or hi > MAX_8BIT:
+      raise UserError(f"{name}: integer grey levels span {lo:g}..{hi:g}, outside 0-255; state "
+                      "their range, e.g. pixel_range=(0, 4095) for 12-bit or (0, 65535) for "
+                      "16-bit values")
+    return values.astype(np.float32)
+  try:
+    low, high = (float(v) for v in pixel_range)
+  except (TypeError, ValueError):
+    raise UserError(f"pixel_range={pixel_range!r}: expected (low, high), the values of black "
+                    "and white") from None
+  if not (np.isfinite(low) and np.isfinite(high) and high > low):
+    raise UserError(f"pixel_range={pixel_range!r}: expected finite low < high")
+  if lo < low or hi > high:
+    raise UserError(f"{name}: values span {lo:g}..{hi:g}, outside the stated "
+                    f"pixel_range=({low:g}, {high:g})")
+  if (low, high) == (0.0, MAX_8BIT):
+    return values.astype(np.float32)
+  return ((values.astype(np.float64) - low) * (MAX_8BIT / (high - low))).astype(np.float32)
