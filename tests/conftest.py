@@ -160,3 +160,53 @@ def assert_intervals_close(got: dict, want: dict, rel: float = 1e-6) -> None:
   for key, interval in want.items():
     np.testing.assert_allclose(np.asarray(got[key], float), np.asarray(interval, float),
                                rtol=rel, equal_nan=True, err_msg=key)
+
+
+# Two paths that compute the same scores agree to float32 rounding: probabilities near 0.5 lie
+# 6e-8 apart, so a few units in the last place.
+ROUNDING_FLOOR = 1e-6
+
+
+def batch_spread(logits_at, inputs, sizes, scores=None) -> np.ndarray:
+  """Per input (and class), how far its score moves when the same `inputs` are scored in batches
+  of each of `sizes` (the largest minus the smallest). float32 convolutions round differently
+  per batch shape, by an amount that depends on the CPU's kernels (AVX-512 or not, how XLA splits
+  the work): a comparison between paths that batch differently is held to this spread, measured
+  on the model and films under test, never to a tolerance guessed on one machine.
+  `logits_at(inputs, batch_size)`: logits of up to `batch_size` inputs scored in one batch of that
+  size; `scores`: logits -> what is compared (default: sigmoid, a binary run's probability)."""
+  from radjax.metrics.probabilities import sigmoid
+
+  scores = scores or sigmoid
+  got = np.stack([scores(np.concatenate([logits_at(inputs[k:k + size], size)
+                                         for k in range(0, len(inputs), size)]))
+                  for size in sizes])
+  return got.max(axis=0) - got.min(axis=0)
+
+
+def assert_within_spread(got, want, spread) -> None:
+  """|got - want| within twice the measured batch-shape `spread` (per element) plus
+  ROUNDING_FLOOR: each path may sit at either end of the spread, and twice it leaves room for
+  batch positions and shapes the measurement did not try."""
+  got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+  bound = 2 * np.asarray(spread, np.float64) + ROUNDING_FLOOR
+  excess = np.abs(got - want) - bound
+  assert np.all(excess <= 0), (f"differences {np.abs(got - want).max():.3g} exceed twice the "
+                               f"model's own batch-shape spread (+{ROUNDING_FLOOR:g}) by up to "
+                               f"{excess.max():.3g}")
+
+
+def run_logits_at(workdir, which: str = "latest"):
+  """`batch_spread`'s `logits_at` for a trained run, as predict and stress score: padded batches
+  through the run's compiled inference step."""
+  from radjax.data import preprocess
+  from radjax.training import run as run_lib
+
+  trained = run_lib.load(workdir, which)
+
+  def logits_at(inputs, size):
+    batch = preprocess.pad_batch({"image": np.asarray(inputs, np.float32),
+                                  "label": np.zeros(len(inputs), np.int32)}, size)
+    return trained.steps.logits_of(trained.variables, [batch])[0]
+
+  return logits_at, trained

@@ -21,7 +21,7 @@ from radjax.models.stages import frozen_stages, stage_of
 from radjax.training import checkpoints, config as config_lib
 from radjax.training import loop as train, run as run_lib, steps as steps_lib
 from radjax.errors import UserError
-from conftest import copy_subset
+from conftest import assert_within_spread, batch_spread, copy_subset, run_logits_at
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -134,7 +134,16 @@ def test_stress_scores_what_predict_scores_for_png_and_dicom(trained, tiny_data,
   row = result["conditions"][5]
   want = [abs(moved_p[pathlib.Path(p).name] - clean_p[pathlib.Path(p).name])
           for p in result["images"]]
-  np.testing.assert_allclose(row["image_changes"], want, atol=1e-5)
+  # stress scores a film's 10 conditions in one batch of 16, predict these 4 films in one of 4:
+  # the changes agree to the model's own spread between those batch shapes, measured on the
+  # clean and the inverted films (1.01e-5 apart on one AVX-512 CPU, where 1e-5 was guessed).
+  logits_at, run = run_logits_at(trained, "latest")
+  inputs = {kind: np.stack([preprocess.film_input(pixels, run.config, False) for pixels in films])
+            for kind, films in (("clean", [images.read_image(p) for p in result["images"]]),
+                                ("inverted", [255 - images.read_image(p)
+                                              for p in result["images"]]))}
+  spread = sum(batch_spread(logits_at, x, (1, 4, 16)) for x in inputs.values())
+  assert_within_spread(row["image_changes"], want, spread)
   # The same films as PNG and as 8-bit DICOM files: the same scores, row for row. (One pixel 0 and
   # one 255, so that DICOM's min-max VOI of a file without a window is the identity.)
   runs = {}
