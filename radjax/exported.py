@@ -10,7 +10,7 @@ An export is a folder:
 
     radjax.json       what a user needs to feed it: image size, resize, value range, DICOM VOI,
                       border cropping, class names, task, the stored operating point, the radjax
-                      version, the checkpoint's epoch and the SHA-256 of the weights
+                      version, the checkpoint's epoch and the SHA-256 of the weights and program
     model.jaxexport   the inference function (weights, preprocessed batch) -> logits, serialized
                       by `jax.export` as StableHLO for CPU and CUDA, with a symbolic batch size
                       and BatchNorm in inference mode
@@ -148,10 +148,16 @@ def load(path) -> Exported:
   if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
     raise UserError(f"{path}: not a radjax export of format {FORMAT} "
                     f"(found {metadata.get('format') if isinstance(metadata, dict) else None!r})")
+  # Each file is the one its radjax.json was written with: a damaged file, or one copied from
+  # another export (whose weights would not fit this program, or fit and answer for another run),
+  # is refused before anything runs. (Exports older than program_sha256 check their weights.)
+  for name, key in ((WEIGHTS, "weights_sha256"), (PROGRAM, "program_sha256")):
+    if key not in metadata and name == PROGRAM:
+      continue
+    if not (path / name).is_file() or sha256(path / name) != metadata.get(key):
+      raise UserError(f"{path / name}: missing, damaged or from another export (its SHA-256 "
+                      f"differs from {METADATA}'s); export the run again")
   weights = path / WEIGHTS
-  if not weights.is_file() or sha256(weights) != metadata.get("weights_sha256"):
-    raise UserError(f"{weights}: missing or damaged (its SHA-256 differs from {METADATA}'s); "
-                    "export the run again")
   try:
     program = export.deserialize(bytearray((path / PROGRAM).read_bytes()))
     with np.load(weights, allow_pickle=False) as f:

@@ -86,7 +86,8 @@ def export_workdir(workdir, out, which: str = "best") -> dict:
       "checkpoint": {"workdir": str(pathlib.Path(workdir).resolve()), "which": which,
                      "epoch": trained.epoch, "metrics": trained.meta.get("metrics", {})},
       "implementations": run_lib.implementations(trained.config),
-      "weights_sha256": exported.sha256(partial / exported.WEIGHTS)}
+      "weights_sha256": exported.sha256(partial / exported.WEIGHTS),
+      "program_sha256": exported.sha256(partial / exported.PROGRAM)}
   (partial / exported.METADATA).write_text(json.dumps(metadata, indent=2))
   if out.exists():
     out.rmdir()
