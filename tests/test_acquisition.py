@@ -145,6 +145,12 @@ def test_training_draws_other_strings_markers_and_colours_than_the_stress_test()
     ("augment.intensity.gamma", "0.5", "expected a number >= 1"),
     ("augment.intensity.noise", "2", "expected 0 <= value <= 1"),
     ("augment.intensity.blur", "20", "expected 0 <= sigma <= 8.0 pixels"),
+    ("augment.intensity.blur", "-1", "expected 0 <= sigma <= 8.0 pixels"),
+    ("augment.intensity.probability", "nan", "expected a probability, 0 <= p <= 1"),
+    ("augment.framing.max_fraction", "-0.1", "expected 0 <= fraction <= 0.45"),
+    ("augment.intensity.gamma", "inf", "expected a number >= 1"),
+    ("augment.intensity.contrast", "-0.2", "expected 0 <= value <= 1"),
+    ("augment.intensity.brightness", "1.5", "expected 0 <= value <= 1"),
 ])
 def test_bad_acquisition_settings_are_one_line(name, value, why):
   with pytest.raises(UserError) as e:

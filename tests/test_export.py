@@ -190,11 +190,26 @@ def test_a_damaged_or_foreign_export_is_one_line(run, tmp_path, capsys):
   data = bytearray((damaged / exported.WEIGHTS).read_bytes())
   data[len(data) // 2] ^= 0xFF
   (damaged / exported.WEIGHTS).write_bytes(bytes(data))
-  with pytest.raises(UserError, match=r"weights.npz: missing or damaged \(its SHA-256 differs"):
+  with pytest.raises(UserError, match=r"weights.npz: missing, damaged or from another export "
+                                      r"\(its SHA-256 differs from radjax.json's\)"):
     exported.load(damaged)
+  # Weights of another run (a valid file, other values) copied in: refused before anything runs.
+  swapped = _copy(model, tmp_path / "s")
+  with np.load(swapped / exported.WEIGHTS) as f:
+    other = {k: f[k] * np.float32(1.01) for k in f.files}
+  np.savez(swapped / exported.WEIGHTS, **other)
+  with pytest.raises(UserError, match=r"weights.npz: missing, damaged or from another export"):
+    exported.load(swapped)
   truncated = _copy(model, tmp_path / "t")
   program = (truncated / exported.PROGRAM).read_bytes()
   (truncated / exported.PROGRAM).write_bytes(program[:len(program) // 3])
+  with pytest.raises(UserError, match=r"model.jaxexport: missing, damaged or from another export"):
+    exported.load(truncated)
+  # An export written before radjax.json named its program's hash: a damaged program is still
+  # one line, from the deserializer.
+  meta = json.loads((truncated / exported.METADATA).read_text())
+  del meta["program_sha256"]
+  (truncated / exported.METADATA).write_text(json.dumps(meta))
   with pytest.raises(UserError, match=r"model.jaxexport: cannot be read \(.*export the run again"):
     exported.load(truncated)
   foreign = tmp_path / "foreign"
@@ -313,6 +328,64 @@ def test_the_page_answers_each_file_as_predict_does_and_names_a_bad_one(run, rea
   assert answer["error"] is None and answer["dicom"]["modality"] == "DX"
   assert answer["dicom"]["photometric"] == "MONOCHROME2" and answer["dicom"]["voi"] == "none"
   assert not list(tmp_path.glob("**/*.png"))  # nothing the page was sent is written to disk
+
+
+def test_the_page_names_an_empty_body_and_text_named_png_and_answers_20_uploads_at_once(
+    run, reader, tmp_path):
+  """An empty upload and a text file named .png are one line each; 20 uploads sent at once to a
+  real server on a free loopback port (bounded: 20 requests, a 120 s limit) each get their own
+  file's answer, the one a single upload gets."""
+  import concurrent.futures
+  import socket
+  import threading
+  import time
+  import urllib.parse
+  import urllib.request
+
+  import uvicorn
+
+  from radjax.commands import serve
+
+  _, _, files = run
+  app = serve.make_app(reader)
+  empty = _post(app, "empty.png", b"")
+  assert empty.status_code == 200 and empty.json()["error"] == "empty.png: empty file (0 bytes)"
+  text = _post(app, "notes.png", b"Patient notes, not an image\n").json()
+  assert text["error"].startswith("notes.png: cannot be read as an image (") and \
+      "\n" not in text["error"]
+  films = files[:4]  # two abdomen and two chest films, each sent 5 times
+  alone = {pathlib.Path(f).name: _post(app, pathlib.Path(f).name, pathlib.Path(f).read_bytes())
+           .json()["probabilities"] for f in films}
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+  thread = threading.Thread(target=server.run, daemon=True)
+  thread.start()
+  try:
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+      time.sleep(0.1)
+    assert server.started
+
+    def upload(k):
+      path = pathlib.Path(films[k % len(films)])
+      query = urllib.parse.urlencode({"name": path.name})
+      request = urllib.request.Request(f"http://127.0.0.1:{port}/predict?{query}",
+                                       data=path.read_bytes(), method="POST")
+      with urllib.request.urlopen(request, timeout=120) as reply:
+        return path.name, reply.status, json.loads(reply.read())
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+      answers = list(pool.map(upload, range(20)))
+  finally:
+    server.should_exit = True
+    thread.join(timeout=30)
+  assert len(answers) == 20
+  for name, status, answer in answers:
+    assert status == 200 and answer["error"] is None and answer["name"] == name
+    # One film at a time through the same batch-1 program: the same answer exactly.
+    assert answer["probabilities"] == alone[name]
 
 
 def test_an_unexpected_failure_is_answered_in_one_line(reader, monkeypatch):

@@ -182,6 +182,52 @@ def test_stress_bad_inputs_are_one_line(trained, tiny_data, tmp_path, capsys):
       (other / "VAL" / name / f"{k}.png").write_bytes(src.read_bytes())
   assert cli.main(["stress", "--workdir", str(trained), "--data", str(other)]) == 2
   assert "differ from the checkpoint's" in capsys.readouterr().err
+  assert cli.main(["stress", "--workdir", str(trained), "--families", "bnad,Invert"]) == 2
+  assert capsys.readouterr().err.startswith(
+      "radjax stress: error: --families bnad,Invert: unknown bnad, Invert (bnad: did you mean "
+      "band?; Invert: did you mean invert?) (known: band, letterbox,")
+  a_file = tmp_path / "stress.txt"
+  a_file.write_text("keep me")
+  assert cli.main(["stress", "--workdir", str(trained), "--out", str(a_file)]) == 2
+  assert capsys.readouterr().err.strip() == (
+      f"radjax stress: error: --out {a_file}: is a file; name a folder for the outputs")
+  assert a_file.read_text() == "keep me"  # nothing lost
+  # A split that lacks a class, or holds one image: refused by the listing, naming the manifest.
+  listed = tmp_path / "listed"
+  listed.mkdir()
+  for split, name in (("VAL", "abd"), ("TRAIN", "chest")):
+    film = sorted((tiny_data / split / name).glob("*.png"))[0]
+    (listed / film.name).write_bytes(film.read_bytes())
+  manifest = listed / "one.csv"
+  manifest.write_text("path,label,split\nabd0.png,abd,val\nchst33.png,chest,train\n")
+  assert cli.main(["stress", "--workdir", str(trained), "--data", str(manifest)]) == 2
+  assert capsys.readouterr().err.strip() == (
+      f"radjax stress: error: {manifest}: no readable chest image in split val; every class "
+      "needs images in every split (classes: abd, chest)")
+
+
+def test_stress_on_the_smallest_split_and_again_into_the_same_out(trained, tiny_data, tmp_path,
+                                                                 capsys):
+  """One film of each class is enough to count flips; a second run into the same --out
+  replaces its files with the same figures (the perturbations are seeded)."""
+  small = tmp_path / "small"
+  for name in ("abd", "chest"):
+    (small / "VAL" / name).mkdir(parents=True)
+    film = sorted((tiny_data / "VAL" / name).glob("*.png"))[0]
+    (small / "VAL" / name / film.name).write_bytes(film.read_bytes())
+  args = ["stress", "--workdir", str(trained), "--checkpoint", "latest", "--data", str(small),
+          "--families", "invert", "--out", str(tmp_path / "out")]
+  assert cli.main(args) == 0
+  first = json.loads((tmp_path / "out" / "stress.json").read_text())
+  assert len(first["images"]) == 2 and [r["family"] for r in first["conditions"]] == [
+      "clean", "invert"]
+  assert first["conditions"][1]["flip_rate"] in (0.0, 0.5, 1.0)  # of 2 decisions
+  assert cli.main(args) == 0
+  assert "Wrote" in capsys.readouterr().out
+  second = json.loads((tmp_path / "out" / "stress.json").read_text())
+  assert second["conditions"] == first["conditions"]
+  assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+      "contact.png", "stress.json", "stress.png"]
 
 
 @pytest.mark.slow
@@ -239,8 +285,40 @@ def test_resume_after_epoch_1_matches_uninterrupted_run(trained, tiny_data, jit_
     np.testing.assert_array_equal(x, y)
   load = lambda w: [json.loads(l) for l in (w / "metrics.jsonl").read_text().splitlines()]
   for x, y in zip(load(trained), load(workdir), strict=True):
-    for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_auc"):
+    for key in LEARNED_KEYS:
       assert x[key] == y[key], key
+
+
+# What a run's metrics.jsonl holds besides its timings (which differ on every run).
+LEARNED_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_auc")
+
+
+@pytest.mark.slow
+def test_the_same_train_command_twice_in_fresh_processes_gives_the_same_run(tiny_data, tmp_path):
+  """Seeded shuffling, augmentation (tf.data), dropout, precise BN and XLA's CPU programs: the
+  same command on the same machine gives the same numbers bit for bit, the first run compiling
+  into an empty compilation cache and the second loading from it. (Across CPUs they differ: see
+  docs/training.md, "Reproducibility".)"""
+  cache = tmp_path / "cache"
+  env = {k: v for k, v in os.environ.items() if k != "JAX_DISABLE_MOST_OPTIMIZATIONS"}
+  runs = []
+  for name in ("first", "second"):
+    workdir = tmp_path / name
+    done = subprocess.run(
+        [sys.executable, "-m", "radjax", "train", "--config", str(REPO / "configs" / "smoke.py"),
+         "--workdir", str(workdir), f"--config.data_dir={tiny_data}",
+         f"--config.compilation_cache={cache}"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs.append(workdir)
+  load = lambda w: [json.loads(l) for l in (w / "metrics.jsonl").read_text().splitlines()]
+  first, second = load(runs[0]), load(runs[1])
+  assert [r["epoch"] for r in first] == [1, 2]
+  assert [{k: r[k] for k in LEARNED_KEYS} for r in first] == [
+      {k: r[k] for k in LEARNED_KEYS} for r in second]
+  a, _, _ = _final_model(runs[0])
+  b, _, _ = _final_model(runs[1])
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(x, y)
 
 
 @pytest.mark.slow

@@ -312,6 +312,11 @@ def select(names: str) -> tuple[Family, ...]:
   wanted = [n.strip() for n in names.split(",") if n.strip()]
   unknown = [n for n in wanted if n not in FAMILY_NAMES]
   if unknown:
-    raise UserError(f"--families {names}: unknown {', '.join(unknown)} (known: "
+    import difflib
+
+    close = {n: difflib.get_close_matches(n.lower(), FAMILY_NAMES, n=1) for n in unknown}
+    hints = [f"{n}: did you mean {c[0]}?" for n, c in close.items() if c]
+    raise UserError(f"--families {names}: unknown {', '.join(unknown)} "
+                    f"{'(' + '; '.join(hints) + ') ' if hints else ''}(known: "
                     f"{', '.join(FAMILY_NAMES)})")
   return tuple(f for f in FAMILIES if f.name in wanted)
