@@ -16,6 +16,10 @@ SCRIPT = REPO / "scripts" / "benchmark.py"
 
 @pytest.fixture
 def bench_script():
+  # The script's measurements are the modules of scripts/bench/: loaded afresh with it, so that
+  # each test starts with no records, as a fresh load of the one-file script did.
+  for name in [m for m in sys.modules if m == "bench" or m.startswith("bench.")]:
+    del sys.modules[name]
   spec = importlib.util.spec_from_file_location("radjax_benchmark", SCRIPT)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -23,14 +27,14 @@ def bench_script():
 
 
 def test_variants_are_config_overrides_plus_the_step_input(bench_script):
-  assert bench_script._variant_overrides("") == ([], "float")
-  assert bench_script._variant_overrides("pool_impl=window, bn_grad=autodiff") == (
+  assert bench_script.step.variant_overrides("") == ([], "float")
+  assert bench_script.step.variant_overrides("pool_impl=window, bn_grad=autodiff") == (
       ["--config.pool_impl=window", "--config.bn_grad=autodiff"], "float")
-  assert bench_script._variant_overrides("input=uint8,conv_impl=gemm") == (
+  assert bench_script.step.variant_overrides("input=uint8,conv_impl=gemm") == (
       ["--config.conv_impl=gemm"], "uint8")
   with pytest.raises(ValueError, match="input must be one of float, uint8"):
-    bench_script._variant_overrides("input=jpeg")
-  assert bench_script._points("5:float32,256:bfloat16") == [(5, "float32"), (256, "bfloat16")]
+    bench_script.step.variant_overrides("input=jpeg")
+  assert bench_script.step.points("5:float32,256:bfloat16") == [(5, "float32"), (256, "bfloat16")]
 
 
 def _step(impl, device, batch, dtype, ms, variant=""):
@@ -106,10 +110,10 @@ def test_step_at_picks_points_and_records_name_the_users_xla_flags(tmp_path, ben
   # what the user added, so that radjax as shipped is the unlabelled row.
   assert records[0]["xla_flags"] == (f"--xla_cpu_enable_fast_math=false {radjax.GPU_XLA_FLAGS} "
                                     f"{radjax.CPU_XLA_FLAGS}")
-  bench_script.USER_XLA_FLAGS = "--xla_cpu_enable_fast_math=false"
+  bench_script.records.USER_XLA_FLAGS = "--xla_cpu_enable_fast_math=false"
   bench_script.emit(part="train_step", impl="radjax", ms_per_step=1.0)
   bench_script.emit(part="train_step", impl="torch-fp32", ms_per_step=1.0)
-  ours, torch = bench_script.RESULTS[-2:]
+  ours, torch = bench_script.records.RESULTS[-2:]
   assert ours["xla_flags"] == "--xla_cpu_enable_fast_math=false" and "xla_flags" not in torch
 
 
@@ -258,7 +262,7 @@ def test_hlo_library_calls_counts_ynnpack_fusions_their_convolutions_and_onednn_
       '%custom-call.3 = f32[2,8] custom-call(%x, %w), custom_call_target="__onednn$matmul"',
       '%loop_fusion.4 = f32[2] fusion(%y), kind=kLoop, calls=%f.4',
   ])
-  assert bench_script.hlo_library_calls(hlo) == {
+  assert bench_script.xla_flags.hlo_library_calls(hlo) == {
       "ynn_fusions": 2, "ynn_convolutions": 1, "onednn_calls": 1}
 
 
@@ -300,24 +304,24 @@ def test_each_xla_flags_setting_runs_exactly_as_written_in_its_own_process(
   """XLA's defaults hand ops to YNNPACK; radjax' own flag, named in a row, hands none:
   the child must not add radjax' defaults to a setting (75x75, batch 2, one step)."""
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", jit_cache)
-  monkeypatch.setattr(bench_script, "XLA_FLAG_SETTINGS", (
+  monkeypatch.setattr(bench_script.xla_flags, "XLA_FLAG_SETTINGS", (
       ("xla", ""), ("xla", "--xla_cpu_experimental_ynn_fusion_type="),
       ("xla", "--xla_no_such_flag=1")))
   args = bench_script.argparse.Namespace(variants_at="2:float32", image_size=75, warmup=0,
                                          steps=1, repeats=1)
-  bench_script.RESULTS.clear()
-  bench_script.bench_xla_flags(args)
-  defaults, radjax_own, unknown = bench_script.RESULTS
+  bench_script.records.RESULTS.clear()
+  bench_script.xla_flags.bench_xla_flags(args)
+  defaults, radjax_own, unknown = bench_script.records.RESULTS
   # XLA refuses an unknown flag at start-up: that setting is reported, the others kept
   assert unknown["part"] == "xla_flags" and unknown["xla_flags"] == "--xla_no_such_flag=1"
   assert unknown["skipped"].startswith("child exited ")
-  del bench_script.RESULTS[2]
-  assert [r["xla_flags"] for r in bench_script.RESULTS] == [
+  del bench_script.records.RESULTS[2]
+  assert [r["xla_flags"] for r in bench_script.records.RESULTS] == [
       "", "--xla_cpu_experimental_ynn_fusion_type="]
   # (which ops XLA hands to YNNPACK by default changes between versions; some it always does)
   assert defaults["ynn_fusions"] > 0 and defaults["ynn_fusions"] >= defaults["ynn_convolutions"]
   assert radjax_own["ynn_fusions"] == 0
-  for r in bench_script.RESULTS:
+  for r in bench_script.records.RESULTS:
     assert r["study"] == "xla_flags" and r["variant"] == "conv_impl=xla" and r["batch"] == 2
     assert r["ms_per_step"] > 0 and r["image_size"] == 75
 
@@ -336,9 +340,9 @@ def test_the_end_to_end_epochs_of_another_backend_come_from_a_child_process(
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", jit_cache)
   args = bench_script.argparse.Namespace(e2e_epochs=1, image_size=75, data_dir=str(dataset_dir),
                                          arrays=str(npz), augment_on=None)
-  bench_script.RESULTS.clear()
-  bench_script.bench_end_to_end_elsewhere("cpu", args)
-  (record,) = [r for r in bench_script.RESULTS if r["part"] == "end_to_end"]
+  bench_script.records.RESULTS.clear()
+  bench_script.epoch.bench_end_to_end_elsewhere("cpu", args)
+  (record,) = [r for r in bench_script.records.RESULTS if r["part"] == "end_to_end"]
   assert record["device"] == "cpu" and record["data"] == "arrays"
   assert record["augment_on"] == "device" and record["image_size"] == 75
   assert record["steps_per_epoch"] == 13  # 65 training films in batches of 5
@@ -347,4 +351,4 @@ def test_the_end_to_end_epochs_of_another_backend_come_from_a_child_process(
   # a child that fails says why, in one line
   args.arrays = str(tmp_path / "missing.npz")
   with pytest.raises(RuntimeError, match="the cpu child .*missing.npz"):
-    bench_script.bench_end_to_end_elsewhere("cpu", args)
+    bench_script.epoch.bench_end_to_end_elsewhere("cpu", args)
