@@ -16,6 +16,20 @@ os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 DATASET = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "open_i_abd_vs_cxr"
 
 
+def pytest_addoption(parser):
+  parser.addoption(
+      "--learning-seed", type=int, default=0,
+      help="seed of the learning tests' data and training (default 0). Their margins were set "
+           "over seeds 0-4: scripts/learning_margins.py runs them over seeds and tabulates what "
+           "each recorded")
+
+
+@pytest.fixture(scope="session")
+def learning_seed(request):
+  """The seed a learning test draws its data and trains with (`--learning-seed`)."""
+  return request.config.getoption("--learning-seed")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def jit_cache(tmp_path_factory):
   """One JAX persistent compilation cache for the whole session: every `run.load` or `build` jits
@@ -125,12 +139,12 @@ def write_dicom(path, pixels, photometric="MONOCHROME2", bits_stored=None, signe
   return path
 
 
-def marker_dataset(root, markers: dict, size: int, per_class=(12, 4)):
+def marker_dataset(root, markers: dict, size: int, per_class=(12, 4), seed: int = 0):
   """Noise films in TRAIN/ and VAL/ (`per_class` images each), one folder per class of `markers`:
   a class' (top, left, side) bright square, or None for none, is all that tells them apart."""
   from PIL import Image
 
-  rng = np.random.default_rng(0)
+  rng = np.random.default_rng(seed)
   for split, n in zip(("TRAIN", "VAL"), per_class):
     for cls, marker in markers.items():
       (root / split / cls).mkdir(parents=True)
