@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from radjax.commands import audit, cli, preview, split
+from radjax.commands import audit, cli, preview
 from radjax.configs import default
-from radjax.data import duplicates, files, listing
+from radjax.data import audit as dataset_audit, duplicates, files, listing, splitting
 from radjax.errors import UserError
 
 
@@ -102,8 +102,8 @@ def test_audit_flags_leakage_near_duplicates_and_bad_files(messy_dataset):
 
 def test_small_class_warning_thresholds():
   folder = {"train": "TRAIN"}
-  assert audit._class_warnings({"train": {"a": 100, "b": 10}}, folder) == []
-  warned = audit._class_warnings({"train": {"a": 100, "b": 9, "c": 4}}, folder)
+  assert dataset_audit._class_warnings({"train": {"a": 100, "b": 10}}, folder) == []
+  warned = dataset_audit._class_warnings({"train": {"a": 100, "b": 9, "c": 4}}, folder)
   # Three classes are a multiclass task, not a problem: only the small classes are warned of.
   assert [w.split(" has")[0] for w in warned] == ["TRAIN/b/", "TRAIN/c/"]
 
@@ -132,19 +132,19 @@ def flat_source(dataset_dir, tmp_path):
 
 
 def _manifest(dst):
-  with (dst / split.MANIFEST).open() as f:
+  with (dst / splitting.MANIFEST).open() as f:
     return list(csv.DictReader(f))
 
 
 def test_allocate_is_exact_proportional_and_gives_every_class_one():
-  assert split.allocate({"abd": 14, "chest": 7}, 6) == {"abd": 4, "chest": 2}
-  assert split.allocate({"a": 90, "b": 9, "c": 1}, 10) == {"a": 8, "b": 1, "c": 1}
-  assert split.allocate({"a": 90, "b": 9, "c": 1}, 2) == {"a": 2, "b": 0, "c": 0}  # fewer than 3
+  assert splitting.allocate({"abd": 14, "chest": 7}, 6) == {"abd": 4, "chest": 2}
+  assert splitting.allocate({"a": 90, "b": 9, "c": 1}, 10) == {"a": 8, "b": 1, "c": 1}
+  assert splitting.allocate({"a": 90, "b": 9, "c": 1}, 2) == {"a": 2, "b": 0, "c": 0}  # fewer than 3
   rng = np.random.default_rng(0)
   for _ in range(200):
     counts = {f"c{k}": int(n) for k, n in enumerate(rng.integers(1, 50, rng.integers(2, 6)))}
     total = int(rng.integers(0, sum(counts.values())))
-    parts = split.allocate(counts, total)
+    parts = splitting.allocate(counts, total)
     assert sum(parts.values()) == total
     if total >= len(counts):
       assert min(parts.values()) >= 1
@@ -153,19 +153,19 @@ def test_allocate_is_exact_proportional_and_gives_every_class_one():
 def test_split_counts_are_exact_stratified_and_src_untouched(flat_source, tmp_path):
   before = _snapshot(flat_source)
   dst = tmp_path / "out"
-  result = split.split_dataset(flat_source, dst, val=6, seed=1, test=3)
+  result = splitting.split_dataset(flat_source, dst, val=6, seed=1, test=3)
   assert result["counts"] == {"train": {"abd": 8, "chest": 4}, "val": {"abd": 4, "chest": 2},
                               "test": {"abd": 2, "chest": 1}}
   assert _snapshot(flat_source) == before
   after = _snapshot(dst)
   rows = _manifest(dst)
-  assert sorted(r["path"] for r in rows) == sorted(p for p in after if p != split.MANIFEST)
+  assert sorted(r["path"] for r in rows) == sorted(p for p in after if p != splitting.MANIFEST)
   for cls in ("abd", "chest"):  # every source file in exactly one split, bytes unchanged
     copied = sorted(p.split("/")[-1] for p in after if f"/{cls}/" in p)
     assert copied == sorted(p.name for p in (flat_source / cls).iterdir())
   for r in rows:
     assert after[r["path"]] == before[f"{r['class']}/{r['path'].split('/')[-1]}"]
-    assert r["path"].startswith(split.SPLIT_FOLDERS[r["split"]] + "/" + r["class"] + "/")
+    assert r["path"].startswith(splitting.SPLIT_FOLDERS[r["split"]] + "/" + r["class"] + "/")
     assert r["fold"] == ""
   # The result is a dataset radjax can train on.
   assert listing.list_folders(dst, splits=("train", "val", "test")).counts() == result["counts"]
@@ -173,7 +173,7 @@ def test_split_counts_are_exact_stratified_and_src_untouched(flat_source, tmp_pa
 
 def test_split_is_reproducible_by_seed(flat_source, tmp_path):
   def val_files(seed, name):
-    split.split_dataset(flat_source, tmp_path / name, val=6, seed=seed)
+    splitting.split_dataset(flat_source, tmp_path / name, val=6, seed=seed)
     return [r["path"] for r in _manifest(tmp_path / name) if r["split"] == "val"]
 
   assert val_files(7, "a") == val_files(7, "b")
@@ -182,7 +182,7 @@ def test_split_is_reproducible_by_seed(flat_source, tmp_path):
 
 def test_kfold_manifest_covers_training_images_once_with_balanced_folds(flat_source, tmp_path):
   dst = tmp_path / "out"
-  split.split_dataset(flat_source, dst, val=3, seed=0, folds=4)
+  splitting.split_dataset(flat_source, dst, val=3, seed=0, folds=4)
   rows = _manifest(dst)
   train = [r for r in rows if r["split"] == "train"]
   on_disk = sorted(p.relative_to(dst).as_posix() for p in (dst / "TRAIN").rglob("*.png"))
@@ -197,22 +197,22 @@ def test_kfold_manifest_covers_training_images_once_with_balanced_folds(flat_sou
 
 def test_split_refusals(flat_source, dataset_dir, tmp_path):
   with pytest.raises(UserError, match="already split"):
-    split.split_dataset(dataset_dir, tmp_path / "a", val=4, seed=0)
+    splitting.split_dataset(dataset_dir, tmp_path / "a", val=4, seed=0)
   with pytest.raises(UserError, match="keep at least 1 for TRAIN"):
-    split.split_dataset(flat_source, tmp_path / "b", val=20, seed=0)
+    splitting.split_dataset(flat_source, tmp_path / "b", val=20, seed=0)
   with pytest.raises(UserError, match="keep at least 1 for TRAIN"):
-    split.split_dataset(flat_source, tmp_path / "b", val=10, test=10, seed=0)
+    splitting.split_dataset(flat_source, tmp_path / "b", val=10, test=10, seed=0)
   with pytest.raises(UserError, match="fewer training images than folds"):
-    split.split_dataset(flat_source, tmp_path / "b", val=4, seed=0, folds=7)
+    splitting.split_dataset(flat_source, tmp_path / "b", val=4, seed=0, folds=7)
   (tmp_path / "full").mkdir()
   (tmp_path / "full" / "x").write_text("")
   with pytest.raises(UserError, match="not empty"):
-    split.split_dataset(flat_source, tmp_path / "full", val=4, seed=0)
+    splitting.split_dataset(flat_source, tmp_path / "full", val=4, seed=0)
   with pytest.raises(UserError, match="inside"):
-    split.split_dataset(flat_source, flat_source / "out", val=4, seed=0)
+    splitting.split_dataset(flat_source, flat_source / "out", val=4, seed=0)
   shutil.rmtree(flat_source / "chest")
   with pytest.raises(UserError, match="1 class folder"):
-    split.split_dataset(flat_source, tmp_path / "b", val=4, seed=0)
+    splitting.split_dataset(flat_source, tmp_path / "b", val=4, seed=0)
   assert not (tmp_path / "b").exists() and not (tmp_path / "a").exists()
 
 
@@ -310,12 +310,12 @@ def _patients_source(dataset_dir, root):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_split_group_by_keeps_each_patient_in_one_split_and_fold(dataset_dir, tmp_path, seed):
   src = _patients_source(dataset_dir, tmp_path / "src")
-  result = split.split_dataset(src, tmp_path / "dst", val=8, seed=seed, folds=2, group_by="folder")
+  result = splitting.split_dataset(src, tmp_path / "dst", val=8, seed=seed, folds=2, group_by="folder")
   rows = _manifest(tmp_path / "dst")
   assert len(rows) == 48 and result["groups"] == 10  # P0 and P1 span both classes
   where, fold = {}, {}
   for r in rows:
-    patient = r[split.GROUP_COLUMN]
+    patient = r[splitting.GROUP_COLUMN]
     assert patient == pathlib.PurePosixPath(r["path"]).parts[2]  # TRAIN/<class>/<patient>/...
     where.setdefault(patient, set()).add(r["split"])
     if r["split"] == "train":
@@ -336,11 +336,11 @@ def test_split_group_by_patient_id_reads_dicom(tmp_path):
     for i in range(6):
       write_dicom(tmp_path / "src" / cls / f"{i}.dcm", (_anatomy(rng) * 16).astype(np.uint16),
                    PatientID=f"{cls}-{i // 2}")
-  split.split_dataset(tmp_path / "src", tmp_path / "dst", val=4, seed=0, group_by="patient_id")
+  splitting.split_dataset(tmp_path / "src", tmp_path / "dst", val=4, seed=0, group_by="patient_id")
   rows = _manifest(tmp_path / "dst")
   by_patient = {}
   for r in rows:
-    by_patient.setdefault(r[split.GROUP_COLUMN], set()).add(r["split"])
+    by_patient.setdefault(r[splitting.GROUP_COLUMN], set()).add(r["split"])
   assert len(by_patient) == 6 and all(len(s) == 1 for s in by_patient.values())
   with pytest.raises(UserError, match="--group-by ward: expected one of patient_id, folder"):
-    split.split_dataset(tmp_path / "src", tmp_path / "x", val=4, seed=0, group_by="ward")
+    splitting.split_dataset(tmp_path / "src", tmp_path / "x", val=4, seed=0, group_by="ward")

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from conftest import copy_subset
-from radjax.commands import cv
+from radjax.data import folds as folds_lib
+from radjax.training import cross_validation as cv_lib
 from radjax.configs import default
 from radjax.data import files, listing
 from radjax.metrics import classification as metrics
 from radjax.training import config as config_lib
+from radjax.training import explanation
 
 
 def test_percentile_intervals_take_the_levels_tails_with_linear_interpolation():
@@ -84,8 +86,8 @@ def test_operating_point_by_hand_with_ties_in_youdens_j():
 def test_multilabel_folds_are_stratified_by_each_images_rarest_positive_label():
   # Positives per label: a 4, b 2, c 1. Rarest first: c, b, a; no positive: 3.
   labels = [[1, 0, 0], [1, 1, 0], [1, 1, 1], [0, 0, 0], [1, 0, 0], [-1, 0, 0]]
-  assert cv.stratification_labels(labels, 3) == [0, 1, 2, 3, 0, 3]
-  assert cv.stratification_labels([0, 1, 1], 2) == [0, 1, 1]  # classes: their own label
+  assert folds_lib.stratification_labels(labels, 3) == [0, 1, 2, 3, 0, 3]
+  assert folds_lib.stratification_labels([0, 1, 1], 2) == [0, 1, 1]  # classes: their own label
 
 
 def test_balanced_class_weights_come_from_the_pipelines_own_training_counts(dataset_dir,
@@ -142,18 +144,17 @@ def test_explain_maps_a_padded_input_back_onto_the_film_as_stored():
   """A 100 x 50 film padded to 80 x 80 sits in columns 20-59 (scale 0.8: 80 x 40). A map that is
   1 on the film's left half and 0 elsewhere (padding included) must come back as 1 on the left
   half of the original and 0 on its right half; squash would smear in the padding's zeros."""
-  from radjax.commands import explain
 
   config = default.get_config()
   config.image_size, config.resize = 80, "pad"
   heatmap = np.zeros((80, 80), np.float32)
   heatmap[:, 20:40] = 1.0  # the film's left half
-  back = explain.to_original(heatmap, 100, 50, config)
+  back = explanation.to_original(heatmap, 100, 50, config)
   assert back.shape == (100, 50)
   np.testing.assert_allclose(back[:, :23], 1.0, atol=1e-6)  # away from the bilinear seam
   np.testing.assert_allclose(back[:, 27:], 0.0, atol=1e-6)
   config.resize = "squash"  # the same map read as squashed: columns 20-39 of 80 are 12.5-25 of 50
-  squashed = explain.to_original(heatmap, 100, 50, config)
+  squashed = explanation.to_original(heatmap, 100, 50, config)
   np.testing.assert_allclose(squashed[:, :11], 0.0, atol=1e-6)
   np.testing.assert_allclose(squashed[:, 14:23], 1.0, atol=1e-6)
 
@@ -175,13 +176,13 @@ def test_held_out_images_are_scored_by_each_folds_final_epoch_not_its_best(datas
 
   monkeypatch.setattr(run_lib, "load", load)
   with pytest.raises(Stop):
-    cv.held_out_predictions(tmp_path, 7)
+    cv_lib.held_out_predictions(tmp_path, 7)
   assert asked == ["7"]
   # run_fold asks for the config's last epoch
   data = copy_subset(dataset_dir, tmp_path / "d", {"TRAIN": 3, "VAL": 1})
-  plan = cv.make_plan(data, 2, [0])
+  plan = folds_lib.make_plan(data, 2, [0])
   config = config_lib.load_config("smoke", ["--config.num_epochs=3"], device_count=1)
   monkeypatch.setattr(loop, "train_and_evaluate",
                       lambda config, workdir: pathlib.Path(workdir).mkdir(parents=True))
-  monkeypatch.setattr(cv, "held_out_predictions", lambda fold_dir, epoch: {"epoch": epoch})
-  assert cv.run_fold(config, tmp_path / "cv", plan, 0, 1) == {"epoch": 3}
+  monkeypatch.setattr(cv_lib, "held_out_predictions", lambda fold_dir, epoch: {"epoch": epoch})
+  assert cv_lib.run_fold(config, tmp_path / "cv", plan, 0, 1) == {"epoch": 3}

@@ -188,3 +188,31 @@ def test_audit_of_a_csv_manifest_says_what_it_reads(tmp_path, capsys):
   assert _error_line(capsys) == (f"radjax audit: error: {manifest}: is a file; this command reads "
                                  "a data folder (TRAIN/ and VAL/, or one folder per class), not a "
                                  "CSV manifest")
+
+
+def test_no_command_imports_another_command():
+  """A command parses, calls and prints; what two commands share lives a layer down (the
+  scoring of files, decisions, evaluation, fold planning), so no command reaches into another.
+  The parser, cli.py, is the one module that imports the commands."""
+  root = REPO / "radjax" / "commands"
+  reaching = []
+  for path in sorted(root.glob("*.py")):
+    if path.stem in ("cli", "__init__"):
+      continue
+    own = f"radjax.commands.{path.stem}"
+    for imported in _imports(path):
+      if imported.startswith("radjax.commands") and not imported.startswith(own):
+        reaching.append(f"{own} -> {imported}")
+  assert not reaching, reaching
+
+
+# The parser lists every command and flag; everything else stays readable in one sitting.
+MAX_MODULE_LINES = 450
+
+
+def test_no_module_of_the_package_or_the_scripts_exceeds_a_sitting():
+  files = [p for p in (REPO / "radjax").rglob("*.py") if p.name != "cli.py"]
+  files += list((REPO / "scripts").rglob("*.py"))
+  long = {str(p.relative_to(REPO)): n for p in files
+          if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+  assert not long, long

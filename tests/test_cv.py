@@ -10,7 +10,9 @@ import pytest
 from PIL import Image
 from sklearn import metrics as skm
 
-from radjax.commands import cli, cv, split
+from radjax.commands import cli, cv
+from radjax.data import folds as folds_lib, splitting
+from radjax.training import cross_validation as cv_lib
 from radjax.training import loop as train
 from radjax.errors import UserError
 from conftest import copy_subset
@@ -47,7 +49,7 @@ def grouped_set(dataset_dir, tmp_path):
 
 
 def test_duplicates_and_one_patients_images_share_a_fold(grouped_set):
-  plan = cv.make_plan(grouped_set, folds=3, seeds=[0, 1, 2])
+  plan = folds_lib.make_plan(grouped_set, folds=3, seeds=[0, 1, 2])
   assert len(plan["paths"]) == 21
   expected = [{"abd/abd0.png", "abd/copy_of_abd0.png"},
               {"chest/chst33.png", "chest/chst33_again.jpg"},
@@ -63,12 +65,12 @@ def test_duplicates_and_one_patients_images_share_a_fold(grouped_set):
     for labels in _labels_by_fold(plan, seed).values():  # stratified: both classes in every fold
       assert set(labels) == {0, 1}
   assert fold_of["0"] != fold_of["1"]  # seeds give new folds
-  assert cv.make_plan(grouped_set, folds=3, seeds=[0])["assignment"]["0"] == plan["assignment"]["0"]
+  assert folds_lib.make_plan(grouped_set, folds=3, seeds=[0])["assignment"]["0"] == plan["assignment"]["0"]
 
 
 def test_split_folders_are_pooled_and_test_is_left_out(dataset_dir, tmp_path):
   root = copy_subset(dataset_dir, tmp_path / "d", {"TRAIN": 4, "VAL": 2, "TEST": 1})
-  plan = cv.make_plan(root, folds=2, seeds=[0])
+  plan = folds_lib.make_plan(root, folds=2, seeds=[0])
   assert len(plan["paths"]) == 12 and not any(p.startswith("TEST/") for p in plan["paths"])
   assert "TEST/ left out" in plan["source"]
   assert plan["class_names"] == ["abd", "chest"]
@@ -76,45 +78,45 @@ def test_split_folders_are_pooled_and_test_is_left_out(dataset_dir, tmp_path):
 
 def test_bad_settings_are_refused_in_one_line(grouped_set, tmp_path):
   with pytest.raises(UserError, match="--folds 1: cross-validation needs at least 2"):
-    cv.make_plan(grouped_set, folds=1, seeds=[0])
+    folds_lib.make_plan(grouped_set, folds=1, seeds=[0])
   with pytest.raises(UserError, match="class abd has 9 image.*fewer than --folds 10"):
-    cv.make_plan(grouped_set, folds=10, seeds=[0])
+    folds_lib.make_plan(grouped_set, folds=10, seeds=[0])
   with pytest.raises(UserError, match="no such file"):
-    cv.make_plan(None, folds=0, seeds=[0], manifest=tmp_path / "missing.csv")
+    folds_lib.make_plan(None, folds=0, seeds=[0], manifest=tmp_path / "missing.csv")
   (tmp_path / "bad.csv").write_text("path,label\nx.png,abd\n")
   with pytest.raises(UserError, match="not a `radjax split` manifest"):
-    cv.make_plan(None, folds=0, seeds=[0], manifest=tmp_path / "bad.csv")
+    folds_lib.make_plan(None, folds=0, seeds=[0], manifest=tmp_path / "bad.csv")
   with pytest.raises(UserError, match="x.npz: cross-validation reads class folders or a CSV"):
-    cv.make_plan(tmp_path / "x.npz", folds=2, seeds=[0])
+    folds_lib.make_plan(tmp_path / "x.npz", folds=2, seeds=[0])
   (tmp_path / "one").mkdir()
   (tmp_path / "one" / "abd").mkdir()
   with pytest.raises(UserError, match="neither TRAIN/ and VAL/ nor two class folders"):
-    cv.make_plan(tmp_path / "one", folds=2, seeds=[0])
+    folds_lib.make_plan(tmp_path / "one", folds=2, seeds=[0])
   (tmp_path / "single.csv").write_text("path,class,split,fold\nabd/abd0.png,abd,TRAIN,0\n")
   with pytest.raises(UserError, match=f"^{tmp_path / 'single.csv'}: found 1 class\\(es\\) "
                                       "\\(abd\\); cross-validation needs at least two$"):
-    cv.make_plan(None, folds=0, seeds=[0], manifest=tmp_path / "single.csv")
+    folds_lib.make_plan(None, folds=0, seeds=[0], manifest=tmp_path / "single.csv")
   # Multilabel folds: each must train on both values of every label.
   labels = [[1, 0], [0, 1], [1, -1], [0, 0]]
   with pytest.raises(UserError, match="^where: fold 1 trains on no positive a image; every fold "
                                       "needs both values of every label"):
-    cv._check_folds([1, 2, 1, 2], labels, 2, ["a", "b"], "where")
-  cv._check_folds([1, 1, 1, 2, 2, 2], [[1, 0], [0, 1], [1, 1], [0, 0], [1, 0], [0, 1]], 2,
+    folds_lib._check_folds([1, 2, 1, 2], labels, 2, ["a", "b"], "where")
+  folds_lib._check_folds([1, 1, 1, 2, 2, 2], [[1, 0], [0, 1], [1, 1], [0, 0], [1, 0], [0, 1]], 2,
                   ["a", "b"], "where")  # both values of both labels in each fold's training part
 
 
 def test_the_folds_of_a_split_manifest_are_used(grouped_set, tmp_path):
   dst = tmp_path / "split"
-  split.split_dataset(grouped_set, dst, val=2, seed=0, folds=3)
-  with (dst / split.MANIFEST).open() as f:
+  splitting.split_dataset(grouped_set, dst, val=2, seed=0, folds=3)
+  with (dst / splitting.MANIFEST).open() as f:
     rows = [r for r in csv.DictReader(f) if r["fold"]]
-  plan = cv.make_plan(None, folds=0, seeds=[0, 1], manifest=dst / split.MANIFEST)
+  plan = folds_lib.make_plan(None, folds=0, seeds=[0, 1], manifest=dst / splitting.MANIFEST)
   assert plan["folds"] == 3 and len(plan["paths"]) == len(rows) == 19
   by_path = {r["path"]: int(r["fold"]) + 1 for r in rows}  # the manifest counts folds from 0
   for seed in ("0", "1"):
     assert dict(zip(plan["paths"], plan["assignment"][seed])) == by_path
   with pytest.raises(UserError, match="--folds 4: .* has 3 folds"):
-    cv.make_plan(None, folds=4, seeds=[0], manifest=dst / split.MANIFEST)
+    folds_lib.make_plan(None, folds=4, seeds=[0], manifest=dst / splitting.MANIFEST)
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +147,8 @@ def test_cv_end_to_end_resumes_an_interrupted_fold(small_set, jit_cache, tmp_pat
   assert cli.main(_cv_args(small_set, workdir, jit_cache)) == 130  # Ctrl-C: one line, no traceback
   assert capsys.readouterr().err.strip().splitlines()[-1] == (
       "radjax cv: interrupted; the same command continues with the unfinished folds")
-  assert trained == ["fold_1"] and (workdir / "seed_0/fold_1" / cv.HELD_OUT).is_file()
-  fold_1 = (workdir / "seed_0/fold_1" / cv.HELD_OUT).read_text()
+  assert trained == ["fold_1"] and (workdir / "seed_0/fold_1" / cv_lib.HELD_OUT).is_file()
+  fold_1 = (workdir / "seed_0/fold_1" / cv_lib.HELD_OUT).read_text()
 
   def counted(config, fold_dir):
     trained.append(pathlib.Path(fold_dir).name)
@@ -158,14 +160,14 @@ def test_cv_end_to_end_resumes_an_interrupted_fold(small_set, jit_cache, tmp_pat
   out = capsys.readouterr().out
   assert trained == ["fold_1", "fold_2"]  # the rerun trained only the unfinished fold
   assert "seed_0/fold_1: done (epoch 1)" in out
-  assert (workdir / "seed_0/fold_1" / cv.HELD_OUT).read_text() == fold_1
+  assert (workdir / "seed_0/fold_1" / cv_lib.HELD_OUT).read_text() == fold_1
 
   summary = json.loads((workdir / cv.SUMMARY).read_text())
   assert (workdir / cv.ROC_FIGURE).stat().st_size > 10_000
   with (workdir / cv.PREDICTIONS_CSV).open() as f:
     rows = list(csv.DictReader(f))
   # Every labelled image is held out exactly once, by the fold that did not train on it.
-  plan = json.loads((workdir / cv.PLAN).read_text())
+  plan = json.loads((workdir / cv_lib.PLAN).read_text())
   assert sorted(r["path"] for r in rows) == plan["paths"] and len(rows) == 14
   for r in rows:
     assert int(r["fold"]) == plan["assignment"]["0"][plan["paths"].index(r["path"])]
@@ -211,7 +213,7 @@ def test_cv_end_to_end_resumes_an_interrupted_fold(small_set, jit_cache, tmp_pat
   changed = json.loads((workdir / cv.SUMMARY).read_text())["settings_changed"]
   assert changed == {"learning_rate": [0.0001, 0.5]}
   # A workdir without the stored settings (older radjax): each finished fold's checkpoint says.
-  (workdir / cv.SETTINGS).unlink()
+  (workdir / cv_lib.SETTINGS).unlink()
   assert cli.main(_cv_args(small_set, workdir, jit_cache, "--config.image_size=99")) == 2
   err = capsys.readouterr().err
   assert f"{workdir / 'seed_0/fold_1'}: cannot continue with changed image_size 75 -> 99" in err
@@ -232,7 +234,7 @@ def test_a_prepared_dataset_is_cross_validated_through_views_of_it(small_set, ji
   workdir = tmp_path / "cv"
   assert cli.main(_cv_args(out, workdir, jit_cache)) == 0
   console = capsys.readouterr().out
-  plan = json.loads((workdir / cv.PLAN).read_text())
+  plan = json.loads((workdir / cv_lib.PLAN).read_text())
   assert plan["prepared"] and len(plan["paths"]) == 15
   assert plan["source"] == "the train and val splits of the prepared dataset prepared"
   assert [sorted(pathlib.Path(p).name for p in g) for g in plan["groups"]] == \
@@ -263,7 +265,7 @@ def test_a_prepared_dataset_is_cross_validated_through_views_of_it(small_set, ji
   # A view is not a dataset to cross-validate.
   with pytest.raises(UserError, match="a view of the prepared dataset .*; cross-validate the "
                                       "dataset itself"):
-    cv.labelled_images(workdir / "data/seed_0/fold_1")
+    folds_lib.labelled_images(workdir / "data/seed_0/fold_1")
 
 
 def test_cli_cv_refuses_one_fold(small_set, jit_cache, tmp_path, capsys):
@@ -282,7 +284,7 @@ def test_a_csv_manifest_is_cross_validated_over_its_rows(grouped_set):
           for p in sorted(grouped_set.rglob("*")) if p.is_file()]
   manifest = grouped_set / "labels.csv"
   manifest.write_text("path,label,patient_id\n" + "\n".join(rows) + "\n")
-  plan = cv.make_plan(manifest, folds=3, seeds=[0])
+  plan = folds_lib.make_plan(manifest, folds=3, seeds=[0])
   assert len(plan["paths"]) == 21 and plan["root"] == str(grouped_set.resolve())
   assert plan["source"] == "the rows of labels.csv"
   groups = [set(g) for g in plan["groups"]]
@@ -294,9 +296,9 @@ def test_a_csv_manifest_is_cross_validated_over_its_rows(grouped_set):
 
 def test_too_few_groups_an_unreadable_file_and_dot_paths(grouped_set):
   with pytest.raises(UserError, match="--folds 3: the images form only 1 group"):
-    cv.assign_folds([0, 1, 0, 1], [7, 7, 7, 7], folds=3, seed=0)
+    folds_lib.assign_folds([0, 1, 0, 1], [7, 7, 7, 7], folds=3, seed=0)
   (grouped_set / "chest" / "broken.png").write_bytes(b"\x89PNG not really")
-  plan = cv.make_plan(grouped_set, folds=3, seeds=[0])
+  plan = folds_lib.make_plan(grouped_set, folds=3, seeds=[0])
   assert "chest/broken.png" not in plan["paths"] and len(plan["paths"]) == 21
   # A manifest's patient_id is found however its path is spelt ("./abd/abd1.png").
   manifest = grouped_set / "labels.csv"
@@ -304,5 +306,5 @@ def test_too_few_groups_an_unreadable_file_and_dot_paths(grouped_set):
                       + "".join(f"{p.relative_to(grouped_set).as_posix()},{p.parent.name},\n"
                                 for p in sorted(grouped_set.rglob("*.png"))
                                 if p.name not in ("abd1.png", "chst34.png", "broken.png")))
-  plan = cv.make_plan(manifest, folds=3, seeds=[0])
+  plan = folds_lib.make_plan(manifest, folds=3, seeds=[0])
   assert {"abd/abd1.png", "chest/chst34.png"} in [set(g) for g in plan["groups"]]

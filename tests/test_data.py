@@ -9,6 +9,7 @@ import pytest
 from radjax.configs import default
 from radjax.data import files, images, listing, preprocess, sampling
 from radjax.errors import UserError
+from radjax.training import scoring
 from conftest import copy_subset
 
 
@@ -192,7 +193,7 @@ def test_class_folder_without_readable_images_shows_each_files_reason(small_data
 
 def test_sub_folders_of_class_folders_are_included(small_dataset):
   """Patient folders inside a class folder: train's listing, audit and predict all see them."""
-  from radjax.commands import audit, predict
+  from radjax.commands import audit
 
   cls = small_dataset / "TRAIN" / "abd"
   patient = cls / "patient_7" / "study_1"
@@ -207,7 +208,7 @@ def test_sub_folders_of_class_folders_are_included(small_dataset):
   assert not any(".hidden" in p for p in paths)
   report = audit.audit(small_dataset, progress=False)
   assert report["splits"]["train"]["classes"]["abd"] == 4
-  assert [str(p) for p, _ in predict.expand([cls])] == sorted(paths)
+  assert [str(p) for p, _ in scoring.expand([cls])] == sorted(paths)
 
 
 def test_precise_bn_batches_mix_classes_and_ignore_listing_order(small_dataset):
@@ -308,15 +309,15 @@ def test_a_csv_manifest_lists_like_the_class_folders(small_dataset):
 
 
 def test_radjax_splits_manifest_trains(dataset_dir, tmp_path):
-  from radjax.commands import split
+  from radjax.data import splitting
 
   src = tmp_path / "flat"
   for cls in ("abd", "chest"):
     (src / cls).mkdir(parents=True)
     for p in sorted((dataset_dir / "TRAIN" / cls).glob("*.png"))[:4]:
       shutil.copy(p, src / cls / p.name)
-  split.split_dataset(src, tmp_path / "split", val=2, seed=0)
-  listed = listing.list_manifest(tmp_path / "split" / split.MANIFEST)
+  splitting.split_dataset(src, tmp_path / "split", val=2, seed=0)
+  listed = listing.list_manifest(tmp_path / "split" / splitting.MANIFEST)
   assert listed.counts() == {"train": {"abd": 3, "chest": 3}, "val": {"abd": 1, "chest": 1}}
 
 
@@ -375,28 +376,26 @@ def test_labels_that_differ_only_in_spelling_are_refused(small_dataset, cls, spe
 
 
 def test_cross_validation_pools_a_manifests_splits_before_asking_for_every_class(small_dataset):
-  from radjax.commands import cv
+  from radjax.data import folds
 
   rows = [r for r in _rows_of(small_dataset) if not (r[2] == "val" and r[1] == "chest")]
   manifest = _write_manifest(small_dataset, rows)
   with pytest.raises(UserError, match="no readable chest image in split val; every class needs "
                                       "images in every split"):
     listing.list_manifest(manifest)  # training and evaluating need both classes in VAL...
-  class_names, found, note = cv.labelled_images(manifest)  # ... cross-validation pools the rows
+  class_names, found, note = folds.labelled_images(manifest)  # ... cross-validation pools the rows
   assert class_names == ["abd", "chest"] and len(found) == len(rows) == 7
   assert note == "the train and val rows of manifest.csv"
 
 
 def test_predict_says_which_files_of_a_folder_it_skips(small_dataset, caplog):
-  from radjax.commands import predict
-
   folder = small_dataset / "VAL" / "abd"
   (folder / "scan.tif").write_bytes(b"II*\x00")
   with caplog.at_level(logging.WARNING, logger="radjax"):
-    found = predict.expand([folder])
+    found = scoring.expand([folder])
   assert [p.name for p, _ in found] == sorted(p.name for p in folder.glob("*.png"))
   assert "skipped 1 file(s) that are not .png, .jpg, .jpeg or DICOM (scan.tif)" in caplog.text
-  assert predict.expand([folder / "scan.tif"]) == [(folder / "scan.tif", None)]  # named: tried
+  assert scoring.expand([folder / "scan.tif"]) == [(folder / "scan.tif", None)]  # named: tried
 
 
 def test_a_missing_file_in_a_manifest_is_skipped_and_named(small_dataset, caplog):

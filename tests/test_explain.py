@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 
-from radjax.commands import cli, explain
+from radjax.commands import cli
 from radjax.models import Classifier, weights
-from radjax.training import run as run_lib
+from radjax.training import explanation, run as run_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -45,43 +45,47 @@ def test_gradcam_equals_tensorflow_gradient_tape(keras_notop):
   expected = tf.nn.relu(tf.reduce_sum(activations * channel_weights[:, None, None, :], -1))[0]
   expected = expected.numpy()
 
-  got, got_logit = explain.gradcam(model, variables, x[0], layer)
+  got, got_logit = explanation.gradcam(model, variables, x[0], layer)
   assert got.shape == expected.shape == (7, 7)
   assert got_logit == pytest.approx(float(target[0]), rel=1e-4)
   assert expected.max() > 0 and np.count_nonzero(expected) > 5  # not a trivial map
   np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3 * expected.max())
   # The first class's map is that of the negated logit.
-  negated, _ = explain.gradcam(model, variables, x[0], layer, sign=-1.0)
+  negated, _ = explanation.gradcam(model, variables, x[0], layer, sign=-1.0)
   assert not np.allclose(negated, got)
 
 
 @pytest.fixture(scope="module")
-def marker_run(tmp_path_factory):
+def marker_run(tmp_path_factory, learning_seed):
   from conftest import marker_dataset, train_smoke
 
   # "marked" films carry a bright square in the top-left corner: only the marker decides.
   data = marker_dataset(tmp_path_factory.mktemp("marker"),
-                        {"blank": None, "marked": (10, 10, 30)}, size=150)
+                        {"blank": None, "marked": (10, 10, 30)}, size=150, seed=learning_seed)
   workdir = tmp_path_factory.mktemp("run") / "marker"
   train_smoke(data, workdir, "--config.image_size=150", "--config.num_epochs=3",
               "--config.batch_size=4", "--config.learning_rate=0.001",
-              "--config.augment.enabled=false")
+              "--config.augment.enabled=false", f"--config.seed={learning_seed}")
   return data, workdir
 
 
 @pytest.mark.slow
-def test_maps_of_a_model_that_uses_a_marker_point_at_the_marker(marker_run, tmp_path, capsys):
+def test_maps_of_a_model_that_uses_a_marker_point_at_the_marker(marker_run, tmp_path, capsys,
+                                                                record_property):
   data, workdir = marker_run
   trained = run_lib.load(workdir, "latest")
   history = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  record_property("val_accuracy", history[-1]["val_accuracy"])
   assert history[-1]["val_accuracy"] == 1.0  # it learned the marker
   for path in sorted((data / "VAL" / "marked").glob("*.png"))[:1]:
-    e = explain.explain_file(trained, path, layer="mixed2")
+    e = explanation.explain_file(trained, path, layer="mixed2")
     assert e.gradcam.shape == e.occlusion.shape == (150, 150)
+    record_property("marked_probability", e.probability)
     assert e.label == "marked" and e.probability > 0.5
     # The strongest evidence lies on the marker (rows and columns 10..40, within a patch).
-    for heat in (e.gradcam, e.occlusion):
+    for name, heat in (("gradcam", e.gradcam), ("occlusion", e.occlusion)):
       row, col = np.unravel_index(np.argmax(heat), heat.shape)
+      record_property(f"{name}_peak_row_col", f"{row},{col}")
       assert row < 60 and col < 60, (path.name, row, col)
 
 
@@ -125,7 +129,7 @@ def test_occlusion_drops_are_the_score_lost_under_each_patch_and_reuse_a_given_b
     assert len(batch) <= size
     return batch.reshape(len(batch), -1).sum(axis=1)
 
-  drop, starts = explain.occlusion(score_of, image, patch=4, stride=2, batch_size=4)
+  drop, starts = explanation.occlusion(score_of, image, patch=4, stride=2, batch_size=4)
   assert starts == [0, 2, 4]
   # The patch's value is the image's mean, 4/64 per channel. The top-left patch takes away the
   # corner's 12 ones and puts 16 pixels x 3 channels of 1/16 in their place.
@@ -133,6 +137,6 @@ def test_occlusion_drops_are_the_score_lost_under_each_patch_and_reuse_a_given_b
   assert drop[2, 2] == pytest.approx(-3)  # covers none of the corner: it only adds the fill
   assert calls == [1, 4, 4, 1]  # the base alone, then the 9 occluded copies
   calls.clear()
-  again, _ = explain.occlusion(score_of, image, patch=4, stride=2, batch_size=4, base=12.0)
+  again, _ = explanation.occlusion(score_of, image, patch=4, stride=2, batch_size=4, base=12.0)
   np.testing.assert_allclose(again, drop)
   assert calls == [4, 4, 1]  # the given base is not computed again

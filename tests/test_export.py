@@ -12,7 +12,8 @@ import pytest
 from conftest import (assert_within_spread, batch_spread, copy_subset, run_logits_at,
                       train_smoke)
 from radjax import exported
-from radjax.commands import cli, predict
+from radjax.commands import cli
+from radjax.training import scoring
 from radjax.errors import UserError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -75,7 +76,7 @@ def test_a_fresh_process_without_flax_or_tensorflow_answers_as_radjax_predict(ru
   result = json.loads(done.stdout.strip().splitlines()[-1])
   for name in ("flax", "optax", "orbax", "tensorflow"):
     assert name not in result["modules"]
-  want = [p.probability for p in predict.predict_files(workdir, files)[0]]
+  want = [p.probability for p in scoring.predict_files(workdir, files)[0]]
   assert sorted(map(int, result["probabilities"])) == [1, 3, 17]
   spread = _spread(workdir, model, files, (1, 3, 16, 17))  # predict scored in batches of 16
   for n, probabilities in result["probabilities"].items():
@@ -298,7 +299,7 @@ def test_the_page_answers_each_file_as_predict_does_and_names_a_bad_one(run, rea
 
   workdir, model, files = run
   app = serve.make_app(reader, max_mb=1)
-  want = {p.path: p for p in predict.predict_files(workdir, files[:2])[0]}
+  want = {p.path: p for p in scoring.predict_files(workdir, files[:2])[0]}
   spread = dict(zip(files[:2], _spread(workdir, model, files[:2], (1, 2))))  # page 1, predict 2
   for path in files[:2]:
     answer = _post(app, pathlib.Path(path).name, pathlib.Path(path).read_bytes()).json()
@@ -412,7 +413,7 @@ def test_the_page_serves_an_export_without_grad_cam(run):
     assert client.get("/info").json()["gradcam"] is False
     assert "Drop PNG, JPEG or DICOM files here" in client.get("/").text
   answer = _post(app, "a.png", pathlib.Path(files[0]).read_bytes()).json()
-  want = predict.predict_files(workdir, files[:1])[0][0]
+  want = scoring.predict_files(workdir, files[:1])[0][0]
   assert answer["gradcam"] is None and answer["decision"] == want.label
 
 
@@ -464,7 +465,7 @@ def test_a_real_browser_reads_the_films_and_the_error(run, reader, dataset_dir, 
   films = [str(sorted((dataset_dir / "VAL" / c).glob("*.png"))[0]) for c in ("chest", "abd")]
   damaged = tmp_path / "damaged.png"
   damaged.write_bytes(pathlib.Path(films[0]).read_bytes()[:300])
-  want = {pathlib.Path(p.path).name: p.label for p in predict.predict_files(workdir, films)[0]}
+  want = {pathlib.Path(p.path).name: p.label for p in scoring.predict_files(workdir, films)[0]}
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]

@@ -179,14 +179,15 @@ def test_a_multilabel_prepared_dataset_folds_into_views_with_its_label_vectors(t
   predictions read)."""
   from test_multilabel import _write_multilabel_csv
 
-  from radjax.commands import cv
+  from radjax.data import folds as folds_lib
+  from radjax.training import cross_validation as cv_lib
 
   manifest = _write_multilabel_csv(tmp_path, per_split=(12, 4))
   out = tmp_path / "prepared"
   config = _config()
   prepared.prepare(config, datasets.list_every_split(manifest), out, progress=False)
-  plan = cv.make_plan(out, 2, [0])
-  from_csv = cv.make_plan(manifest, 2, [0])
+  plan = folds_lib.make_plan(out, 2, [0])
+  from_csv = folds_lib.make_plan(manifest, 2, [0])
   assert plan["prepared"] and not from_csv["prepared"]
   by_path = dict(zip(from_csv["paths"], from_csv["labels"]))
   source = {e.path: e for split in listing.list_manifest(manifest).splits.values() for e in split}
@@ -196,7 +197,7 @@ def test_a_multilabel_prepared_dataset_folds_into_views_with_its_label_vectors(t
     assert by_path[pathlib.Path(path).relative_to(manifest.parent).as_posix()] == label
   fold_of = plan["assignment"]["0"]
   for fold in (1, 2):
-    view = cv._fold_data(plan, "0", fold, tmp_path / f"fold_{fold}")
+    view = cv_lib._fold_data(plan, "0", fold, tmp_path / f"fold_{fold}")
     assert prepared.is_prepared(view)
     pipeline = datasets.open_pipeline(view, config)
     assert pipeline.multilabel

@@ -7,6 +7,8 @@ from pydicom.uid import generate_uid
 
 from conftest import write_dicom
 from radjax.commands import audit
+from radjax.data import audit as dataset_audit
+from radjax.metrics import shortcuts
 
 SIDE = 64
 CLASSES = ("abd", "chest")
@@ -38,7 +40,7 @@ def _by_feature(report) -> dict:
 
 
 def _flagged(report) -> set:
-  return {f["feature"] for f in report["shortcuts"] if f["auc"] >= audit.SHORTCUT_AUC}
+  return {f["feature"] for f in report["shortcuts"] if f["auc"] >= shortcuts.SHORTCUT_AUC}
 
 
 def test_a_bright_frame_that_encodes_the_class_is_flagged(tmp_path):
@@ -50,7 +52,7 @@ def test_a_bright_frame_that_encodes_the_class_is_flagged(tmp_path):
 
   report = audit.audit(_png_set(tmp_path / "frame", pixels), progress=False)
   features = _by_feature(report)
-  assert features["outer 5% frame: intensity mean"]["auc"] >= audit.SHORTCUT_AUC
+  assert features["outer 5% frame: intensity mean"]["auc"] >= shortcuts.SHORTCUT_AUC
   assert "outer 5% frame: intensity mean" in _flagged(report)
   assert features["width"]["detail"].startswith("constant")  # same sizes: not a size shortcut
   assert report["shortcut_folds"] == 5 and report["shortcut_classes"] == ["abd", "chest"]
@@ -104,11 +106,11 @@ def dicom_set(tmp_path):
 def test_dicom_manufacturer_and_patients_across_splits(dicom_set):
   report = audit.audit(dicom_set, progress=False)
   features = _by_feature(report)
-  assert features["DICOM Manufacturer"]["auc"] >= audit.SHORTCUT_AUC
+  assert features["DICOM Manufacturer"]["auc"] >= shortcuts.SHORTCUT_AUC
   assert features["DICOM Manufacturer"]["detail"] == "ACME Abdomen: abd 15/15, chest 0/15"
   assert _flagged(report) == {"DICOM Manufacturer"}
-  assert features["DICOM StationName"]["auc"] < audit.SHORTCUT_AUC
-  assert features["DICOM InstitutionName"]["detail"] == f"constant ({audit.MISSING})"
+  assert features["DICOM StationName"]["auc"] < shortcuts.SHORTCUT_AUC
+  assert features["DICOM InstitutionName"]["detail"] == f"constant ({dataset_audit.MISSING})"
   assert features["DICOM PixelSpacing"]["detail"] == "constant (0.2\\0.2)"
   assert features["file format"]["detail"] == "constant (DICOM)"
   assert any(w.startswith("SHORTCUT: 'DICOM Manufacturer'") for w in report["shortcut_warnings"])
@@ -149,7 +151,7 @@ def test_three_classes_are_audited_by_macro_one_vs_rest_auc():
                   ["x", "y"]))}
              for k, c in enumerate(("a", "b", "c")) for _ in range(8)]
   specs = [("width", "width", True), ("noise", "noise", True), ("maker", "maker", False)]
-  result = audit.shortcut_audit(records, specs)
+  result = shortcuts.shortcut_audit(records, specs)
   assert result["skipped"] is None and result["classes"] == ["a", "b", "c"] and result["folds"] == 5
   by_name = {f["feature"]: f for f in result["features"]}
   assert by_name["width"]["auc"] == 1.0  # each class its own range of widths
@@ -161,8 +163,8 @@ def test_three_classes_are_audited_by_macro_one_vs_rest_auc():
 
   y = np.repeat([0, 1, 2], 8)
   x = np.array([r["maker"] for r in records], object)
-  scores = audit._cv_scores_categorical(
-      x, y, StratifiedKFold(5, shuffle=True, random_state=audit.SHORTCUT_SEED))
+  scores = shortcuts._cv_scores_categorical(
+      x, y, StratifiedKFold(5, shuffle=True, random_state=shortcuts.SHORTCUT_SEED))
   np.testing.assert_allclose(scores.sum(1), 1)
   want = np.mean([roc_auc_score(y == c, scores[:, c]) for c in range(3)])
   assert by_name["maker"]["auc"] == pytest.approx(want, abs=1e-4)
@@ -178,7 +180,7 @@ def test_the_shared_dataset_is_separable_by_image_size(dataset_dir):
   features = _by_feature(report)
   assert features["width x height"]["detail"] == "512x512: abd 1/37, chest 38/38"
   for name in ("width x height", "aspect ratio (width / height)", "height"):
-    assert features[name]["auc"] >= audit.SHORTCUT_AUC, features[name]
+    assert features[name]["auc"] >= shortcuts.SHORTCUT_AUC, features[name]
     assert any(w.startswith(f"SHORTCUT: '{name}'") for w in report["shortcut_warnings"])
   assert report["shortcuts"][0]["feature"] == "width x height"
   assert features["file format"]["detail"] == "constant (PNG)"

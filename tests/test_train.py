@@ -19,7 +19,8 @@ from radjax.data import files, images, listing, preprocess
 from radjax.metrics import classification as metrics
 from radjax.models.stages import frozen_stages, stage_of
 from radjax.training import checkpoints, config as config_lib
-from radjax.training import loop as train, run as run_lib, steps as steps_lib
+from radjax.training import decisions, evaluation, loop as train, run as run_lib, scoring
+from radjax.training import steps as steps_lib
 from radjax.errors import UserError
 from conftest import assert_within_spread, batch_spread, copy_subset, run_logits_at
 
@@ -105,7 +106,6 @@ def test_stress_scores_what_predict_scores_for_png_and_dicom(trained, tiny_data,
   from PIL import Image
 
   from conftest import write_dicom
-  from radjax.commands import predict, evaluate
 
   out = tmp_path / "png"
   assert cli.main(["stress", "--workdir", str(trained), "--checkpoint", "latest", "--families",
@@ -118,7 +118,7 @@ def test_stress_scores_what_predict_scores_for_png_and_dicom(trained, tiny_data,
   assert "flips" in console and "Wrote" in console and len(result["images"]) == 4
   clean = result["conditions"][0]
   assert clean["flip_rate"] == 0 and clean["mean_abs_change"] == 0
-  evaluated = evaluate.evaluate_workdir(trained, which="latest", out_dir=tmp_path / "eval")
+  evaluated = evaluation.evaluate_workdir(trained, which="latest", out_dir=tmp_path / "eval")
   assert clean["auc"] == pytest.approx(evaluated["auc"])
   assert clean["accuracy"] == pytest.approx(evaluated["accuracy"])
   # The inverted films written as PNGs (integer pixels: exact) and predicted one by one.
@@ -128,9 +128,9 @@ def test_stress_scores_what_predict_scores_for_png_and_dicom(trained, tiny_data,
     pixels = images.read_image(path)
     Image.fromarray((255 - pixels).astype(np.uint8)).save(inverted / pathlib.Path(path).name)
   clean_p = {pathlib.Path(r.path).name: r.probability
-             for r in predict.predict_files(trained, result["images"], "latest")[0]}
+             for r in scoring.predict_files(trained, result["images"], "latest")[0]}
   moved_p = {pathlib.Path(r.path).name: r.probability
-             for r in predict.predict_files(trained, [inverted], "latest")[0]}
+             for r in scoring.predict_files(trained, [inverted], "latest")[0]}
   row = result["conditions"][5]
   want = [abs(moved_p[pathlib.Path(p).name] - clean_p[pathlib.Path(p).name])
           for p in result["images"]]
@@ -842,14 +842,13 @@ def test_a_threshold_between_saturated_logits_decides_in_predict_as_in_evaluate(
   separate them, as evaluate's figures did."""
   import types
 
-  from radjax.commands import evaluate, predict
 
   logits, labels = np.array([40.0, 40.0, 41.0, 41.0]), np.array([0, 0, 1, 1])
   point = metrics.operating_point(logits, labels)
   assert point["threshold_logit"] == 40.5 and point["threshold"] == 1.0
   assert metrics.binary_metrics(logits, labels, point["threshold_logit"])["accuracy"] == 1.0
-  (tmp_path / evaluate.OPERATING_POINT).write_text(json.dumps({**point, "epoch": 3}))
-  threshold, threshold_logit, _ = predict.decision_threshold(tmp_path, meta={"epoch": 3})
+  (tmp_path / decisions.OPERATING_POINT).write_text(json.dumps({**point, "epoch": 3}))
+  threshold, threshold_logit, _ = decisions.decision_threshold(tmp_path, meta={"epoch": 3})
   assert threshold_logit == 40.5
 
   class Steps:
@@ -863,7 +862,7 @@ def test_a_threshold_between_saturated_logits_decides_in_predict_as_in_evaluate(
   monkeypatch.setattr(run_lib, "load", lambda workdir, which: fake)
   files = sorted((tiny_data / "VAL" / "abd").glob("*.png")) + \
       sorted((tiny_data / "VAL" / "chest").glob("*.png"))
-  results, _ = predict.predict_files(tmp_path, files, threshold=threshold,
+  results, _ = scoring.predict_files(tmp_path, files, threshold=threshold,
                                      threshold_logit=threshold_logit)
   assert [r.label for r in results] == ["abd", "abd", "chest", "chest"]
 
@@ -872,13 +871,12 @@ def test_a_threshold_between_saturated_logits_decides_in_predict_as_in_evaluate(
 def test_predict_with_test_time_augmentation(trained, tiny_data, capsys):
   import copy
 
-  from radjax.commands import predict
 
   val = tiny_data / "VAL"
-  plain, _ = predict.predict_files(trained, [val], "latest")
+  plain, _ = scoring.predict_files(trained, [val], "latest")
   off = copy.deepcopy(run_lib.load(trained, "latest").config.augment)
   off.enabled = False
-  same, _ = predict.predict_files(trained, [val], "latest", tta=3, augment_config=off)
+  same, _ = scoring.predict_files(trained, [val], "latest", tta=3, augment_config=off)
   for a, b in zip(plain, same, strict=True):  # no augmentation: N copies of the plain input
     assert b.probability == pytest.approx(a.probability, abs=1e-5) and b.probability_sd < 1e-6
   args = ["predict", "--workdir", str(trained), "--checkpoint", "latest", "--json", "--tta", "4"]
@@ -913,7 +911,6 @@ def test_resampled_metrics_equal_binary_metrics_of_each_resample():
 def test_evaluate_prints_the_operating_points_table_only_when_its_decisions_differ(logits, same):
   """At a Youden point between the scores, [-2, -1 | 1, 2] is decided as at 0.5: one table; with
   0.5 (p 0.62, an abdomen film) below the point, 0.5 and the point disagree: two tables."""
-  from radjax.commands import evaluate
 
   logits, labels = np.array(logits), np.array([0, 0, 1, 1])
   result = {**metrics.binary_metrics(logits, labels), "split": "val", "epoch": 3,
@@ -927,6 +924,8 @@ def test_evaluate_prints_the_operating_points_table_only_when_its_decisions_diff
                                metrics.exact_intervals(at), "intervals":
                                metrics.bootstrap_intervals(logits, labels,
                                                            point["threshold_logit"])}
+  from radjax.commands import evaluate
+
   text = evaluate.format_metrics(result)
   assert text.count("confusion matrix") == 1
   rows = re.findall(r"^\s+abd\s+\d+\s+\d+$", text, flags=re.MULTILINE)  # a matrix's abd row

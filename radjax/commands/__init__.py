@@ -1,2 +1,3 @@
-"""The commands behind `radjax ...` (`cli`): evaluate, predict, explain, cv, audit, split and
-augment-preview. Each is a library function first; the CLI only parses flags."""
+"""The commands behind `radjax ...` (`cli`, the parser): each parses, calls a library function a
+layer down (`radjax.training`, `radjax.data`) and prints or draws what it returns. No command
+imports another (tested)."""

@@ -164,10 +164,11 @@ def _cv(args) -> int:
 
 def _evaluate(args) -> int:
   from radjax.commands import evaluate
+  from radjax.training import evaluation
 
   _output_folder(args.out, "--out")
-  result = evaluate.evaluate_workdir(args.workdir, args.data, args.split, args.checkpoint, args.out,
-                                     args.target_sensitivity)
+  result = evaluation.evaluate_workdir(args.workdir, args.data, args.split, args.checkpoint,
+                                       args.out, args.target_sensitivity)
   print(evaluate.format_metrics(result))
   print("Wrote " + ", ".join(result["written"]))
   return 0
@@ -206,10 +207,11 @@ def _serve(args) -> int:
 
 def _stress(args) -> int:
   from radjax.commands import stress
+  from radjax.training import stress as stress_lib
 
   _output_folder(args.out, "--out")
-  result = stress.stress_workdir(args.workdir, args.data, args.split, args.checkpoint, args.out,
-                                 args.families, args.seed)
+  result = stress_lib.stress_workdir(args.workdir, args.data, args.split, args.checkpoint,
+                                     args.out, args.families, args.seed)
   print(stress.format_stress(result))
   print("Wrote " + ", ".join(result["written"]))
   return 0
@@ -218,8 +220,7 @@ def _stress(args) -> int:
 def _predict(args) -> int:
   import pathlib
 
-  from radjax.commands import predict
-  from radjax.training import run as run_lib
+  from radjax.training import decisions, run as run_lib, scoring
   from radjax.errors import UserError
 
   if args.csv:  # checked before any image is decoded
@@ -242,17 +243,17 @@ def _predict(args) -> int:
     threshold = threshold_logit = None
     print("Decision: the most probable class (multiclass run)", file=sys.stderr)
   elif task == "multilabel":  # each label above its own threshold
-    threshold, threshold_logit, source = predict.label_thresholds(
+    threshold, threshold_logit, source = decisions.label_thresholds(
         args.workdir, meta["class_names"], args.threshold, meta)
     print("Decision: each label above its threshold ("
           + ", ".join(f"{n} {t:.4f}" for n, t in threshold.items()) + f"; from {source})",
           file=sys.stderr)
   else:
-    threshold, threshold_logit, source = predict.decision_threshold(args.workdir, args.threshold,
-                                                                    meta)
+    threshold, threshold_logit, source = decisions.decision_threshold(args.workdir,
+                                                                      args.threshold, meta)
     print(f"Threshold: probability > {threshold:.4f} calls the second class (from {source})",
           file=sys.stderr)
-  results, class_names = predict.predict_files(args.workdir, args.inputs, args.checkpoint,
+  results, class_names = scoring.predict_files(args.workdir, args.inputs, args.checkpoint,
                                                threshold=threshold, tta=args.tta,
                                                tta_seed=args.seed, threshold_logit=threshold_logit,
                                                trained=trained)
@@ -260,8 +261,8 @@ def _predict(args) -> int:
 
 
 def _predict_exported(args) -> int:
-  from radjax.commands import predict
   from radjax.errors import UserError
+  from radjax.training import scoring
 
   if args.tta:
     raise UserError(f"--tta {args.tta}: test-time augmentation needs the run (--workdir); an "
@@ -269,7 +270,7 @@ def _predict_exported(args) -> int:
   if args.checkpoint != "best":
     raise UserError(f"--checkpoint {args.checkpoint}: an export holds one checkpoint; export "
                     "another with radjax export --checkpoint")
-  results, class_names, threshold, source = predict.predict_exported(args.model, args.inputs,
+  results, class_names, threshold, source = scoring.predict_exported(args.model, args.inputs,
                                                                      args.threshold)
   print(f"Model: {args.model}; decisions at {source}", file=sys.stderr)
   task = "binary" if threshold is not None and not isinstance(threshold, dict) else (

@@ -27,9 +27,9 @@ ALLOWED_CUSTOM_CALLS = {"shape_assertion"}
 def _operating_point(workdir, trained) -> dict:
   """The decision the run's `predict` would use: its stored operating point(s) when they belong
   to this checkpoint, else 0.5 (multiclass: the most probable class)."""
-  from radjax.commands import predict
+  from radjax.training import decisions
 
-  threshold, cut, source = predict.run_decision(workdir, trained)
+  threshold, cut, source = decisions.run_decision(workdir, trained)
   if trained.task == "multiclass":
     return {"rule": source}
   return {"threshold": threshold, "threshold_logit": cut, "source": source}

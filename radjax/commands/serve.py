@@ -38,7 +38,7 @@ class Reader:
   """A model that answers one decoded film: from a run (`run.load`, with Grad-CAM) or an export."""
 
   def __init__(self, workdir=None, model=None, which: str = "best"):
-    from radjax.commands import predict
+    from radjax.training import decisions
 
     self.lock = threading.Lock()  # one forward pass at a time: 2 cores gain nothing from more
     if model is not None:
@@ -57,7 +57,7 @@ class Reader:
       self.trained = run_lib.load(workdir, which)
       self.config, self.class_names = self.trained.config, self.trained.class_names
       self.task = self.trained.task
-      self.threshold, self.cut, self.source = predict.run_decision(workdir, self.trained)
+      self.threshold, self.cut, self.source = decisions.run_decision(workdir, self.trained)
     # Compiled once, now: the first reader waits for nothing.
     size = self.config.image_size
     self.answer(np.full((size, size, 3), 128.0, np.float32), "warm-up")
@@ -94,17 +94,17 @@ class Reader:
             "dicom": dicom_info, "error": None}
 
   def _gradcam(self, image, logits, shape) -> np.ndarray:
-    """Grad-CAM of the decided class on the film as cropped (`explain.gradcam`)."""
+    """Grad-CAM of the decided class on the film as cropped (`explanation.gradcam`)."""
     import jax
 
-    from radjax.commands import explain
+    from radjax.training import explanation
 
     multilabel = self.task == "multilabel"
     target = int(logits > 0) if np.ndim(logits) == 0 else int(np.argmax(logits))
-    cam, _ = explain.gradcam(self.trained.model, jax.device_get(self.trained.variables), image,
+    cam, _ = explanation.gradcam(self.trained.model, jax.device_get(self.trained.variables), image,
                              GRADCAM_LAYER, sign=1.0 if target or multilabel else -1.0,
                              target=target)
-    return explain.to_original(cam, shape[0], shape[1], self.config)
+    return explanation.to_original(cam, shape[0], shape[1], self.config)
 
 
 def _overlay(pixels: np.ndarray, cam: np.ndarray) -> np.ndarray:

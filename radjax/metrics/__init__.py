@@ -1,2 +1,3 @@
-"""Metrics: scores and intervals of logits (`classification`), their figures (`figures`) and their
-console text (`summary`). NumPy and scikit-learn only."""
+"""Metrics: scores and intervals of logits (`classification`), flip rates (`robustness`), the
+shortcut audit's single-feature AUCs (`shortcuts`), their figures (`figures`, `stress_figures`)
+and their console text (`summary`). NumPy, scikit-learn and matplotlib only."""

@@ -334,3 +334,25 @@ def json_safe(tree):
   if isinstance(tree, list):
     return [json_safe(v) for v in tree]
   return None if isinstance(tree, float) and math.isnan(tree) else tree
+
+
+def one_vs_rest(logits, labels, k: int, multilabel: bool):
+  """One class' (label's) binary problem: (logits, 0/1 truths). Multilabel: the label's logit over
+  the images where it is known. Multiclass: the class' log-odds, log p / (1 - p) of its softmax
+  probability, over every image."""
+  logits, labels = np.asarray(logits, np.float64), np.asarray(labels)
+  if multilabel:
+    known = labels[:, k] >= 0
+    return logits[known, k], labels[known, k].astype(int)
+  log_odds = logits[:, k] - np.logaddexp.reduce(np.delete(logits, k, axis=1), axis=1)
+  return log_odds, (labels == k).astype(int)
+
+
+def per_class_intervals(logits, labels, k: int, multilabel: bool, seed: int) -> dict:
+  """Bootstrap 95% intervals of one class' (label's) figures. Multilabel: the label is a binary
+  problem over the images where it is known, so AUC, accuracy, sensitivity and specificity all get
+  one. Multiclass: the class' one-vs-rest AUC on its log-odds only (its sensitivity and
+  specificity follow the most probable class, not a threshold on one score)."""
+  scores, truth = one_vs_rest(logits, labels, k, multilabel)
+  intervals = bootstrap_intervals(scores, truth, seed=seed)
+  return intervals if multilabel else {"auc": intervals["auc"]}
