@@ -141,7 +141,8 @@ def write_dicom(path, pixels, photometric="MONOCHROME2", bits_stored=None, signe
 
 def marker_dataset(root, markers: dict, size: int, per_class=(12, 4), seed: int = 0):
   """Noise films in TRAIN/ and VAL/ (`per_class` images each), one folder per class of `markers`:
-  a class' (top, left, side) bright square, or None for none, is all that tells them apart."""
+  a class' (top, left, side) bright square, (top, left, side, grey) a square of that grey, or None
+  for none, is all that tells them apart."""
   from PIL import Image
 
   rng = np.random.default_rng(seed)
@@ -151,8 +152,8 @@ def marker_dataset(root, markers: dict, size: int, per_class=(12, 4), seed: int 
       for k in range(n):
         image = rng.integers(40, 140, (size, size)).astype(np.uint8)
         if marker is not None:
-          top, left, side = marker
-          image[top:top + side, left:left + side] = 255
+          top, left, side, grey = (*marker, 255)[:4]
+          image[top:top + side, left:left + side] = grey
         Image.fromarray(image).save(root / split / cls / f"{cls}{k}.png")
   return root
 
@@ -224,3 +225,28 @@ def run_logits_at(workdir, which: str = "latest"):
     return trained.steps.logits_of(trained.variables, [batch])[0]
 
   return logits_at, trained
+
+
+def export_logits_at(loaded):
+  """`batch_spread`'s `logits_at` for an export (`radjax.exported.load`): `inputs` padded with
+  black films to a batch of `size` (the program takes any batch size, so the shape is what is
+  padded to)."""
+  def logits_at(inputs, size):
+    padded = np.concatenate([inputs, np.zeros((size - len(inputs), *inputs.shape[1:]),
+                                              inputs.dtype)])
+    return loaded.logits(padded)[:len(inputs)]
+  return logits_at
+
+
+def run_and_export_spread(workdir, model, paths, sizes, scores=None) -> np.ndarray:
+  """The run's and the export's own batch-shape spreads (`batch_spread`) on the films at `paths`,
+  added: what a run's and an export's answers, batched differently, may differ by."""
+  from radjax import exported
+  from radjax.data import images
+
+  logits_at, _ = run_logits_at(workdir)
+  loaded = exported.load(model)
+  inputs = np.stack([loaded.preprocess(images.read_image(p), pixel_range=(0, 255))
+                     for p in paths])
+  return (batch_spread(logits_at, inputs, sizes, scores)
+          + batch_spread(export_logits_at(loaded), inputs, sizes, scores))

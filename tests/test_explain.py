@@ -76,17 +76,30 @@ def test_maps_of_a_model_that_uses_a_marker_point_at_the_marker(marker_run, tmp_
   trained = run_lib.load(workdir, "latest")
   history = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   record_property("val_accuracy", history[-1]["val_accuracy"])
-  assert history[-1]["val_accuracy"] == 1.0  # it learned the marker
-  for path in sorted((data / "VAL" / "marked").glob("*.png"))[:1]:
+  assert history[-1]["val_accuracy"] == 1.0  # it learned the marker (seeds 0-4: all 1.0)
+  # Each marked VAL film's maps: how much of a map's evidence lies in the marker's corner (rows
+  # and columns 0-60, 16% of the film; the marker is 10-40) against the share an uninformative
+  # map would put there (1), and whether the map peaks there. Over --learning-seed 0-4, 4 films
+  # each: occlusion concentrated 2.2-5.3 times and peaked in the corner on all 20. Grad-CAM at
+  # mixed2 did so 4.6-5.4 times on seeds 0 and 2-4 but put no evidence there at all on seed 1 (a
+  # 3-epoch network from random weights need not route the marker through that block), so only
+  # occlusion, which asks the model itself, is held to the marker here; Grad-CAM's arithmetic
+  # is pinned against TensorFlow in test_gradcam_equals_tensorflow_gradient_tape above.
+  window = np.zeros((150, 150), bool)
+  window[:60, :60] = True
+  for path in sorted((data / "VAL" / "marked").glob("*.png")):
     e = explanation.explain_file(trained, path, layer="mixed2")
     assert e.gradcam.shape == e.occlusion.shape == (150, 150)
-    record_property("marked_probability", e.probability)
+    assert np.all(np.isfinite(e.gradcam)) and e.gradcam.min() >= 0
     assert e.label == "marked" and e.probability > 0.5
-    # The strongest evidence lies on the marker (rows and columns 10..40, within a patch).
     for name, heat in (("gradcam", e.gradcam), ("occlusion", e.occlusion)):
+      positive = np.clip(heat, 0, None)
+      concentration = positive[window].sum() / max(positive.sum(), 1e-30) / window.mean()
       row, col = np.unravel_index(np.argmax(heat), heat.shape)
-      record_property(f"{name}_peak_row_col", f"{row},{col}")
-      assert row < 60 and col < 60, (path.name, row, col)
+      record_property(f"{path.stem}_{name}_concentration", float(concentration))
+      record_property(f"{path.stem}_{name}_peak_in_corner", float(window[row, col]))
+      if name == "occlusion":
+        assert window[row, col] and concentration >= 1.5, (path.name, row, col, concentration)
 
 
 @pytest.mark.slow

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import (assert_within_spread, batch_spread, copy_subset, run_logits_at,
-                      train_smoke)
+from conftest import (assert_within_spread, batch_spread, copy_subset, export_logits_at,
+                      run_and_export_spread, train_smoke)
 from radjax import exported
 from radjax.commands import cli
 from radjax.training import scoring
@@ -78,32 +78,10 @@ def test_a_fresh_process_without_flax_or_tensorflow_answers_as_radjax_predict(ru
     assert name not in result["modules"]
   want = [p.probability for p in scoring.predict_files(workdir, files)[0]]
   assert sorted(map(int, result["probabilities"])) == [1, 3, 17]
-  spread = _spread(workdir, model, files, (1, 3, 16, 17))  # predict scored in batches of 16
+  # predict scored these in batches of 16, the fresh process in batches of 1, 3 and 17
+  spread = run_and_export_spread(workdir, model, files, (1, 3, 16, 17))
   for n, probabilities in result["probabilities"].items():
     assert_within_spread(probabilities, want[:int(n)], spread[:int(n)])
-
-
-def _spread(workdir, model, files, sizes):
-  """The run's and the export's own spread over batches of `sizes` on `files`
-  (`conftest.batch_spread`), added: what two paths that batch differently may differ by."""
-  from radjax.data import images
-
-  logits_at, trained = run_logits_at(workdir)
-  loaded = exported.load(model)
-  films = [images.read_image(f) for f in files]
-  inputs = np.stack([loaded.preprocess(f, pixel_range=(0, 255)) for f in films])
-  return (batch_spread(logits_at, inputs, sizes)
-          + batch_spread(_export_logits_at(loaded), inputs, sizes))
-
-
-def _export_logits_at(loaded):
-  """`batch_spread`'s `logits_at` for an export: `inputs` padded with black films to a batch of
-  `size` (the program takes any batch size, so the shape is what is padded to)."""
-  def logits_at(inputs, size):
-    padded = np.concatenate([inputs, np.zeros((size - len(inputs), *inputs.shape[1:]),
-                                              inputs.dtype)])
-    return loaded.logits(padded)[:len(inputs)]
-  return logits_at
 
 
 def test_predict_decides_at_the_stored_operating_point_whatever_the_chunks(run):
@@ -120,7 +98,7 @@ def test_predict_decides_at_the_stored_operating_point_whatever_the_chunks(run):
   # Chunks of 5 and one batch of 17 are other batch shapes: the logits agree to the export's own
   # spread between those shapes (here measured on the first 5 films, which are in both).
   inputs = np.stack([loaded.preprocess(f, pixel_range=(0, 255)) for f in films])
-  spread = batch_spread(_export_logits_at(loaded), inputs[:5], (5, 17), scores=lambda z: z)
+  spread = batch_spread(export_logits_at(loaded), inputs[:5], (5, 17), scores=lambda z: z)
   assert_within_spread(chunked["logits"][:5], whole["logits"][:5], spread)
   assert_within_spread(chunked["logits"], whole["logits"], spread.max())
   assert chunked["labels"] == whole["labels"]
@@ -300,7 +278,8 @@ def test_the_page_answers_each_file_as_predict_does_and_names_a_bad_one(run, rea
   workdir, model, files = run
   app = serve.make_app(reader, max_mb=1)
   want = {p.path: p for p in scoring.predict_files(workdir, files[:2])[0]}
-  spread = dict(zip(files[:2], _spread(workdir, model, files[:2], (1, 2))))  # page 1, predict 2
+  # the page scores one film at a time, predict these two in one batch
+  spread = dict(zip(files[:2], run_and_export_spread(workdir, model, files[:2], (1, 2))))
   for path in files[:2]:
     answer = _post(app, pathlib.Path(path).name, pathlib.Path(path).read_bytes()).json()
     assert answer["error"] is None and answer["decision"] == want[path].label

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from conftest import assert_intervals_close
+from conftest import assert_intervals_close, assert_within_spread, run_and_export_spread
 from radjax.commands import cli
 from radjax.data import listing
 from radjax.metrics import classification as metrics
@@ -191,13 +191,13 @@ def test_a_findings_csv_trains_three_sigmoid_logits_that_learn_the_squares(multi
   assert "Validation at epoch 3 (12 images, each label at probability 0.5)" in console
   assert all(f"  {n}" in console for n in LABELS) and "known)" in console
   history = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-  # Chance is a loss of ln 2 = 0.69 per label and an AUC of 0.5. The margins hold for any
-  # trajectory, not one CPU's or one lowering's: with XLA's own convolutions, seeds 0-3 ended at
-  # val loss 0.23-0.47 and macro AUC 0.86-0.96 (the loss swings between epochs at this learning
-  # rate: 0.11 -> 0.47 for seed 0); with the GEMM lowering, 0.16-0.29 and 0.86-1.0.
+  # Chance is a loss of ln 2 = 0.69 per label and an AUC of 0.5. Over --learning-seed 0-4
+  # (scripts/learning_margins.py), the last epoch's val loss was 0.07-0.49 and macro AUC 0.81-1.0
+  # (the loss swings between epochs at this learning rate), so the margins sit below the worst
+  # seed with room and well above chance.
   record_property("val_loss", history[-1]["val_loss"])
   record_property("val_auc", history[-1]["val_auc"])
-  assert history[-1]["val_loss"] < 0.6 and history[-1]["val_auc"] >= 0.8, history[-1]
+  assert history[-1]["val_loss"] < 0.6 and history[-1]["val_auc"] >= 0.7, history[-1]
   trained = run_lib.load(workdir, "latest")
   assert trained.task == "multilabel" and trained.class_names == list(LABELS)
   assert trained.model.num_outputs == 3
@@ -534,14 +534,18 @@ def test_an_export_decides_each_label_as_predict_and_the_page_do(multilabel_run,
   assert cli.main(["predict", "--model", str(model), "--json", *files]) == 0
   from_model = json.loads(capsys.readouterr().out)
   assert from_model["threshold"] == pytest.approx(from_run["threshold"])
-  for a, b in zip(from_run["predictions"], from_model["predictions"], strict=True):
+  # predict batches these films otherwise from the run and from the export, the page one at a
+  # time: held to the model's own spread over those batch shapes.
+  spread = run_and_export_spread(workdir, model, files, (1, len(files), 16))
+  for a, b, own in zip(from_run["predictions"], from_model["predictions"], spread, strict=True):
     assert a["label"] == b["label"]
-    assert b["probabilities"] == pytest.approx(a["probabilities"], abs=1e-5)
+    assert_within_spread([b["probabilities"][n] for n in LABELS],
+                         [a["probabilities"][n] for n in LABELS], own)
   with TestClient(serve.make_app(serve.Reader(model=model))) as client:
     answer = client.post("/predict", params={"name": "val0.png"},
                          content=pathlib.Path(files[0]).read_bytes()).json()
   assert answer["error"] is None and answer["decision"] == from_run["predictions"][0]["label"]
-  assert answer["probabilities"] == pytest.approx(from_run["predictions"][0]["probabilities"],
-                                                  abs=1e-5)
+  assert_within_spread([answer["probabilities"][n] for n in LABELS],
+                       [from_run["predictions"][0]["probabilities"][n] for n in LABELS], spread[0])
   assert answer["rule"].startswith("each label above its threshold: " + ", ".join(
       f"{n} {cuts[n]:.4f}" for n in LABELS) + " (")

@@ -201,7 +201,7 @@ def test_a_model_that_reads_a_band_flips_under_the_band_family_only(tmp_path, ca
 
   data = _band_films(tmp_path / "data", per_class=(30, 10), seed=learning_seed)
   workdir = tmp_path / "run"
-  train_smoke(data, workdir, "--config.num_epochs=4", "--config.batch_size=6",
+  train_smoke(data, workdir, "--config.num_epochs=6", "--config.batch_size=6",
               "--config.learning_rate=0.001", "--config.augment.enabled=false",
               f"--config.seed={learning_seed}")
   assert cli.main(["stress", "--workdir", str(workdir), "--families", "band,marker"]) == 0
@@ -214,12 +214,16 @@ def test_a_model_that_reads_a_band_flips_under_the_band_family_only(tmp_path, ca
                       wide["flip_rate"]), ("open_flipped", sum(open_flipped)),
                       ("marker_max_flip_rate", marker_flips)):
     record_property(name, value)  # scripts/learning_margins.py tabulates these over seeds
-  assert rows[("clean", 0)]["auc"] >= 0.9  # it learned the band (0.99 here)
-  # A 25% band makes open films look framed: 65% of the decisions flipped here, open films'.
+  # Measured over --learning-seed 0-4 (scripts/learning_margins.py, 6 epochs): clean AUC 0.77-1.0
+  # (seed 3: 0.77; grey bands on noise of the same mean are the hard ones, and one AVX-512 CPU
+  # gave 0.82 for seed 0 at 4 epochs), so 0.7 says "it reads bands" with room, chance being 0.5.
+  assert rows[("clean", 0)]["auc"] >= 0.7
+  # A 25% band makes open films look framed: 55-95% of the decisions flipped, every open film's
+  # on all five seeds.
   assert wide["flip_rate"] >= 0.4
-  assert sum(open_flipped) >= 8  # of the 10 open films (all 10 here)
-  # A laterality marker adds no band: at most 1 of 20 flipped at any size here.
-  assert marker_flips <= 0.1
+  assert sum(open_flipped) >= 8  # of the 10 open films (10 on every seed)
+  # A laterality marker adds no band: 0-2 of the 20 decisions flipped at its largest size.
+  assert marker_flips <= 0.2
   assert "Images flipping most:" in capsys.readouterr().out
 
 
