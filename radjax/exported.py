@@ -151,9 +151,9 @@ def load(path) -> Exported:
   # Each file is the one its radjax.json was written with: a damaged file, or one copied from
   # another export (whose weights would not fit this program, or fit and answer for another run),
   # is refused before anything runs. (Exports older than program_sha256 check their weights.)
-  for name, key in ((WEIGHTS, "weights_sha256"), (PROGRAM, "program_sha256")):
-    if key not in metadata and name == PROGRAM:
-      continue
+  hashed = [(WEIGHTS, "weights_sha256")] + (
+      [(PROGRAM, "program_sha256")] if "program_sha256" in metadata else [])
+  for name, key in hashed:
     if not (path / name).is_file() or sha256(path / name) != metadata.get(key):
       raise UserError(f"{path / name}: missing, damaged or from another export (its SHA-256 "
                       f"differs from {METADATA}'s); export the run again")
